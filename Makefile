@@ -1,0 +1,38 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Both create .venv on first use and install everything they need into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint chaos bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned to the CPU wheel (see pyproject); a looser pin downloads gigabytes.
+	$(BIN)/python -m pip install --quiet -e '.[train,demo,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/forecaster demo
+
+test: $(STAMP)
+	$(BIN)/ruff check forecaster device tests scripts
+	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check forecaster device tests scripts
+	$(BIN)/ruff format --check forecaster device tests scripts
+
+# Reliability under faults, bad input and 10 minutes of load (~15 min; docs/BENCHMARKS.md,
+# "Reliability"). `make test` runs a short version (tests/integration/test_chaos.py).
+CHAOS_ARGS ?= --symbols 50 --bars 1500 --rate 1000 --malformed 10000 --kills 3 \
+	--broker-restarts 1 --partition-s 30 --sustained-s 600
+chaos: $(STAMP)
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS) --out docs/chaos-results.json
+
+clean:
+	rm -rf $(VENV) models/registry .pytest_cache

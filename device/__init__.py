@@ -1,0 +1,71 @@
+"""Edge side of Forecaster: the bundle and MQTT contracts, the ONNX runtime and the agent.
+
+Nothing here imports torch, pandas, statsmodels, arch or `forecaster`.
+"""
+
+from __future__ import annotations
+
+from device.agent import Agent
+from device.bundle import Bundle, find_bundles, load_bundle, pack_bundle, unpack_bundle
+from device.errors import (
+    AgentError,
+    BundleError,
+    ConfigError,
+    DeviceError,
+    ModelError,
+    PayloadError,
+    SignatureError,
+)
+from device.keys import generate_keypair, key_id, load_trusted_keys
+from device.manifest import BundleManifest, TensorSpec
+from device.runtime import OnnxModel
+from device.schemas import (
+    AgentStatus,
+    Bar,
+    DeadLetter,
+    FleetEvent,
+    MacroRelease,
+    ModelRef,
+    Nowcast,
+    NowcastError,
+    PriceForecast,
+    TrendForecast,
+)
+from device.settings import AgentSettings, load_settings
+from device.topics import Topics, forecast_key
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentSettings",
+    "AgentStatus",
+    "Bar",
+    "Bundle",
+    "BundleError",
+    "BundleManifest",
+    "ConfigError",
+    "DeadLetter",
+    "DeviceError",
+    "FleetEvent",
+    "MacroRelease",
+    "ModelError",
+    "ModelRef",
+    "Nowcast",
+    "NowcastError",
+    "OnnxModel",
+    "PayloadError",
+    "PriceForecast",
+    "SignatureError",
+    "TensorSpec",
+    "Topics",
+    "TrendForecast",
+    "find_bundles",
+    "forecast_key",
+    "generate_keypair",
+    "key_id",
+    "load_bundle",
+    "load_settings",
+    "load_trusted_keys",
+    "pack_bundle",
+    "unpack_bundle",
+]

@@ -1,0 +1,754 @@
+"""The edge agent: bars in over MQTT v5, ONNX forecasts out, nothing lost across crashes.
+
+Threads: one network thread owns the paho client, the outbox and the windows; it runs the message
+handlers, publishes the outbox in id order and runs work handed to it with `call_soon` (the
+apscheduler jobs do that). Other threads only request work, swap the model set or ask to stop.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from apscheduler.schedulers.background import BackgroundScheduler
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from device.bars import SeqCheck, SymbolWindow, check_seq, parse_bar
+from device.errors import AgentError, ConfigError, ModelError, PayloadError
+from device.forecasts import price_forecast, trend_forecast
+from device.health import COUNTERS, LatencyWindow
+from device.keys import TrustedKeys, load_trusted_keys
+from device.modelset import LoadedModel, ModelSet, load_model_set
+from device.mqtt import backoff_delay, new_client, read_available, write_pending
+from device.outbox import Outbox, OutMessage, StateWrite, StoredMessage, WindowState
+from device.redelivery import CommittedInputs, input_digest
+from device.schemas import AgentStatus, DeadLetter, FleetEvent
+from device.settings import AgentSettings
+from device.topics import Topics
+
+__all__ = ["Agent", "Handler", "Outcome", "Route", "Ticket"]
+
+logger = logging.getLogger(__name__)
+
+LOOP_TIMEOUT_S = 0.05
+# Acknowledged rows are deleted in the next bar's transaction, or after this long without one.
+ACK_FLUSH_S = 0.2
+# Messages handled in one pass of the network loop share one transaction (group commit). After a
+# stall a pass can hold a backlog; these bounds keep the first of them from waiting on the rest.
+MAX_BATCH = 64
+MAX_BATCH_WAIT_S = 0.002
+DEADLETTER_PAYLOAD_BYTES = 1024
+MAX_PENDING_CALLS = 256
+SUBSCRIPTIONS_META = "subscriptions"
+
+
+@dataclass
+class Outcome:
+    """What handling one input message produced: outputs and the state they follow from (a
+    symbol's window, other handlers' `writes`), committed in one outbox transaction before the
+    input is acknowledged."""
+
+    messages: list[OutMessage] = field(default_factory=list)
+    window: WindowState | None = None
+    writes: list[StateWrite] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An input a handler finishes off the network thread (`Agent.defer`, then `Agent.finish`)."""
+
+    mid: int
+    qos: int
+    connection: int  # which connection it came on: an ack is only valid on that one
+
+
+# A handler gets the message and returns its Outcome, or None when there is nothing to commit (a
+# redelivery), or a Ticket from `Agent.defer` when it finishes later. It raises PayloadError to
+# dead-letter the message.
+Handler = Callable[[mqtt.MQTTMessage], Outcome | Ticket | None]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Messages whose topic matches `match` go to `handler`; `subscriptions` are the filters the
+    agent subscribes to for it (e.g. a `$share/<group>/` form, or one per configured symbol)."""
+
+    match: str
+    subscriptions: tuple[str, ...]
+    handler: Handler
+
+
+def _trusted_keys(settings: AgentSettings) -> TrustedKeys:
+    missing = [str(p) for p in settings.models.trusted_keys if not p.exists()]
+    if missing:
+        raise ConfigError(f"trusted key path(s) do not exist: {', '.join(missing)}")
+    keys = load_trusted_keys(settings.models.trusted_keys)
+    if not keys:
+        paths = ", ".join(str(p) for p in settings.models.trusted_keys)
+        raise ConfigError(f"no trusted public keys (*.pub) in {paths}")
+    return keys
+
+
+class Agent:
+    """`Agent(settings).run()` serves until `request_stop()` (or `start()` ... `stop()`)."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.agent_id = settings.agent_id
+        self.topics = Topics(settings.topic_prefix)
+        self.trusted_keys = _trusted_keys(settings)
+        if not settings.models.dir.is_dir():
+            raise ConfigError(f"models directory {settings.models.dir} does not exist")
+        self._models_lock = threading.Lock()
+        self._models = load_model_set(
+            settings.models.dir, self.trusted_keys, settings.models.intra_op_threads
+        )
+        if not self._models.models:
+            logger.warning(
+                "no usable model in %s; serving nothing until one is deployed", settings.models.dir
+            )
+        self.outbox = Outbox(settings.outbox_path, settings.outbox.max_bytes)
+        self._committed = CommittedInputs(settings.outbox_path)
+        self._windows: dict[str, SymbolWindow] = {
+            # Never shorter than what was saved: closes kept for a model that is gone (or not
+            # deployed yet) are not thrown away.
+            s.symbol: SymbolWindow.from_state(s, max(self._models.window, len(s.closes)))
+            for s in self.outbox.windows()
+        }
+        self._accepted = frozenset(settings.symbols) or None
+        self.counters: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
+        self.inference_ms = LatencyWindow()
+        self.message_ms = LatencyWindow()
+        self.started_at = datetime.now(UTC)
+        self._started = time.monotonic()
+
+        self._routes: list[Route] = []
+        self._register_handlers()
+
+        self._client = new_client(settings.broker.address(), settings.client_id, manual_ack=True)
+        self._client.connect_timeout = settings.broker.connect_timeout_s
+        # paho's own limit off: `_pump` keeps within the broker's Receive Maximum itself.
+        self._client.max_inflight_messages_set(0)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_register_write = self._on_packet_queued
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = settings.broker.session_expiry_s
+        props.ReceiveMaximum = settings.broker.receive_maximum
+        address = settings.broker.address()
+        # clean_start=False: the broker keeps our subscriptions and queues QoS 1 bars while we
+        # are away, for `session_expiry_s`.
+        self._client.connect_async(
+            address.host,
+            address.port,
+            keepalive=settings.broker.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+
+        # Network-thread state.
+        self._connected = False
+        self._connection = 0  # counts successful connects (see Ticket)
+        self._attempt = 0
+        self._window_size = settings.outbox.max_inflight
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id, handed and awaiting PUBACK
+        self._cursor = 0  # highest outbox id handed to the connection in this process
+        self._backlog = self.outbox.rows > 0  # rows beyond the cursor may wait in the outbox
+        self._acked: list[int] = []
+        self._last_commit = time.monotonic()
+        # The current group commit: outputs, latest window per symbol, inputs to acknowledge.
+        self._batch: list[OutMessage] = []
+        self._batch_windows: dict[str, WindowState] = {}
+        self._batch_writes: list[StateWrite] = []
+        self._batch_inputs: list[tuple[int, int, float]] = []  # mid, qos, perf_counter at receipt
+        self._pump_due = False
+        self._queued_packets = 0
+        self._calls: queue.Queue[Callable[[], None]] = queue.Queue(MAX_PENDING_CALLS)
+
+        self._stop_requested = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.fatal: BaseException | None = None
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        # Imported here: device.nowcast builds on this module's Outcome.
+        from device.nowcast import attach_nowcast
+
+        self.nowcast = attach_nowcast(self)
+        # Imported here: device.deploy builds on this module's Outcome and Ticket.
+        from device.deploy import Deployer
+
+        self.deployer = Deployer(self)
+        self.deployer.install()
+
+    # ----- seams for other handlers (fleet deploy, GDP nowcast) -------------------------------
+
+    def _register_handlers(self) -> None:
+        """Every input topic the agent serves, in one place."""
+        if self._accepted is None:
+            bar_filters: tuple[str, ...] = (self.topics.bar_filter(),)
+        else:
+            bar_filters = tuple(self.topics.bar(s) for s in sorted(self._accepted))
+        group = self.settings.share_group
+        if group:
+            bar_filters = tuple(f"$share/{group}/{f}" for f in bar_filters)
+        self.route(self.topics.bar_filter(), self._handle_bar, bar_filters)
+
+    def route(self, match: str, handler: Handler, subscriptions: tuple[str, ...] = ()) -> None:
+        """Send messages whose topic matches `match` to `handler`; subscribe `subscriptions`
+        (default: `match` itself). Call before `start()`."""
+        self._routes.append(Route(match, subscriptions or (match,), handler))
+
+    @property
+    def models(self) -> ModelSet:
+        return self._models
+
+    def update_models(self, change: Callable[[ModelSet], ModelSet]) -> ModelSet:
+        """Replace the model set atomically; each bar runs against one whole set, old or new."""
+        with self._models_lock:
+            self._models = change(self._models)
+            return self._models
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the network thread (where publishing and the outbox are safe)."""
+        try:
+            self._calls.put_nowait(fn)
+        except queue.Full:
+            logger.warning("network thread is behind; dropped a scheduled call to %s", fn)
+
+    def emit(self, outcome: Outcome) -> None:
+        """Commit and publish what no input message produced (scheduled work, e.g. the nowcast's
+        cron job). Network thread only: call it from a function given to `call_soon`."""
+        self._collect(outcome)
+        self._commit_batch()
+
+    def defer(self, msg: mqtt.MQTTMessage) -> Ticket:
+        """For a handler that finishes `msg` off the network thread: it returns this ticket, and
+        the input is acknowledged only once `finish` has committed what it led to."""
+        return Ticket(msg.mid, msg.qos, self._connection)
+
+    def finish(self, ticket: Ticket, outcome: Outcome) -> None:
+        """Commit a deferred input's outcome, then acknowledge the input. Network thread only
+        (via `call_soon`). An input from an earlier connection is not acknowledged: the broker
+        delivers it again, and its handler must recognise the redelivery."""
+        self._collect(outcome)
+        if ticket.connection == self._connection:
+            # Timed from now: the message latency stats measure the commit, not the handler's work.
+            self._batch_inputs.append((ticket.mid, ticket.qos, time.perf_counter()))
+        self._commit_batch()
+
+    def window_states(self) -> list[WindowState]:
+        """A copy of every symbol's window (last seq, closes). Network thread only."""
+        return [w.state() for w in self._windows.values()]
+
+    def publish_now(self, topic: str, payload: bytes, properties: Properties | None = None) -> bool:
+        """Publish at QoS 0 straight to the connection, outside the outbox: for replies, which
+        are worthless once the requester has given up (and QoS 0 takes no Receive Maximum slot).
+        Network thread only; False when not connected."""
+        if not self._connected:
+            return False
+        return self._client.publish(topic, payload, qos=0, properties=properties).rc == 0
+
+    # ----- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (retrying with backoff) and start the status heartbeat."""
+        if self._thread is not None:
+            raise AgentError("agent already started")
+        self.scheduler.add_job(
+            lambda: self.call_soon(self._publish_status),
+            "interval",
+            seconds=self.settings.status.interval_s,
+            id="status",
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.start()
+        # The start-up objects (modules, sessions, schemas) live as long as the process; frozen,
+        # they no longer make every full collection a ~10 ms pause in the middle of a bar.
+        gc.collect()
+        gc.freeze()
+        self._thread = threading.Thread(
+            target=self._network_main, name="agent-network", daemon=True
+        )
+        self._thread.start()
+        logger.info(
+            "agent %s serving %d model(s): %s",
+            self.agent_id,
+            len(self._models.models),
+            ", ".join(f"{m.model_id}@{m.ref.version}" for m in self._models.models) or "none",
+        )
+
+    def request_stop(self) -> None:
+        """Ask the agent to stop; safe from signal handlers and any thread."""
+        self._stop_requested.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested; True if it was."""
+        return self._stop_requested.wait(timeout)
+
+    def stop(self) -> None:
+        """Flush the outbox to the broker (up to `flush_timeout_s`), publish the offline status,
+        disconnect and close. Idempotent."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(self.settings.outbox.flush_timeout_s + 10.0)
+            if self._thread.is_alive():
+                logger.error("network thread did not stop in time")
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.outbox.close()
+
+    def run(self) -> None:
+        """Serve until `request_stop()`, then stop cleanly."""
+        self.start()
+        try:
+            while not self.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    # ----- network thread -------------------------------------------------------------------
+
+    def _network_main(self) -> None:
+        while not self._stop_requested.is_set():
+            if not self._open():
+                self._stop_requested.wait(self._next_delay())
+                continue
+            rc = mqtt.MQTT_ERR_SUCCESS
+            while rc == mqtt.MQTT_ERR_SUCCESS and not self._stop_requested.is_set():
+                rc = self._loop_once()
+            if self._stop_requested.is_set():
+                break
+            self._connected = False
+            self._stop_requested.wait(self._next_delay())
+        self._shutdown()
+
+    def _open(self) -> bool:
+        self._client.will_set(
+            self.topics.status(self.agent_id), self._status(online=False), qos=1, retain=True
+        )
+        try:
+            self._client.reconnect()
+        except OSError as exc:  # refused, unreachable, DNS, TLS handshake
+            logger.warning("cannot reach broker %s: %s", self.settings.broker.address().url, exc)
+            return False
+        return True
+
+    def _next_delay(self) -> float:
+        b = self.settings.broker
+        delay = backoff_delay(self._attempt, b.reconnect_min_s, b.reconnect_max_s)
+        self._attempt += 1
+        logger.info("reconnecting in %.2f s", delay)
+        return delay
+
+    def _loop_once(self) -> mqtt.MQTTErrorCode:
+        """Read what has arrived, commit it as one batch, then send acks and outputs together."""
+        try:
+            sent = self._send_queued()  # e.g. CONNECT, queued by reconnect()
+            rc = read_available(self._client, LOOP_TIMEOUT_S, MAX_BATCH)
+            self._commit_batch()
+            self._housekeeping()
+            sent = sent or self._send_queued()
+        except Exception:  # a bug in a callback must not kill the network thread
+            logger.exception("network loop failed; reconnecting")
+            self.counters["errors"] += 1
+            return mqtt.MQTT_ERR_CONN_LOST
+        return rc or sent
+
+    def _send_queued(self) -> mqtt.MQTTErrorCode:
+        packets, self._queued_packets = self._queued_packets, 0
+        return write_pending(self._client, packets)
+
+    def _on_packet_queued(self, _client: mqtt.Client, _userdata: object, _sock: object) -> None:
+        # Set as paho's "register write" hook so packets wait for `write_pending` instead of
+        # going out one syscall each as they are queued.
+        self._queued_packets += 1
+
+    def _housekeeping(self) -> None:
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                fn()
+            except Exception:
+                logger.exception("scheduled call %s failed", fn)
+        if self._pump_due:
+            self._pump_due = False
+            self._pump()
+        if self._acked and (
+            len(self._acked) >= 512 or time.monotonic() - self._last_commit > ACK_FLUSH_S
+        ):
+            self._flush_acked()
+
+    def _flush_acked(self) -> None:
+        acked, self._acked = self._acked, []
+        try:
+            self.outbox.delete(acked)
+        except sqlite3.Error as exc:
+            self._fail(AgentError(f"outbox {self.outbox.path}: {exc}"))
+        self._last_commit = time.monotonic()
+
+    def _shutdown(self) -> None:
+        """On the network thread: deliver what is pending, say offline, leave the session."""
+        self._stopping = True
+        deadline = time.monotonic() + self.settings.outbox.flush_timeout_s
+        while self._connected and (self._inflight or self._backlog) and time.monotonic() < deadline:
+            if self._loop_once() != mqtt.MQTT_ERR_SUCCESS:
+                self._connected = False
+        if self._inflight or self._backlog:
+            logger.warning(
+                "stopping with %d message(s) in the outbox; they are sent after the next start",
+                self.outbox.rows,
+            )
+        if self._connected:
+            info = self._client.publish(
+                self.topics.status(self.agent_id), self._status(online=False), qos=1, retain=True
+            )
+            deadline = time.monotonic() + 2.0
+            # rc is non-zero when the connection dropped meanwhile: nothing to wait for then.
+            while info.rc == 0 and not info.is_published() and time.monotonic() < deadline:
+                if self._loop_once() != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            # A normal DISCONNECT: the broker keeps the session (and queues bars for the next
+            # start) and does not publish the will; the status above already says offline.
+            self._client.disconnect()
+            self._send_queued()
+        if self._acked:
+            self._flush_acked()
+        logger.info("agent %s stopped", self.agent_id)
+
+    def _fail(self, exc: BaseException) -> None:
+        """An error the agent cannot serve through (e.g. the outbox disk is full): stop."""
+        logger.error("%s; stopping", exc)
+        self.fatal = exc
+        self._stop_requested.set()
+
+    # ----- paho callbacks (network thread) --------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            logger.error("broker refused the connection: %s", reason)
+            return
+        self._connected = True
+        self._connection += 1
+        self._attempt = 0
+        server_max = getattr(properties, "ReceiveMaximum", 65535)
+        # Never have more unacknowledged publishes out than the broker accepts (Mosquitto's
+        # max_inflight_messages); one slot stays free for the status heartbeat.
+        self._window_size = max(1, min(self.settings.outbox.max_inflight, server_max - 1))
+        logger.info(
+            "connected to %s (session %s)",
+            self.settings.broker.address().url,
+            "resumed" if flags.session_present else "new",
+        )
+        self._subscribe(client)
+        # Not here: paho re-sends the publishes still unacknowledged from the last connection
+        # right after this callback, and they must go out before anything newer.
+        self._pump_due = True
+        self.call_soon(self._publish_status)
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        wanted = sorted({f for r in self._routes for f in r.subscriptions})
+        previous = json.loads(self.outbox.get_meta(SUBSCRIPTIONS_META) or "[]")
+        stale = sorted(set(previous) - set(wanted))
+        if stale:
+            # The persistent session still holds what an earlier configuration subscribed to.
+            client.unsubscribe(stale)
+            logger.info("unsubscribed from %s (no longer configured)", ", ".join(stale))
+        # Retained messages only when the subscription is new, never again on a reconnect.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        client.subscribe([(f, options) for f in wanted])
+        self.outbox.set_meta(SUBSCRIPTIONS_META, json.dumps(wanted))
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        for reason in reasons:
+            if reason.is_failure:
+                logger.error("broker refused a subscription: %s", reason)
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        was = self._connected
+        self._connected = False
+        if was and not self._stopping:
+            logger.warning(
+                "lost the broker (%s); forecasts go to the outbox until it is back", reason
+            )
+
+    def _on_publish(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        mid: int,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        row_id = self._inflight.pop(mid, None)
+        if row_id is None:
+            return  # a status heartbeat
+        if reason.is_failure:
+            # Retrying cannot help (e.g. not authorized); say so and count it.
+            logger.warning("broker refused outbox message %d: %s; dropped", row_id, reason)
+            self.counters["dropped"] += 1
+        self._acked.append(row_id)
+        if self._backlog and len(self._inflight) <= self._window_size // 2:
+            self._pump_due = True
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._stopping or self.fatal is not None:
+            return  # not acknowledged: the broker delivers it again to the next session
+        received = time.perf_counter()
+        self.counters["received"] += 1
+        digest = input_digest(msg)
+        if self._committed.redelivered(msg, digest):
+            # Committed before a crash or reconnect; only the broker never got the PUBACK.
+            self.counters["redelivered"] += 1
+            outcome: Outcome | Ticket | None = None
+        else:
+            outcome = self._dispatch(msg)
+        if isinstance(outcome, Ticket):
+            return  # acknowledged by `finish`, once its outcome is committed
+        if outcome is not None:
+            self._collect(outcome)
+        self._batch_inputs.append((msg.mid, msg.qos, received))
+        self._batch_writes.append(self._committed.write([(msg.mid, digest)]))
+        first = self._batch_inputs[0][2]
+        if len(self._batch_inputs) >= MAX_BATCH or time.perf_counter() - first > MAX_BATCH_WAIT_S:
+            self._commit_batch()
+
+    def _collect(self, outcome: Outcome) -> None:
+        self._batch.extend(outcome.messages)
+        self._batch_writes.extend(outcome.writes)
+        if outcome.window is not None:
+            self._batch_windows[outcome.window.symbol] = outcome.window
+
+    def _dispatch(self, msg: mqtt.MQTTMessage) -> Outcome | Ticket | None:
+        try:
+            for route in self._routes:
+                if mqtt.topic_matches_sub(route.match, msg.topic):
+                    return route.handler(msg)
+            raise PayloadError("no handler for this topic")
+        except PayloadError as exc:
+            return Outcome([self.dead_letter(msg, exc.reason)])
+        except Exception as exc:  # a handler bug: report the input, keep serving
+            logger.exception("handler failed on %s", msg.topic)
+            self.counters["errors"] += 1
+            return Outcome([self.dead_letter(msg, f"internal error: {exc}")])
+
+    def _commit_batch(self) -> None:
+        """Commit what the handled messages produced, then acknowledge those messages."""
+        if not (self._batch_inputs or self._batch or self._batch_writes):
+            return
+        messages, self._batch = self._batch, []
+        windows, self._batch_windows = self._batch_windows, {}
+        writes, self._batch_writes = self._batch_writes, []
+        inputs, self._batch_inputs = self._batch_inputs, []
+        acked, self._acked = self._acked, []
+        try:
+            result = self.outbox.commit(
+                messages,
+                windows.values(),
+                acked=acked,
+                protect_through=self._cursor,
+                writes=writes,
+            )
+        except sqlite3.Error as exc:
+            # Nothing is acknowledged: the broker re-sends these bars to the next session.
+            self._fail(AgentError(f"outbox {self.outbox.path}: {exc}"))
+            return
+        self._last_commit = time.monotonic()
+        for mid, qos, _ in inputs:
+            self._client.ack(mid, qos)
+        done = time.perf_counter()
+        for _, _, received in inputs:
+            self.message_ms.add((done - received) * 1000.0)
+        if result.dropped:
+            self.counters["dropped"] += result.dropped
+            logger.warning(
+                "outbox full (%d bytes): dropped the %d oldest unsent message(s)",
+                self.outbox.max_bytes,
+                result.dropped,
+            )
+        if not self._connected:
+            self.counters["spooled"] += len(result.rows)
+        self._pump(result.rows)
+
+    # ----- outbox -> broker -----------------------------------------------------------------
+
+    def _pump(self, fresh: list[StoredMessage] | None = None) -> None:
+        """Hand outbox rows to the connection in id order, at most `_window_size` unacknowledged.
+        Fresh rows go straight out when nothing older waits; otherwise they queue behind."""
+        if fresh:
+            if self._connected and not self._backlog:
+                handed = self._hand(fresh)
+                if handed < len(fresh):
+                    self._backlog = True
+                return
+            self._backlog = True
+        while self._connected and self._backlog:
+            room = self._window_size - len(self._inflight)
+            if room <= 0:
+                return
+            rows = self.outbox.pending(self._cursor, room)
+            self._hand(rows)
+            if len(rows) < room:
+                self._backlog = False
+
+    def _hand(self, rows: list[StoredMessage]) -> int:
+        handed = 0
+        for row in rows:
+            if len(self._inflight) >= self._window_size:
+                break
+            info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            self._inflight[info.mid] = row.id
+            self._cursor = row.id
+            handed += 1
+        return handed
+
+    # ----- handlers -------------------------------------------------------------------------
+
+    def _handle_bar(self, msg: mqtt.MQTTMessage) -> Outcome | None:
+        symbol = self.topics.symbol_of_bar(msg.topic)
+        if symbol is None:
+            raise PayloadError("not a market/<symbol>/bar topic")
+        bar = parse_bar(msg.payload, symbol, self._accepted)
+        models = self._models  # one consistent set for this bar, even during a swap
+        window = self._windows.get(symbol)
+        if window is None:
+            if len(self._windows) >= self.settings.max_symbols:
+                raise PayloadError(f"symbol limit reached ({self.settings.max_symbols})")
+            window = self._windows[symbol] = SymbolWindow(symbol, models.window)
+        elif window.capacity < models.window:  # a model with a longer window was swapped in
+            window.resize(models.window)
+        check = check_seq(window.last_seq, bar.seq)
+        if check is not SeqCheck.NEW:
+            # Not a redelivery (see `_on_message`): a feed that sent this seq again.
+            what = "duplicate" if check is SeqCheck.DUPLICATE else "out-of-order"
+            raise PayloadError(f"{what} seq {bar.seq}: last accepted seq is {window.last_seq}")
+        window.push(bar.seq, bar.ts.isoformat(), bar.close)
+        outcome = Outcome(window=window.state())
+        for model in models.window_models:
+            size = model.manifest.window or 0
+            if not window.ready(size):
+                continue  # still warming up; the status heartbeat says how far
+            try:
+                outcome.messages.append(self._forecast(model, window, bar.seq, bar.ts))
+            except ModelError as exc:
+                self.counters["errors"] += 1
+                logger.warning("%s", exc)
+                outcome.messages.append(self._event("inference_error", str(exc), model))
+        return outcome
+
+    def _forecast(
+        self, model: LoadedModel, window: SymbolWindow, seq: int, ts: datetime
+    ) -> OutMessage:
+        output, latency_ms = model.model.run_window(window.latest(model.manifest.window or 0))
+        self.inference_ms.add(latency_ms)
+        if model.manifest.task == "price":
+            forecast = price_forecast(
+                self.agent_id, window.symbol, seq, ts, window.last_close, model, output, latency_ms
+            )
+            topic = self.topics.price_forecast(window.symbol)
+        else:
+            forecast = trend_forecast(
+                self.agent_id, window.symbol, seq, ts, model, output, latency_ms
+            )
+            topic = self.topics.trend_forecast(window.symbol)
+        self.counters["forecasts"] += 1
+        return OutMessage(topic, forecast.model_dump_json().encode())
+
+    def dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> OutMessage:
+        self.counters["dead_letters"] += 1
+        logger.warning("dead letter from %s: %s", msg.topic, reason)
+        letter = DeadLetter(
+            agent=self.agent_id,
+            topic=msg.topic,
+            reason=reason,
+            payload=msg.payload[:DEADLETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
+        )
+        return OutMessage(self.topics.deadletter(self.agent_id), letter.model_dump_json().encode())
+
+    def _event(self, kind: str, detail: str, model: LoadedModel | None = None) -> OutMessage:
+        event = FleetEvent(
+            agent=self.agent_id,
+            kind=kind,
+            ok=False,
+            detail=detail,
+            model=model.ref if model else None,
+        )
+        return OutMessage(self.topics.events(self.agent_id), event.model_dump_json().encode())
+
+    # ----- status ---------------------------------------------------------------------------
+
+    def status(self, online: bool = True) -> AgentStatus:
+        """The heartbeat: models, counters, latency percentiles, symbols still warming up."""
+        models = self._models
+        need = models.window
+        return AgentStatus(
+            agent=self.agent_id,
+            online=online,
+            started_at=self.started_at,
+            uptime_s=round(time.monotonic() - self._started, 3),
+            models=[m.describe() for m in models.models],
+            counters={
+                **self.counters,
+                "backlog": self.outbox.rows,
+                "backlog_bytes": self.outbox.bytes,
+            },
+            latency_ms={
+                **self.inference_ms.percentiles(),
+                **self.message_ms.percentiles("message_"),
+            },
+            warming={
+                s: f"{w.filled}/{need} bars"
+                for s, w in sorted(self._windows.items())
+                if w.filled < need
+            },
+            rejected=[{"path": r.path, "reason": r.reason} for r in models.rejected],
+        )
+
+    def _status(self, online: bool) -> bytes:
+        return self.status(online).model_dump_json().encode()
+
+    def _publish_status(self) -> None:
+        if self._connected:
+            self._client.publish(
+                self.topics.status(self.agent_id), self._status(online=True), qos=1, retain=True
+            )

@@ -1,0 +1,79 @@
+"""Turn one model output for one bar into the published forecast (plain functions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+
+from device.errors import ModelError
+from device.modelset import LoadedModel
+from device.schemas import PriceForecast, TrendForecast
+from device.topics import forecast_key
+
+__all__ = ["price_forecast", "price_levels", "trend_forecast"]
+
+
+def price_levels(last_close: float, log_returns: np.ndarray) -> np.ndarray:
+    """Price levels implied by cumulative log returns from the last close."""
+    return last_close * np.exp(log_returns.astype(np.float64))
+
+
+def _finite(model: LoadedModel, values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise ModelError(f"{model.model_id} produced non-finite values for this window")
+
+
+def price_forecast(
+    agent: str,
+    symbol: str,
+    seq: int,
+    ts: datetime,
+    last_close: float,
+    model: LoadedModel,
+    output: np.ndarray,
+    latency_ms: float,
+) -> PriceForecast:
+    """`output` is the model's `[1, H, Q]` quantiles of cumulative log return."""
+    returns = output[0]
+    _finite(model, returns)
+    m = model.manifest
+    return PriceForecast(
+        key=forecast_key(agent, symbol, seq, model.model_id),
+        agent=agent,
+        symbol=symbol,
+        model=model.ref,
+        ts=ts,
+        seq=seq,
+        last_close=last_close,
+        horizons=list(m.horizons or []),
+        quantiles=list(m.quantiles or []),
+        returns=returns.tolist(),
+        prices=price_levels(last_close, returns).tolist(),
+        latency_ms=latency_ms,
+    )
+
+
+def trend_forecast(
+    agent: str,
+    symbol: str,
+    seq: int,
+    ts: datetime,
+    model: LoadedModel,
+    output: np.ndarray,
+    latency_ms: float,
+) -> TrendForecast:
+    """`output` is the model's `[1, C]` class probabilities."""
+    proba = output[0]
+    _finite(model, proba)
+    return TrendForecast(
+        key=forecast_key(agent, symbol, seq, model.model_id),
+        agent=agent,
+        symbol=symbol,
+        model=model.ref,
+        ts=ts,
+        seq=seq,
+        classes=list(model.manifest.classes or []),
+        proba=proba.tolist(),
+        latency_ms=latency_ms,
+    )

@@ -1,0 +1,195 @@
+"""Broker URLs and paho-mqtt v2 clients (MQTT v5) with bounded waits, shared by every command."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import select
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.errors import AgentError, ConfigError
+
+__all__ = [
+    "BrokerAddress",
+    "backoff_delay",
+    "connect",
+    "new_client",
+    "parse_broker_url",
+    "read_available",
+    "write_pending",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where a broker listens and how to authenticate; parsed from `mqtt[s]://user:pass@host:port`."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """`mqtt://host[:1883]`, `mqtts://host[:8883]`, optional `user:password@`; else ConfigError."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise ConfigError(f"broker URL {url!r} is not mqtt://host:port or mqtts://host:port")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ConfigError(f"broker URL {url!r} has an invalid port") from exc
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def new_client(
+    address: BrokerAddress, client_id: str = "", *, manual_ack: bool = False
+) -> mqtt.Client:
+    """An unconnected MQTT v5 client with the address's credentials and TLS settings applied."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    # Small packets (acks, forecasts) must not wait for Nagle's algorithm: it adds milliseconds.
+    client.on_socket_open = _no_delay
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    if address.tls:
+        try:
+            client.tls_set(
+                ca_certs=str(address.ca_file) if address.ca_file else None,
+                certfile=str(address.cert_file) if address.cert_file else None,
+                keyfile=str(address.key_file) if address.key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"TLS settings for {address.url}: {exc}") from exc
+    return client
+
+
+def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    # Not every socket is TCP (unix sockets, websockets): then there is nothing to turn off.
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+
+
+def read_available(client: mqtt.Client, timeout: float, max_reads: int = 64) -> mqtt.MQTTErrorCode:
+    """For a client driven by its owner's thread (paho's external-loop API, no loop()): wait up to
+    `timeout` for input, then read what has arrived, not just one packet; keepalive included."""
+    sock = client.socket()
+    if sock is None:
+        return mqtt.MQTT_ERR_NO_CONN
+    for _ in range(max_reads):
+        # A TLS socket may hold decrypted bytes that select() cannot see.
+        buffered = getattr(sock, "pending", lambda: 0)()
+        try:
+            readable, _, _ = select.select([sock], [], [], 0 if buffered else timeout)
+        except (OSError, ValueError):
+            return mqtt.MQTT_ERR_CONN_LOST
+        if not (readable or buffered):
+            break
+        rc = client.loop_read()
+        if rc != mqtt.MQTT_ERR_SUCCESS or client.socket() is None:
+            return rc or mqtt.MQTT_ERR_CONN_LOST
+        timeout = 0.0
+    return client.loop_misc()
+
+
+def write_pending(client: mqtt.Client, packets: int) -> mqtt.MQTTErrorCode:
+    """Send what is queued; with several packets, cork the socket so they leave as few TCP
+    segments instead of one each (Linux TCP_CORK)."""
+    if not client.want_write():
+        return mqtt.MQTT_ERR_SUCCESS
+    sock = client.socket()
+    cork = packets > 1 and hasattr(socket, "TCP_CORK") and isinstance(sock, socket.socket)
+    if cork:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # type: ignore[union-attr]
+    try:
+        return client.loop_write()
+    finally:
+        if cork and client.socket() is sock:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # type: ignore[union-attr]
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with "equal jitter": a delay in [d/2, d], d = min(cap, base*2^n),
+    so a fleet reconnecting after a broker restart spreads out instead of arriving at once."""
+    ceiling = min(cap, base * 2.0 ** min(attempt, 62))
+    return ceiling / 2.0 + (rng or random).uniform(0.0, ceiling / 2.0)
+
+
+def connect(
+    address: BrokerAddress,
+    client_id: str = "",
+    *,
+    timeout: float = 10.0,
+    clean_start: bool = True,
+    session_expiry_s: int = 0,
+    will: tuple[str, bytes, int, bool] | None = None,
+    keepalive: int = 30,
+) -> mqtt.Client:
+    """A connected client with its network loop running; raises AgentError if not connected in
+    `timeout` seconds. For tools (feed, watch, publish); the agent manages its own reconnects."""
+    client = new_client(address, client_id)
+    if will is not None:
+        client.will_set(*will)
+    connected = threading.Event()
+    result: dict[str, int] = {}
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
+        result["rc"] = int(getattr(rc, "value", rc))  # type: ignore[arg-type]
+        connected.set()
+
+    client.on_connect = on_connect
+    props = Properties(PacketTypes.CONNECT)
+    if session_expiry_s:
+        props.SessionExpiryInterval = session_expiry_s
+    try:
+        client.connect(
+            address.host,
+            address.port,
+            keepalive=keepalive,
+            clean_start=clean_start,
+            properties=props,
+        )
+    except OSError as exc:
+        raise AgentError(f"cannot reach broker {address.url}: {exc.strerror or exc}") from exc
+    client.loop_start()
+    if not connected.wait(timeout):
+        client.loop_stop()
+        raise AgentError(f"broker {address.url} did not answer within {timeout:g} s")
+    if result.get("rc", 0) != 0:
+        client.loop_stop()
+        raise AgentError(f"broker {address.url} refused the connection", result["rc"])
+    return client

@@ -1,0 +1,257 @@
+"""The GDP nowcast served by the agent: `macro/<series>` releases in, the retained
+`nowcast/gdp/<region>` out, and answers to `nowcast/gdp/<region>/get` on the request's MQTT v5
+response topic with its correlation data echoed (what `mosquitto_rr` expects).
+
+The panel of released values lives in the agent's state database and is written in the same
+transaction as the nowcasts it leads to, so a release is acknowledged only once both are durable.
+The target quarter is the quarter of the latest release time (`as_of`): the student was trained
+on information sets whose cut lies inside the quarter it nowcasts (docs/NOWCAST.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from apscheduler.triggers.cron import CronTrigger
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+
+from device.agent import Outcome
+from device.bars import validation_reason
+from device.errors import ModelError, PayloadError
+from device.modelset import LoadedModel
+from device.outbox import OutMessage
+from device.panel import (
+    INPUT_GDP,
+    INPUT_MONTHLY,
+    OUTPUT_BAND,
+    OUTPUT_NOWCAST,
+    Change,
+    GdpLayout,
+    ReleasedPanel,
+    check_release,
+    load_panel,
+    month_label,
+    panel_write,
+    quarter_label,
+    quarter_of,
+)
+from device.schemas import InformationSet, MacroRelease, Nowcast, NowcastBand, NowcastError
+
+if TYPE_CHECKING:
+    from device.agent import Agent
+
+__all__ = ["NowcastService", "attach_nowcast", "compute_nowcast"]
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+NOWCAST_COUNTERS = ("nowcasts", "requests")
+
+
+def compute_nowcast(
+    agent_id: str, model: LoadedModel, layout: GdpLayout, panel: ReleasedPanel
+) -> Nowcast:
+    """Run the GDP student on the panel's information set for the quarter of its `as_of`."""
+    if panel.as_of is None:
+        raise ModelError("no macro release received yet")
+    quarter = quarter_of(panel.as_of)
+    monthly, gdp = panel.inputs(layout, quarter)
+    outputs, latency_ms = model.model.run({INPUT_MONTHLY: monthly, INPUT_GDP: gdp})
+    centre, band = outputs[OUTPUT_NOWCAST], outputs[OUTPUT_BAND]
+    if not (np.isfinite(centre).all() and np.isfinite(band).all()):
+        raise ModelError(
+            f"{model.model_id} produced a non-finite nowcast for {quarter_label(quarter)}"
+        )
+    last_month = 3 * quarter + 2
+    return Nowcast(
+        agent=agent_id,
+        region=layout.region,
+        quarter=quarter_label(quarter),
+        nowcast=float(centre[0]),
+        band=NowcastBand(lo=float(band[0, 0]), hi=float(band[0, 1]), levels=layout.band_levels),
+        information=InformationSet(
+            months=(month_label(last_month - layout.months + 1), month_label(last_month)),
+            gdp_quarters=(quarter_label(quarter - layout.gdp_lags), quarter_label(quarter - 1)),
+            latest={s: panel.latest(s) for s in layout.known},
+            missing=int(np.isnan(monthly).sum() + np.isnan(gdp).sum()),
+            cells=int(monthly.size + gdp.size),
+        ),
+        model=model.ref,
+        as_of=panel.as_of,
+        latency_ms=latency_ms,
+    )
+
+
+class NowcastService:
+    """Keeps the panel, recomputes on each release and on the cron schedule, answers requests.
+    Every method runs on the agent's network thread."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.topics = agent.topics
+        self.panel = load_panel(agent.outbox.path)
+        self._latest: dict[str, Nowcast] = {}  # region -> last computed
+        self._layouts: dict[str, GdpLayout] = {}  # model sha256 -> layout
+        for name in NOWCAST_COUNTERS:
+            agent.counters.setdefault(name, 0)
+
+    def install(self) -> None:
+        """Routes, the cron job, and a first publish from the stored panel."""
+        agent = self.agent
+        requests = self.topics.nowcast_request("+")
+        group = agent.settings.share_group
+        agent.route(self.topics.macro_filter(), self.handle_release)
+        # Releases go to every agent (each keeps its own panel); one agent of a share group
+        # answers each request.
+        agent.route(
+            requests, self.handle_request, (f"$share/{group}/{requests}" if group else requests,)
+        )
+        cron = agent.settings.nowcast.cron
+        if cron:
+            agent.scheduler.add_job(
+                lambda: agent.call_soon(self.refresh),
+                CronTrigger.from_crontab(cron, timezone=UTC),
+                id="nowcast",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=3600,
+            )
+        if len(self.panel):
+            # Computed now, so a request right after a restart finds it; published once the
+            # network thread runs, so the retained nowcast comes from the model this agent runs.
+            messages = self._compute(self._models())
+            agent.call_soon(lambda: agent.emit(Outcome(messages=messages)))
+
+    def _models(self) -> list[tuple[LoadedModel, GdpLayout]]:
+        found = []
+        for model in self.agent.models.by_task("gdp"):
+            layout = self._layouts.get(model.ref.sha256)
+            if layout is None:
+                layout = self._layouts[model.ref.sha256] = GdpLayout.from_manifest(model.manifest)
+            found.append((model, layout))
+        return found
+
+    def _compute(self, models: list[tuple[LoadedModel, GdpLayout]]) -> list[OutMessage]:
+        """Nowcasts of `models` as retained messages (inference errors become fleet events)."""
+        out = []
+        for model, layout in models:
+            try:
+                nowcast = compute_nowcast(self.agent.agent_id, model, layout, self.panel)
+            except ModelError as exc:
+                self.agent.counters["errors"] += 1
+                logger.warning("%s", exc)
+                out.append(self.agent._event("inference_error", str(exc), model))
+                continue
+            self._latest[layout.region] = nowcast
+            self.agent.counters["nowcasts"] += 1
+            self.agent.inference_ms.add(nowcast.latency_ms)
+            out.append(
+                OutMessage(
+                    self.topics.nowcast(layout.region),
+                    nowcast.model_dump_json().encode(),
+                    qos=1,
+                    retain=True,
+                )
+            )
+        return out
+
+    def handle_release(self, msg: mqtt.MQTTMessage) -> Outcome | None:
+        try:
+            release = MacroRelease.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                raise PayloadError(f"malformed JSON: {exc.errors()[0]['msg']}") from exc
+            raise PayloadError(validation_reason("macro release", exc)) from exc
+        if msg.topic != self.topics.macro(release.series):
+            raise PayloadError(f"series {release.series!r} in the payload differs from the topic's")
+        models = self._models()
+        if not models:
+            raise PayloadError("no gdp model is loaded")
+        known = tuple(dict.fromkeys(s for _, layout in models for s in layout.known))
+        release = check_release(release, known)
+        stored = self.panel.get(release.series, release.period)
+        change = self.panel.apply(release)
+        if change is Change.SAME:
+            self.agent.counters["redelivered"] += 1
+            return None
+        if change is Change.STALE:
+            assert stored is not None
+            raise PayloadError(
+                f"{release.series} {release.period} already holds {stored.value!r} released at "
+                f"{stored.released_at.isoformat()}, later than this value"
+            )
+        if change is Change.REVISION:
+            logger.info("%s %s revised to %r", release.series, release.period, release.value)
+        uses = [(m, layout) for m, layout in models if release.series in layout.known]
+        return Outcome(messages=self._compute(uses), writes=[panel_write(release)])
+
+    def handle_request(self, msg: mqtt.MQTTMessage) -> Outcome:
+        props = msg.properties
+        response = getattr(props, "ResponseTopic", None)
+        if not response:
+            raise PayloadError(
+                "a nowcast request needs an MQTT v5 response topic (e.g. mosquitto_rr -e TOPIC)"
+            )
+        if any(c in response for c in "+#"):
+            raise PayloadError(f"response topic {response!r} contains a wildcard")
+        self.agent.counters["requests"] += 1
+        outcome = Outcome()
+        answer = self._answer(msg.topic.split("/")[-2], outcome)
+        reply = Properties(PacketTypes.PUBLISH)
+        reply.ContentType = JSON
+        correlation = getattr(props, "CorrelationData", None)
+        if correlation is not None:
+            reply.CorrelationData = correlation
+        if not self.agent.publish_now(response, answer.model_dump_json().encode(), reply):
+            logger.warning("could not answer the nowcast request on %s", response)
+        return outcome
+
+    def _answer(self, region: str, outcome: Outcome) -> Nowcast | NowcastError:
+        """The region's nowcast; recomputed (and republished through `outcome`) when the model
+        changed since it was made."""
+        models = self._models()
+        mine = [(m, layout) for m, layout in models if layout.region == region]
+        if not mine:
+            served = ", ".join(sorted(layout.region for _, layout in models)) or "none"
+            return self._error(region, f"no GDP nowcast for region {region!r} (serving: {served})")
+        if self.panel.as_of is None:
+            return self._error(region, "no macro release received yet")
+        current = self._latest.get(region)
+        if current is None or current.model != mine[0][0].ref:
+            outcome.messages.extend(self._compute(mine[:1]))
+            current = self._latest.get(region)
+        if current is None or current.model != mine[0][0].ref:
+            return self._error(region, "the nowcast failed; see the agent's events")
+        return current
+
+    def _error(self, region: str, reason: str) -> NowcastError:
+        return NowcastError(agent=self.agent.agent_id, region=region, error=reason)
+
+    def refresh(self) -> None:
+        """Recompute and republish every region's nowcast (the cron job and start-up); `as_of`
+        moves only with new releases."""
+        if self.panel.as_of is None:
+            logger.info("no macro release yet; no nowcast to publish")
+            return
+        self.agent.emit(Outcome(messages=self._compute(self._models())))
+
+
+def attach_nowcast(agent: Agent) -> NowcastService | None:
+    """Serve the GDP nowcast when the agent starts with a gdp bundle; None otherwise."""
+    if not agent.models.by_task("gdp"):
+        return None
+    service = NowcastService(agent)
+    service.install()
+    logger.info(
+        "GDP nowcast: %d released values, as of %s; serving %s",
+        len(service.panel),
+        service.panel.as_of,
+        ", ".join(layout.region for _, layout in service._models()),
+    )
+    return service

@@ -1,0 +1,232 @@
+"""JSON payloads of the MQTT contract, validated with pydantic on both sides of the wire."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "BUNDLE_CONTENT_TYPE",
+    "COMMAND_CONTENT_TYPE",
+    "AgentStatus",
+    "Bar",
+    "DeadLetter",
+    "DeployCommand",
+    "FleetEvent",
+    "InformationSet",
+    "MacroRelease",
+    "ModelRef",
+    "Nowcast",
+    "NowcastBand",
+    "NowcastError",
+    "PriceForecast",
+    "TrendForecast",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+class Bar(BaseModel):
+    """One daily (or intraday) OHLCV bar on `market/<symbol>/bar`; `seq` increases per symbol."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    symbol: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.^-]+$")
+    ts: datetime
+    open: float = Field(gt=0)
+    high: float = Field(gt=0)
+    low: float = Field(gt=0)
+    close: float = Field(gt=0)
+    volume: float = Field(ge=0)
+    # At most int64: the agent keeps the last seq in sqlite, which cannot store a larger one.
+    seq: int = Field(ge=0, le=2**63 - 1)
+
+    _check_finite = field_validator("open", "high", "low", "close", "volume")(_finite)
+
+
+class MacroRelease(BaseModel):
+    """One released value of a monthly or quarterly indicator on `macro/<series>`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    series: str = Field(min_length=1, max_length=64)
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$|^\d{4}Q[1-4]$")
+    value: float
+    released_at: datetime
+
+    _check_finite = field_validator("value")(_finite)
+
+
+class ModelRef(BaseModel):
+    """Which bundle produced an output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str
+    sha256: str
+
+
+class PriceForecast(BaseModel):
+    """Quantiles of cumulative log return per horizon, and the price levels they imply."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    agent: str
+    symbol: str
+    model: ModelRef
+    ts: datetime
+    seq: int
+    last_close: float
+    horizons: list[int]
+    quantiles: list[float]
+    returns: list[list[float]]
+    prices: list[list[float]]
+    latency_ms: float
+    produced_at: datetime = Field(default_factory=utcnow)
+
+
+class TrendForecast(BaseModel):
+    """Regime probabilities for one symbol after one bar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    agent: str
+    symbol: str
+    model: ModelRef
+    ts: datetime
+    seq: int
+    classes: list[str]
+    proba: list[float]
+    latency_ms: float
+    produced_at: datetime = Field(default_factory=utcnow)
+
+
+class AgentStatus(BaseModel):
+    """Retained heartbeat on `fleet/<agent>/status`; the last will publishes `online=False`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str
+    online: bool
+    ts: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    uptime_s: float = 0.0
+    models: list[dict[str, Any]] = Field(default_factory=list)
+    counters: dict[str, int] = Field(default_factory=dict)
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    warming: dict[str, str] = Field(default_factory=dict)
+    # Bundles found but not loaded (bad signature, hash mismatch, failed smoke test): path, reason.
+    rejected: list[dict[str, str]] = Field(default_factory=list)
+
+
+class DeadLetter(BaseModel):
+    """A rejected input message, with the reason and a truncated copy of its payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    topic: str
+    reason: str
+    payload: str
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class FleetEvent(BaseModel):
+    """Deploy results, rollbacks and errors on `fleet/<agent>/events`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    kind: str
+    ok: bool
+    detail: str = ""
+    model: ModelRef | None = None
+    ts: datetime = Field(default_factory=utcnow)
+    # Deploys and rollbacks: the version `model` replaced, and per symbol the seq of the last bar
+    # that version forecast; every later bar of that symbol is forecast by `model`.
+    previous: ModelRef | None = None
+    after_seq: dict[str, int] = Field(default_factory=dict)
+
+
+# fleet/<agent>/deploy carries either a packed bundle or a JSON command; the MQTT v5 content type
+# says which, so neither has to be sniffed.
+BUNDLE_CONTENT_TYPE = "application/vnd.forecaster.bundle+gzip"
+COMMAND_CONTENT_TYPE = "application/json"
+
+
+class DeployCommand(BaseModel):
+    """An operator's command on `fleet/<agent>/deploy`, e.g. roll `price/spx` back one version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Literal["rollback"]
+    model: str = Field(pattern=r"^(price|trend|gdp)/[A-Za-z0-9_.-]+$")
+    version: str | None = None
+
+
+class NowcastBand(BaseModel):
+    """The band around a nowcast: its low and high ends and the quantile levels they stand for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lo: float
+    hi: float
+    levels: tuple[float, float]
+
+
+class InformationSet(BaseModel):
+    """What the nowcast was made from: the input window, the latest released period of every
+    series, and how many input cells were not released (NaN in the model's input)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    months: tuple[str, str]
+    gdp_quarters: tuple[str, str]
+    latest: dict[str, str | None]
+    missing: int
+    cells: int
+
+
+class Nowcast(BaseModel):
+    """The current-quarter GDP nowcast, retained on `nowcast/gdp/<region>` and the reply to
+    `nowcast/gdp/<region>/get`; `as_of` is the latest release time it saw."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    region: str
+    quarter: str = Field(pattern=r"^\d{4}Q[1-4]$")
+    nowcast: float
+    units: str = "% q/q annualized"
+    band: NowcastBand
+    information: InformationSet
+    model: ModelRef
+    as_of: datetime
+    produced_at: datetime = Field(default_factory=utcnow)
+    latency_ms: float
+
+
+class NowcastError(BaseModel):
+    """The reply to a nowcast request the agent cannot answer (unknown region, no data yet)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    region: str
+    error: str
+    ts: datetime = Field(default_factory=utcnow)

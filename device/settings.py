@@ -1,0 +1,264 @@
+"""Agent settings: a TOML file overridden by `FORECASTER_AGENT_*` variables; unknown keys are errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from contextvars import ContextVar
+from dataclasses import replace
+from datetime import UTC
+from pathlib import Path
+from typing import Literal
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from device.errors import ConfigError
+from device.mqtt import BrokerAddress, parse_broker_url
+
+__all__ = [
+    "ENV_PREFIX",
+    "AgentSettings",
+    "BrokerSettings",
+    "ModelsSettings",
+    "NowcastSettings",
+    "OutboxSettings",
+    "StatusSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "FORECASTER_AGENT_"
+NESTED_DELIMITER = "__"
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+# The TOML file of the settings being loaded; a context variable because pydantic-settings builds
+# its sources inside the constructor, where no argument can reach them.
+_config_file: ContextVar[Path | None] = ContextVar("forecaster_agent_config", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerSettings(_Section):
+    """How to reach and authenticate with the MQTT broker, and how to keep the session."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=0xFFFFFFFF)
+    receive_maximum: int = Field(default=100, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> BrokerSettings:
+        try:
+            parse_broker_url(self.url)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (TLS client certificate)")
+        return self
+
+    def address(self) -> BrokerAddress:
+        """The URL plus the explicit credentials and TLS files (explicit values win)."""
+        base = parse_broker_url(self.url)
+        return replace(
+            base,
+            tls=base.tls or self.ca_file is not None,
+            username=self.username or base.username,
+            password=self.password.get_secret_value() if self.password else base.password,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+        )
+
+
+class ModelsSettings(_Section):
+    """Where verified bundles live, how onnxruntime runs them, and what a deploy must pass."""
+
+    dir: Path = Path("models")
+    trusted_keys: list[Path] = Field(default_factory=lambda: [Path("keys")])
+    intra_op_threads: int = Field(default=1, ge=1, le=64)
+    # Versions kept on disk per model slot, the served one included (2+: a rollback needs one).
+    keep_versions: int = Field(default=3, ge=2, le=100)
+    # A deployed model's median batch-1 latency on the smoke test must stay under this.
+    latency_budget_ms: float = Field(default=25.0, gt=0, le=60_000)
+
+
+class OutboxSettings(_Section):
+    """The sqlite outbox every output passes through (see docs/ARCHITECTURE.md, "Outbox")."""
+
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    max_inflight: int = Field(default=256, ge=1, le=65535)
+    flush_timeout_s: float = Field(default=5.0, ge=0, le=300)
+
+
+class StatusSettings(_Section):
+    interval_s: float = Field(default=10.0, ge=0.5, le=3600)
+
+
+class NowcastSettings(_Section):
+    """The GDP nowcast, served when a gdp bundle is loaded (see docs/NOWCAST.md)."""
+
+    # Five-field crontab, UTC, of the scheduled recompute and republish; "" turns it off.
+    cron: str = "0 6 * * *"
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        if value.strip():
+            try:
+                CronTrigger.from_crontab(value, timezone=UTC)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a crontab expression: {exc}") from exc
+        return value.strip()
+
+
+class AgentSettings(BaseSettings):
+    """Everything `forecaster-agent` reads; `deploy/agent.example.toml` documents every key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    agent_id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0], pattern=_NAME)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    state_dir: Path = Path("state")
+    topic_prefix: str = Field(default="", pattern=r"^$|^[^#+$][^#+]*/$")
+    symbols: list[str] = Field(default_factory=list)
+    share_group: str | None = Field(default=None, pattern=_NAME)
+    max_symbols: int = Field(default=1000, ge=1)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
+    nowcast: NowcastSettings = Field(default_factory=NowcastSettings)
+
+    @model_validator(mode="after")
+    def _check_symbols(self) -> AgentSettings:
+        bad = [s for s in self.symbols if not s or any(c in s for c in "/#+")]
+        if bad:
+            raise ValueError(f"symbols must not be empty or contain '/', '#' or '+': {bad}")
+        return self
+
+    @property
+    def client_id(self) -> str:
+        return self.broker.client_id or self.agent_id
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.state_dir / "outbox.sqlite"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: constructor arguments, then the environment, then the file.
+        path = _config_file.get()
+        if path is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+
+
+def _unknown_env_keys() -> list[str]:
+    """`FORECASTER_AGENT_*` variables that name no setting (pydantic-settings ignores them)."""
+    unknown = []
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split(NESTED_DELIMITER)
+        field = AgentSettings.model_fields.get(parts[0])
+        if field is None:
+            unknown.append(name)
+        elif len(parts) > 1:
+            section = field.annotation
+            is_section = isinstance(section, type) and issubclass(section, _Section)
+            if not is_section or len(parts) != 2 or parts[1] not in section.model_fields:
+                unknown.append(name)
+    return sorted(unknown)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_settings(config: Path | None) -> AgentSettings:
+    """Settings from `config` (TOML) and the environment; relative paths are taken relative to
+    the config file's directory (or the working directory without one). Raises ConfigError."""
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} does not exist")
+    unknown = _unknown_env_keys()
+    if unknown:
+        raise ConfigError(f"unknown environment variables: {', '.join(unknown)}")
+    token = _config_file.set(config)
+    try:
+        settings = AgentSettings()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config}: not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"{config or 'environment'}: {_describe(exc)}") from exc
+    finally:
+        _config_file.reset(token)
+    base = config.resolve().parent if config is not None else Path.cwd()
+    broker = settings.broker
+    return settings.model_copy(
+        update={
+            "state_dir": _resolve(settings.state_dir, base),
+            "models": settings.models.model_copy(
+                update={
+                    "dir": _resolve(settings.models.dir, base),
+                    "trusted_keys": [_resolve(p, base) for p in settings.models.trusted_keys],
+                }
+            ),
+            "broker": broker.model_copy(
+                update={
+                    name: _resolve(getattr(broker, name), base)
+                    for name in ("ca_file", "cert_file", "key_file")
+                    if getattr(broker, name) is not None
+                }
+            ),
+        }
+    )

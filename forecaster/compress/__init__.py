@@ -1,0 +1,50 @@
+"""The compression toolkit: composable steps (distillation, pruning, low-rank and tensor-train
+factorization, weight sharing, quantization) and the accuracy-budget search over chains."""
+
+from __future__ import annotations
+
+from forecaster.compress.context import CompressContext, FineTune
+from forecaster.compress.distill import distill, distill_classifier, train
+from forecaster.compress.graph import compact_onnx, distinct_weight_values
+from forecaster.compress.lowrank import factorize_linear, svd
+from forecaster.compress.prune import prune_magnitude, prune_structured
+from forecaster.compress.qat import FakeQuantLinear, qat
+from forecaster.compress.quantize import quantize_dynamic, quantize_static
+from forecaster.compress.search import Candidate, SearchResult, choose, measure_graph, run_search
+from forecaster.compress.share import cluster, kmeans_codebook
+from forecaster.compress.steps import STEPS, Step, StepSpec, chain_key, plan_chains
+from forecaster.compress.tt import TTLinear, tt, tt_reconstruct, tt_svd
+
+__all__ = [
+    "STEPS",
+    "Candidate",
+    "CompressContext",
+    "FakeQuantLinear",
+    "FineTune",
+    "SearchResult",
+    "Step",
+    "StepSpec",
+    "TTLinear",
+    "chain_key",
+    "choose",
+    "cluster",
+    "compact_onnx",
+    "distill",
+    "distill_classifier",
+    "distinct_weight_values",
+    "factorize_linear",
+    "kmeans_codebook",
+    "measure_graph",
+    "plan_chains",
+    "prune_magnitude",
+    "prune_structured",
+    "qat",
+    "quantize_dynamic",
+    "quantize_static",
+    "run_search",
+    "svd",
+    "train",
+    "tt",
+    "tt_reconstruct",
+    "tt_svd",
+]

@@ -1,0 +1,137 @@
+"""Knowledge distillation: the first step of a chain trains the student, with or without the
+teacher's soft targets; the classifier variant uses temperature-softened probabilities."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from forecaster.compress.context import CompressContext
+from forecaster.training import FitResult, augment_windows
+
+__all__ = ["distill", "distill_classifier", "train"]
+
+logger = logging.getLogger(__name__)
+
+Outputs = Literal["logits", "proba"]
+
+
+def train(model: nn.Module, ctx: CompressContext) -> nn.Module:
+    """Fit on the true targets only: the reference that shows what distillation adds."""
+    ctx.fit(model, ctx.train, distill_weight=0.0)
+    return model
+
+
+def distill(
+    model: nn.Module,
+    ctx: CompressContext,
+    *,
+    weight: float | None = None,
+    augment_copies: int | None = None,
+    augment_noise: float | None = None,
+) -> nn.Module:
+    """Fit on (1 - weight) x pinball(true targets) + weight x L1(teacher quantiles), with
+    `augment_copies` jittered copies of each train window labelled by the teacher alone
+    (unset options come from the recipe's student section, via the context)."""
+    weight = ctx.distill_weight if weight is None else weight
+    if ctx.teacher is None:
+        raise ValueError("distill needs a teacher")
+    if not 0 < weight <= 1:
+        raise ValueError(f"distill weight must lie in (0, 1], got {weight}")
+    copies = ctx.augment_copies if augment_copies is None else augment_copies
+    noise = ctx.augment_noise if augment_noise is None else augment_noise
+    ctx.note(
+        teacher=type(ctx.teacher).__name__,
+        weight=weight,
+        augment_copies=copies,
+        augment_noise=noise,
+    )
+    ctx.fit(model, ctx.train, distill_weight=weight, augment_copies=copies, augment_noise=noise)
+    return model
+
+
+def _logits(out: torch.Tensor, outputs: Outputs) -> torch.Tensor:
+    # log-probabilities are logits up to a per-row constant, which softmax ignores
+    return out if outputs == "logits" else torch.log(out.clamp_min(1e-8))
+
+
+def distill_classifier(
+    student: nn.Module,
+    teacher: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    *,
+    weight: float = 0.7,
+    temperature: float = 2.0,
+    outputs: Outputs = "logits",
+    augment_copies: int = 0,
+    augment_noise: float = 0.1,
+    epochs: int = 100,
+    patience: int = 10,
+    lr: float = 3e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> FitResult:
+    """Hinton distillation: (1 - weight) x cross-entropy(labels) + weight x T^2 x
+    KL(teacher_T || student_T), softmax at temperature T; jittered windows carry the KL term
+    only. Keeps the epoch with the lowest validation cross-entropy."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    extra = augment_windows(x_train, augment_copies, augment_noise, rng)
+    x_all = np.concatenate([x_train, extra]) if len(extra) else x_train
+    labelled = torch.from_numpy(np.arange(len(x_all)) < len(x_train))
+    xt = torch.from_numpy(x_all)
+    yt = torch.from_numpy(np.concatenate([y_train, np.zeros(len(extra), y_train.dtype)]))
+    yt = yt.long()
+    teacher.eval()
+    with torch.no_grad():
+        soft = F.softmax(_logits(teacher(xt), outputs) / temperature, dim=-1)
+    xv, yv = torch.from_numpy(x_valid), torch.from_numpy(y_valid).long()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=1e-4)
+    best, best_state, best_epoch, since, epoch = float("inf"), None, 0, 0, 0
+    for epoch in range(1, epochs + 1):
+        student.train()
+        order = torch.from_numpy(rng.permutation(len(xt)))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            logits = _logits(student(xt[idx]), outputs)
+            kl = F.kl_div(
+                F.log_softmax(logits / temperature, dim=-1), soft[idx], reduction="batchmean"
+            )
+            loss = weight * temperature**2 * kl
+            mask = labelled[idx]
+            if mask.any():
+                loss = loss + (1 - weight) * F.cross_entropy(logits[mask], yt[idx][mask])
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+        student.eval()
+        with torch.no_grad():
+            valid = float(F.cross_entropy(_logits(student(xv), outputs), yv))
+        if valid < best - 1e-6:
+            best, best_state, best_epoch, since = (
+                valid,
+                copy.deepcopy(student.state_dict()),
+                epoch,
+                0,
+            )
+        else:
+            since += 1
+            if since >= patience:
+                break
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    student.eval()
+    logger.info("distilled classifier: %d epochs, best %d (valid CE %.4f)", epoch, best_epoch, best)
+    return FitResult(epochs=epoch, best_epoch=best_epoch, best_valid=best)

@@ -1,0 +1,24 @@
+"""Real data: loaders for shipped and CSV series, time-ordered splits and look-ahead-free windows."""
+
+from __future__ import annotations
+
+from forecaster.data.loaders import (
+    DATASETS,
+    load_close_series,
+    load_csv_series,
+    load_dataset,
+    validate_series,
+)
+from forecaster.data.windows import PriceSamples, SplitIndex, make_price_samples, split_index
+
+__all__ = [
+    "DATASETS",
+    "PriceSamples",
+    "SplitIndex",
+    "load_close_series",
+    "load_csv_series",
+    "load_dataset",
+    "make_price_samples",
+    "split_index",
+    "validate_series",
+]

@@ -1,0 +1,88 @@
+"""Daily close series: datasets shipped with `arch`, or any CSV with a date and a value column."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecaster.errors import DataError
+from forecaster.recipe import DataSection
+
+__all__ = ["DATASETS", "load_close_series", "load_csv_series", "load_dataset", "validate_series"]
+
+logger = logging.getLogger(__name__)
+
+# dataset name -> (module under arch.data, default symbol); all are daily OHLCV frames
+DATASETS: dict[str, tuple[str, str]] = {
+    "sp500": ("arch.data.sp500", "SPX"),
+    "nasdaq": ("arch.data.nasdaq", "NDX"),
+}
+
+
+def load_dataset(name: str) -> pd.DataFrame:
+    """The OHLCV frame of a dataset shipped in `arch.data`, indexed by date."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or 'csv'")
+    frame = importlib.import_module(DATASETS[name][0]).load()
+    frame.index = pd.DatetimeIndex(frame.index).tz_localize(None).normalize()
+    return frame
+
+
+def validate_series(series: pd.Series, origin: str) -> pd.Series:
+    """Reject what would silently corrupt training: non-numeric, non-positive, unsorted, duplicate."""
+    if not series.index.is_unique:
+        dup = series.index[series.index.duplicated()][0]
+        raise DataError(f"{origin}: duplicate date {dup.date()}; keep one row per date")
+    if not series.index.is_monotonic_increasing:
+        raise DataError(f"{origin}: dates are not in increasing order; sort the file by date")
+    values = series.to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        raise DataError(f"{origin}: missing or non-finite values; fill or drop those rows")
+    if (values <= 0).any():
+        bad = series.index[values <= 0][0]
+        raise DataError(f"{origin}: non-positive price on {bad.date()}; prices must be > 0")
+    return series.astype(float)
+
+
+def load_csv_series(path: Path, date_column: str, value_column: str) -> pd.Series:
+    """A close series from a CSV file; every problem becomes a one-line DataError."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError as exc:
+        raise DataError(f"CSV file {path} does not exist") from exc
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read CSV {path}: {exc}".splitlines()[0]) from exc
+    missing = [c for c in (date_column, value_column) if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: no column {', '.join(map(repr, missing))}; columns are {list(frame.columns)}"
+        )
+    try:
+        dates = pd.to_datetime(frame[date_column], format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: column {date_column!r} holds values that are not dates") from exc
+    values = pd.to_numeric(frame[value_column], errors="coerce")
+    if values.isna().any():
+        row = int(values.isna().to_numpy().argmax())
+        raise DataError(
+            f"{path}: column {value_column!r} row {row + 2} is not a number "
+            f"({frame[value_column].iloc[row]!r})"
+        )
+    series = pd.Series(values.to_numpy(dtype=float), index=pd.DatetimeIndex(dates), name=path.stem)
+    return validate_series(series, str(path))
+
+
+def load_close_series(data: DataSection, csv_path: Path | None = None) -> pd.Series:
+    """The daily closes a recipe names, indexed by date and named by its symbol."""
+    if data.source == "csv":
+        assert csv_path is not None
+        series = load_csv_series(csv_path, data.date_column, data.value_column)
+        return series.rename(data.symbol or csv_path.stem)
+    frame = load_dataset(data.source)
+    # Close, not Adj Close: the device sees the same raw closes that the feed publishes.
+    series = frame["Close"].rename(data.symbol or DATASETS[data.source][1])
+    return validate_series(series, data.source)

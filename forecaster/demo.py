@@ -1,0 +1,552 @@
+"""`forecaster demo`: broker, agent, a real-data replay and the live view on one machine."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from types import FrameType
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from device.bundle import find_bundles
+from device.manifest import MANIFEST_FILE, BundleManifest
+from device.mqtt import connect, parse_broker_url
+from device.schemas import AgentStatus, Bar, PriceForecast
+from device.topics import Topics
+from forecaster.bundles import DEV_KEY_DIR, SIGNING_KEY_ENV
+from forecaster.errors import FeedError, ForecasterError
+from forecaster.feeds import ReplayResult, dataset_bars, replay
+from forecaster.watch import ForecastBoard, Received, watch
+
+__all__ = [
+    "Coverage",
+    "DemoSummary",
+    "band_coverage",
+    "ensure_models",
+    "find_mosquitto",
+    "print_summary",
+    "run_demo",
+    "start_agent",
+    "start_broker",
+    "summarize",
+    "write_agent_config",
+]
+
+logger = logging.getLogger(__name__)
+
+AGENT_ID = "demo"
+MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+# ----- scoring what the agent forecast (plain functions) ------------------------------------
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How often the realized close fell inside one central band at one horizon."""
+
+    horizon: int
+    nominal: float
+    inside: int
+    scored: int
+
+    @property
+    def rate(self) -> float:
+        return self.inside / self.scored if self.scored else float("nan")
+
+
+def band_coverage(
+    forecasts: Sequence[PriceForecast], closes: dict[tuple[str, int], float]
+) -> list[Coverage]:
+    """Realized coverage of every central band (quantile q to 1-q) per horizon, scoring only the
+    forecasts whose horizon has elapsed: the close `h` bars after the forecast's bar is known."""
+    tally: dict[tuple[int, float], list[int]] = {}
+    for f in forecasts:
+        pairs = [
+            (i, f.quantiles.index(round(1 - q, 10)))
+            for i, q in enumerate(f.quantiles)
+            if q < 0.5 and round(1 - q, 10) in f.quantiles
+        ]
+        for h_index, h in enumerate(f.horizons):
+            realized = closes.get((f.symbol, f.seq + h))
+            if realized is None:
+                continue
+            for lo, hi in pairs:
+                nominal = round(f.quantiles[hi] - f.quantiles[lo], 10)
+                counts = tally.setdefault((h, nominal), [0, 0])
+                counts[0] += f.prices[h_index][lo] <= realized <= f.prices[h_index][hi]
+                counts[1] += 1
+    return [Coverage(h, nominal, *tally[(h, nominal)]) for h, nominal in sorted(tally)]
+
+
+def _percentiles(values: Sequence[float]) -> tuple[float, float] | None:
+    if not values:
+        return None
+    p50, p99 = np.percentile(np.asarray(values, dtype=float), [50, 99])
+    return float(p50), float(p99)
+
+
+@dataclass
+class DemoSummary:
+    """What the demo measured: forecasts, band coverage so far, latencies."""
+
+    bars_sent: int
+    price_forecasts: int
+    trend_forecasts: int
+    duplicates: int
+    coverage: dict[str, list[Coverage]]  # price model name -> its bands' coverage
+    model_latency_ms: tuple[float, float] | None
+    end_to_end_ms: tuple[float, float] | None
+    agents: dict[str, AgentStatus] = field(default_factory=dict)
+
+
+def summarize(
+    board: ForecastBoard, bars: Sequence[Bar], sent_at: dict[tuple[str, int], float]
+) -> DemoSummary:
+    """Score the board's price forecasts against the bars that were replayed."""
+    history: list[Received] = board.price_history()
+    price = [r.forecast for r in history if isinstance(r.forecast, PriceForecast)]
+    # Only bars that were replayed count as realized: coverage "so far".
+    closes = {(b.symbol, b.seq): b.close for b in bars if (b.symbol, b.seq) in sent_at}
+    e2e = [
+        (r.at - sent_at[(r.forecast.symbol, r.forecast.seq)]) * 1000.0
+        for r in history
+        if (r.forecast.symbol, r.forecast.seq) in sent_at
+    ]
+    snap = board.snapshot()
+    return DemoSummary(
+        bars_sent=len(sent_at),
+        price_forecasts=len(price),
+        trend_forecasts=snap.received - len(price),
+        duplicates=snap.duplicates,
+        coverage={
+            name: band_coverage([f for f in price if f.model.name == name], closes)
+            for name in sorted({f.model.name for f in price})
+        },
+        model_latency_ms=_percentiles(list(snap.latencies_ms)),
+        end_to_end_ms=_percentiles(e2e),
+        agents=snap.statuses,
+    )
+
+
+def print_summary(summary: DemoSummary, console: Console) -> None:
+    console.line()
+    console.rule("demo summary")
+    console.print(
+        f"bars replayed: {summary.bars_sent}; forecasts received: {summary.price_forecasts} price, "
+        f"{summary.trend_forecasts} trend"
+        + (f" ({summary.duplicates} redeliveries dropped)" if summary.duplicates else "")
+    )
+    scored = {name: rows for name, rows in summary.coverage.items() if rows}
+    if scored:
+        nominals = sorted({c.nominal for rows in scored.values() for c in rows})
+        table = Table(title="band coverage so far", title_justify="left")
+        table.add_column("model")
+        table.add_column("horizon", justify="right")
+        table.add_column("scored", justify="right")
+        for n in nominals:
+            table.add_column(f"{n:.0%} band", justify="right")
+        for name, rows in scored.items():
+            for h in sorted({c.horizon for c in rows}):
+                by_nominal = {c.nominal: c for c in rows if c.horizon == h}
+                table.add_row(
+                    name,
+                    f"+{h}d",
+                    str(max(c.scored for c in by_nominal.values())),
+                    *[f"{by_nominal[n].rate:.0%}" if n in by_nominal else "" for n in nominals],
+                )
+        console.print(table)
+    else:
+        console.print("coverage: no forecast horizon has elapsed yet (run longer: --duration)")
+    for label, value in (
+        ("model latency (agent inference)", summary.model_latency_ms),
+        ("bar -> forecast end to end", summary.end_to_end_ms),
+    ):
+        if value is not None:
+            console.print(f"{label}: p50 {value[0]:.2f} ms, p99 {value[1]:.2f} ms")
+
+
+# ----- the parts the demo starts ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise FeedError(f"mosquitto exited: {_tail(log)}") from None
+            time.sleep(0.05)
+    raise FeedError(f"mosquitto did not listen on port {port} within {timeout:g} s")
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def _stop_process(process: subprocess.Popen[bytes], name: str, timeout: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop within %g s; killing it", name, timeout)
+        process.kill()
+        process.wait(timeout)
+
+
+def find_mosquitto() -> str | None:
+    for candidate in MOSQUITTO_PATHS:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    return None
+
+
+def _start_mosquitto(exe: str, workdir: Path, stack: contextlib.ExitStack) -> str:
+    port = _free_port()
+    config = workdir / "mosquitto.conf"
+    # Loopback only, anonymous, no persistence; queue limits lifted so a burst of QoS 1 bars or
+    # forecasts is never dropped (Mosquitto's defaults drop beyond 1000 queued messages).
+    config.write_text(
+        "\n".join(
+            [
+                f"listener {port} 127.0.0.1",
+                f"user {getpass.getuser()}",  # as root it would switch to `mosquitto`
+                "allow_anonymous true",
+                "persistence false",
+                "max_queued_messages 0",
+                "max_queued_bytes 0",
+                "max_inflight_messages 0",
+                "",
+            ]
+        )
+    )
+    log = workdir / "mosquitto.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [exe, "-c", str(config)], stdout=out, stderr=out, stdin=subprocess.DEVNULL
+        )
+    stack.callback(_stop_process, process, "mosquitto")
+    _wait_listening(port, process, log, timeout=10.0)
+    return f"mqtt://127.0.0.1:{port}"
+
+
+def _start_embedded(stack: contextlib.ExitStack) -> str:
+    try:
+        from anyio.from_thread import start_blocking_portal
+        from moat.lib.mqtt.async_broker import AsyncMQTTBroker
+    except ImportError as exc:
+        raise FeedError(
+            "no broker: install Mosquitto (apt-get install mosquitto) or the embedded one "
+            "(pip install 'forecaster[demo]')"
+        ) from exc
+    portal = stack.enter_context(start_blocking_portal())
+    future, port = portal.start_task(AsyncMQTTBroker(bind_address=("127.0.0.1", 0)).serve)
+    stack.callback(future.cancel)  # runs before the portal closes, which waits for its tasks
+    return f"mqtt://127.0.0.1:{port}"
+
+
+def start_broker(workdir: Path, stack: contextlib.ExitStack, kind: str = "auto") -> tuple[str, str]:
+    """A broker on a free loopback port, stopped by `stack`: Mosquitto when installed (or `kind`
+    = "mosquitto"), else the embedded MQTT v5 broker of the `demo` extra. Returns (url, what)."""
+    if kind not in ("auto", "mosquitto", "embedded"):
+        raise FeedError(f"broker kind must be auto, mosquitto or embedded, not {kind!r}")
+    exe = find_mosquitto() if kind != "embedded" else None
+    if exe is not None:
+        return _start_mosquitto(exe, workdir, stack), f"Mosquitto ({exe})"
+    if kind == "mosquitto":
+        raise FeedError("mosquitto is not installed (apt-get install mosquitto)")
+    return _start_embedded(stack), "embedded Python broker (moat-lib-mqtt)"
+
+
+def _toml_string(value: str | Path) -> str:
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def write_agent_config(
+    path: Path, broker_url: str, registry: Path, trusted: Sequence[Path], state_dir: Path
+) -> Path:
+    """A minimal agent config: serve every bundle of the registry, heartbeat every 2 s."""
+    keys = ", ".join(_toml_string(p.resolve()) for p in trusted)
+    path.write_text(
+        "\n".join(
+            [
+                f"agent_id = {_toml_string(AGENT_ID)}",
+                'log_level = "INFO"',
+                f"state_dir = {_toml_string(state_dir.resolve())}",
+                "[broker]",
+                f"url = {_toml_string(broker_url)}",
+                f"client_id = {_toml_string('forecaster-demo-agent')}",
+                "session_expiry_s = 0",
+                "[models]",
+                f"dir = {_toml_string(registry.resolve())}",
+                f"trusted_keys = [{keys}]",
+                "[status]",
+                "interval_s = 2.0",
+                "",
+            ]
+        )
+    )
+    return path
+
+
+def start_agent(
+    config: Path, log: Path, broker_url: str, stack: contextlib.ExitStack, timeout: float = 60.0
+) -> AgentStatus:
+    """Run `forecaster-agent --config` as a child process (stopped by `stack`) and wait until its
+    heartbeat says it is online with at least one model; raises FeedError with its log otherwise."""
+    # The demo's agent is configured by its file alone, not by the user's environment.
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FORECASTER_AGENT_")}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "device.cli", "--config", str(config)],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    stack.callback(_stop_process, process, "the agent")
+    topics = Topics()
+    ready = threading.Event()
+    latest: list[AgentStatus] = []
+
+    def on_status(_c: object, _u: object, msg: object) -> None:
+        status = AgentStatus.model_validate_json(msg.payload)  # type: ignore[attr-defined]
+        latest[:] = [status]
+        if status.online and status.models:
+            ready.set()
+
+    client = connect(parse_broker_url(broker_url), "forecaster-demo-agent-check")
+    try:
+        client.on_message = on_status
+        client.subscribe(topics.status(AGENT_ID), qos=1)
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.2):
+            if process.poll() is not None:
+                raise FeedError(f"the agent exited with status {process.returncode}: {_tail(log)}")
+            if time.monotonic() > deadline:
+                rejected = latest[0].rejected if latest else []
+                why = f"; it rejected {rejected}" if rejected else f": {_tail(log)}"
+                raise FeedError(f"the agent served no model within {timeout:g} s{why}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return latest[0]
+
+
+# ----- models -------------------------------------------------------------------------------
+
+
+def _manifests(registry: Path) -> list[BundleManifest]:
+    out = []
+    for path in find_bundles(registry):
+        try:
+            out.append(BundleManifest.model_validate_json((path / MANIFEST_FILE).read_bytes()))
+        except (OSError, ValueError) as exc:
+            logger.warning("skipping %s: %s", path, exc)
+    return out
+
+
+def ensure_models(registry: Path, recipes_dir: Path, console: Console) -> list[BundleManifest]:
+    """The registry's bundles; when it holds no price bundle, first train every recipe under
+    `recipes_dir` with quick settings (a recipe that fails is reported and skipped)."""
+    if not any(m.task == "price" for m in _manifests(registry)):
+        from forecaster.train import train_recipe
+
+        recipes = sorted(recipes_dir.glob("*/*.toml"))
+        if not recipes:
+            raise FeedError(f"no price bundle in {registry} and no recipes under {recipes_dir}")
+        console.print(
+            f"no price model in {registry}: training {len(recipes)} recipes with --quick settings"
+        )
+        for recipe in recipes:
+            try:
+                path = train_recipe(
+                    recipe, registry=registry, quick=True, key=None, console=console
+                )
+            except ForecasterError as exc:
+                console.print(f"[yellow]skipped {recipe}:[/] {exc}")
+                continue
+            console.print(f"trained {recipe} -> {path}")
+    manifests = _manifests(registry)
+    if not any(m.task == "price" for m in manifests):
+        raise FeedError(
+            f"no price bundle in {registry}; train one: forecaster train RECIPE --quick"
+        )
+    return manifests
+
+
+def _default_trusted(registry: Path) -> list[Path]:
+    """The public keys of whatever `forecaster train` signs with by default: the development
+    keys beside the registry and the directory of $FORECASTER_SIGNING_KEY (its `.pub` twin)."""
+    candidates = [registry.resolve().parent / DEV_KEY_DIR]
+    if os.environ.get(SIGNING_KEY_ENV):
+        candidates.append(Path(os.environ[SIGNING_KEY_ENV]).resolve().parent)
+    found = [p for p in candidates if p.is_dir() and any(p.glob("*.pub"))]
+    if not found:
+        raise FeedError(f"no public keys in {candidates[0]}; pass --trusted-key FILE_OR_DIR")
+    return found
+
+
+# ----- the demo -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A SIGTERM stops the demo the way Ctrl-C does, so its cleanup still runs."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _replay_thread(
+    broker_url: str,
+    warmup: list[Bar],
+    paced: list[Bar],
+    rate: float,
+    stop: threading.Event,
+    on_sent: Callable[[Bar, float], None],
+    results: list[ReplayResult | BaseException],
+    viewer_ready: threading.Event,
+) -> None:
+    # The first forecasts follow the warm-up burst within milliseconds: let the view subscribe.
+    if not viewer_ready.wait(10.0):
+        results.append(FeedError("the live view did not subscribe within 10 s"))
+        return
+    try:
+        client = connect(parse_broker_url(broker_url), "forecaster-demo-feed")
+    except Exception as exc:  # reported by the main thread
+        results.append(exc)
+        return
+    try:
+        # The agent forecasts once a symbol has `window` closes: send those at once, then pace.
+        results.append(replay(warmup, client, 0.0, Topics(), stop=stop, on_sent=on_sent))
+        results.append(replay(paced, client, rate, Topics(), stop=stop, on_sent=on_sent))
+    except Exception as exc:
+        results.append(exc)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def run_demo(
+    *,
+    registry: Path,
+    recipes_dir: Path,
+    duration: float = 30.0,
+    rate: float = 20.0,
+    dataset: str = "sp500",
+    start: date = date(2016, 1, 1),
+    broker_kind: str = "auto",
+    trusted_keys: Sequence[Path] = (),
+    console: Console | None = None,
+) -> DemoSummary:
+    """Train if needed, start a broker and an agent, replay real bars, show the live view for
+    `duration` seconds, then print and return the summary. Everything started is stopped, also
+    on Ctrl-C, SIGTERM or an error."""
+    console = console or Console()
+    if duration <= 0 or rate <= 0:
+        raise FeedError("duration and rate must be positive")
+    manifests = ensure_models(registry, recipes_dir, console)
+    window = max(m.window or 0 for m in manifests)
+    bars = dataset_bars(dataset)
+    first = next((i for i, b in enumerate(bars) if b.ts.date() >= start), None)
+    if first is None:
+        raise FeedError(f"{dataset} has no bars on or after {start}")
+    warmup = bars[max(0, first - window) : first]
+    # A margin so the replay outlasts the live view; what is not sent by then is never scored.
+    paced = bars[first : first + int(duration * rate * 1.2) + 10]
+    trusted = list(trusted_keys) or _default_trusted(registry)
+
+    sent_at: dict[tuple[str, int], float] = {}
+    stop, viewer_ready = threading.Event(), threading.Event()
+    results: list[ReplayResult | BaseException] = []
+    board = ForecastBoard(history=len(warmup) + len(paced) + 10)
+    with (
+        _sigterm_as_interrupt(),
+        tempfile.TemporaryDirectory(prefix="forecaster-demo-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        workdir = Path(tmp)
+        url, what = start_broker(workdir, stack, broker_kind)
+        console.print(f"broker: {what} at {url}")
+        config = write_agent_config(
+            workdir / "agent.toml", url, registry, trusted, workdir / "state"
+        )
+        status = start_agent(config, workdir / "agent.log", url, stack)
+        console.print(
+            f"agent {status.agent}: serving "
+            + ", ".join(f"{m.get('id')} {m.get('version')}" for m in status.models)
+        )
+        console.print(
+            f"replaying {bars[0].symbol} from {start} at {rate:g} bars/s "
+            f"(first {len(warmup)} bars at once to fill the model window)"
+        )
+
+        def on_sent(bar: Bar, at: float) -> None:
+            sent_at[(bar.symbol, bar.seq)] = at
+
+        feeder = threading.Thread(
+            target=_replay_thread,
+            args=(url, warmup, paced, rate, stop, on_sent, results, viewer_ready),
+            name="demo-feed",
+            daemon=True,
+        )
+        feeder.start()
+        try:
+            watch(
+                parse_broker_url(url),
+                duration=duration,
+                console=console,
+                board=board,
+                subscribed=viewer_ready,
+            )
+        finally:
+            stop.set()
+            feeder.join(35.0)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise FeedError(f"the replay failed: {errors[0]}") from errors[0]
+    summary = summarize(board, warmup + paced, sent_at)
+    print_summary(summary, console)
+    return summary

@@ -1,0 +1,186 @@
+"""Operator side of the fleet: read agents' retained statuses, ship bundles, roll back."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+from rich.table import Table
+
+from device.bundle import load_bundle, pack_bundle
+from device.keys import TrustedKeys
+from device.mqtt import BrokerAddress, connect
+from device.schemas import (
+    BUNDLE_CONTENT_TYPE,
+    COMMAND_CONTENT_TYPE,
+    AgentStatus,
+    DeployCommand,
+    FleetEvent,
+)
+from device.topics import Topics
+from forecaster.errors import ForecasterError
+
+__all__ = ["collect_statuses", "fleet_table", "publish_bundle", "send_rollback"]
+
+logger = logging.getLogger(__name__)
+
+# Retained statuses arrive right after SUBACK; this much silence means we have them all.
+_QUIET_S = 0.5
+
+
+def collect_statuses(
+    address: BrokerAddress, topics: Topics | None = None, timeout: float = 5.0
+) -> dict[str, AgentStatus]:
+    """Every agent's retained status, keyed by agent id (malformed statuses are skipped)."""
+    topics = topics or Topics()
+    inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=100_000)
+    client = connect(address, f"fleet-status-{time.time_ns()}")
+    client.on_message = lambda _c, _u, msg: inbox.put_nowait(msg)
+    statuses: dict[str, AgentStatus] = {}
+    try:
+        client.subscribe(topics.status_filter(), qos=1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = inbox.get(timeout=_QUIET_S)
+            except queue.Empty:
+                break
+            if not msg.payload:
+                continue  # a cleared retained status
+            try:
+                status = AgentStatus.model_validate_json(msg.payload)
+            except ValidationError:
+                logger.warning("skipping malformed status on %s", msg.topic)
+                continue
+            statuses[status.agent] = status
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return statuses
+
+
+def _age(ts: datetime) -> str:
+    seconds = (datetime.now(UTC) - ts).total_seconds()
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def fleet_table(statuses: dict[str, AgentStatus]) -> Table:
+    table = Table(title=f"{len(statuses)} agent(s)", header_style="bold")
+    for col in (
+        "agent",
+        "state",
+        "models",
+        "last heartbeat",
+        "uptime",
+        "received",
+        "forecasts",
+        "dead letters",
+        "spooled",
+        "dropped",
+        "p50 ms",
+        "p99 ms",
+    ):
+        table.add_column(col, justify="left" if col in ("agent", "state", "models") else "right")
+    for agent in sorted(statuses):
+        s = statuses[agent]
+        models = ", ".join(
+            f"{m.get('task', '?')}/{m.get('name', '?')}@{m.get('version', '?')}" for m in s.models
+        )
+        c = s.counters
+        table.add_row(
+            agent,
+            "[green]online[/]" if s.online else "[red]offline[/]",
+            models or "-",
+            _age(s.ts),
+            f"{s.uptime_s:.0f}s",
+            *(
+                str(c.get(k, 0))
+                for k in ("received", "forecasts", "dead_letters", "spooled", "dropped")
+            ),
+            f"{s.latency_ms.get('p50', float('nan')):.3f}",
+            f"{s.latency_ms.get('p99', float('nan')):.3f}",
+        )
+    return table
+
+
+def _send_and_wait(
+    address: BrokerAddress,
+    agents: list[str],
+    payload: bytes,
+    content_type: str,
+    topics: Topics,
+    wait_s: float,
+) -> dict[str, FleetEvent | None]:
+    """Publish `payload` to each agent's deploy topic and wait for each agent's next event."""
+    events: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=10_000)
+    client = connect(address, f"fleet-publish-{time.time_ns()}")
+    client.on_message = lambda _c, _u, msg: events.put_nowait(msg)
+    results: dict[str, FleetEvent | None] = dict.fromkeys(agents)
+    try:
+        for agent in agents:
+            client.subscribe(topics.events(agent), qos=1)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = content_type
+        for agent in agents:
+            info = client.publish(topics.deploy(agent), payload, qos=1, properties=props)
+            info.wait_for_publish(timeout=30)
+            if not info.is_published():
+                raise ForecasterError(f"the broker did not acknowledge the deploy to {agent}")
+        deadline = time.monotonic() + wait_s
+        while any(v is None for v in results.values()) and time.monotonic() < deadline:
+            try:
+                msg = events.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            try:
+                event = FleetEvent.model_validate_json(msg.payload)
+            except ValidationError:
+                continue
+            if event.agent in results and event.kind in ("deploy", "rollback"):
+                results[event.agent] = event
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return results
+
+
+def publish_bundle(
+    address: BrokerAddress,
+    bundle_dir: Path,
+    agents: list[str],
+    trusted: TrustedKeys,
+    topics: Topics | None = None,
+    wait_s: float = 30.0,
+) -> dict[str, FleetEvent | None]:
+    """Verify the bundle here first (never ship what a device would refuse), then send it."""
+    if not agents:
+        raise ForecasterError("no agents to publish to; name one with --agent or use --fleet")
+    load_bundle(bundle_dir, trusted)
+    return _send_and_wait(
+        address, agents, pack_bundle(bundle_dir), BUNDLE_CONTENT_TYPE, topics or Topics(), wait_s
+    )
+
+
+def send_rollback(
+    address: BrokerAddress,
+    agent: str,
+    model: str,
+    version: str | None = None,
+    topics: Topics | None = None,
+    wait_s: float = 15.0,
+) -> FleetEvent | None:
+    try:
+        command = DeployCommand(action="rollback", model=model, version=version)
+    except ValidationError as exc:
+        raise ForecasterError(f"model must look like price/spx, not {model!r}") from exc
+    payload = command.model_dump_json().encode()
+    return _send_and_wait(
+        address, [agent], payload, COMMAND_CONTENT_TYPE, topics or Topics(), wait_s
+    )[agent]

@@ -1,0 +1,1 @@
+"""Task pipelines: price (quantiles of returns), trend (regime probabilities), gdp (nowcast)."""

@@ -1,0 +1,417 @@
+"""The price task end to end: real closes -> LSTM teacher -> compression search over the
+recipe's chains (distillation, pruning, factorization, sharing, quantization) -> metrics
+against honest baselines -> signed bundle."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from device.manifest import TensorSpec
+from forecaster import baselines, metrics
+from forecaster.bundles import resolve_signing_key, write_bundle
+from forecaster.compress import (
+    Candidate,
+    CompressContext,
+    FineTune,
+    SearchResult,
+    StepSpec,
+    compact_onnx,
+    measure_graph,
+    plan_chains,
+    run_search,
+)
+from forecaster.data import PriceSamples, load_close_series, make_price_samples, split_index
+from forecaster.errors import TrainError
+from forecaster.export import export_window_model, run_onnx
+from forecaster.models import LSTMTeacher, MLPStudent, count_parameters
+from forecaster.recipe import Recipe
+from forecaster.training import fit_quantile_model, predict_torch
+
+__all__ = [
+    "PriceData",
+    "compress_student",
+    "compression_context",
+    "evaluate_quantiles",
+    "load_price_data",
+    "train_price",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PriceData:
+    """A close series split into train / validation / test samples, with train-only scales."""
+
+    close: pd.Series
+    train: PriceSamples
+    valid: PriceSamples
+    test: PriceSamples
+    train_end: int
+    train_vol: float
+    horizon_std: np.ndarray
+
+
+def load_price_data(recipe: Recipe) -> PriceData:
+    assert recipe.price is not None
+    p = recipe.price
+    csv = recipe.csv_path() if recipe.data.source == "csv" else None
+    close = load_close_series(recipe.data, csv)
+    max_h = max(p.horizons)
+    if len(close) < p.window + max_h + 3:
+        raise TrainError(
+            f"the series has {len(close)} rows; window {p.window} plus horizon {max_h} "
+            "needs more; use a longer series or a smaller window"
+        )
+    idx = split_index(pd.DatetimeIndex(close.index), recipe.split, p.window, max_h)
+    # A sample belongs to a period only if its origin and every target close lie inside it.
+    train = make_price_samples(close, idx.start, idx.train_end - max_h, p.window, p.horizons)
+    valid = make_price_samples(
+        close, idx.train_end + 1, idx.valid_end - max_h, p.window, p.horizons
+    )
+    test = make_price_samples(close, idx.valid_end + 1, idx.end - max_h, p.window, p.horizons)
+    log_close = np.log(close.to_numpy(dtype=np.float64))
+    train_returns = np.diff(log_close[idx.start : idx.train_end + 1])
+    return PriceData(
+        close=close,
+        train=train,
+        valid=valid,
+        test=test,
+        train_end=idx.train_end,
+        train_vol=float(train_returns.std()),
+        horizon_std=train.y.std(axis=0).astype(np.float64),
+    )
+
+
+def evaluate_quantiles(
+    y: np.ndarray, q: np.ndarray, horizons: list[int], levels: list[float]
+) -> dict[str, Any]:
+    return metrics.price_metrics(y, q, horizons, levels)
+
+
+def _baseline_forecasts(
+    data: PriceData, samples: PriceSamples, horizons: list[int], levels: list[float]
+) -> dict[str, np.ndarray]:
+    log_close = np.log(data.close.to_numpy(dtype=np.float64))
+    return baselines.baseline_forecasts(
+        log_close, samples.origins, horizons, levels, data.train_end
+    )
+
+
+def compression_context(
+    data: PriceData, teacher: torch.nn.Module, recipe: Recipe
+) -> CompressContext:
+    """The compression steps' view of the data: the train and validation periods only."""
+    assert recipe.price is not None
+    s, f = recipe.student, recipe.compress.finetune
+    return CompressContext(
+        x_train=data.train.x,
+        y_train=data.train.y,
+        x_valid=data.valid.x,
+        y_valid=data.valid.y,
+        horizons=recipe.price.horizons,
+        levels=recipe.price.quantiles,
+        horizon_std=data.horizon_std,
+        window=recipe.price.window,
+        teacher=teacher,
+        seed=recipe.seed,
+        train=FineTune(s.epochs, s.patience, s.lr, s.batch_size),
+        finetune=FineTune(f.epochs, f.patience, f.lr, f.batch_size),
+        distill_weight=s.distill_weight,
+        augment_copies=s.augment_copies,
+        augment_noise=s.augment_noise,
+        calibration_windows=recipe.compress.calibration_windows,
+    )
+
+
+def compress_student(
+    data: PriceData,
+    teacher: torch.nn.Module,
+    teacher_graph: bytes,
+    recipe: Recipe,
+    plan: list[list[StepSpec]],
+    on_candidate: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[SearchResult, dict[str, Any]]:
+    """Measure the teacher, then run the compression search from an untrained student of the
+    recipe's architecture. Every decision uses the train and validation periods only: the
+    test period is not read here. Returns the search and the teacher's measurements."""
+    assert recipe.price is not None
+    p, runs = recipe.price, recipe.compress.benchmark_runs
+    ctx = compression_context(data, teacher, recipe)
+    teacher_row = measure_graph(teacher_graph, ctx, runs)
+    torch.manual_seed(recipe.seed)
+    base = MLPStudent(
+        p.window, p.horizons, p.quantiles, data.train_vol, hidden=recipe.student.hidden
+    )
+    search = run_search(
+        base,
+        ctx,
+        plan,
+        recipe.compress.budget,
+        teacher_row["validation_score"],
+        runs,
+        on_candidate,
+    )
+    return search, teacher_row
+
+
+def _print_candidate(console: Console, row: dict[str, Any]) -> None:
+    over = "" if row["within_budget"] else " [red](over budget)[/]"
+    console.print(
+        f"  {row['chain']}: {row['bytes']:,} B, {row['latency_us_median']:.1f} µs, "
+        f"validation {row['validation_ratio_vs_teacher']:.4f}x teacher{over}",
+        highlight=False,
+    )
+
+
+_SIZE_SPEED = (
+    "parameters",
+    "onnx_weights",
+    "bytes",
+    "latency_us_median",
+    "latency_us_p99",
+    "batch_rows_per_s",
+)
+
+
+def _torch_ancestor(search: SearchResult) -> Candidate:
+    """The chosen chain's last torch state: what its onnx steps (quantization) started from."""
+    candidate = search.candidates[search.chosen]
+    while candidate.model is None:
+        candidate = search.candidates[candidate.row["parent"]]
+    return candidate
+
+
+def _manifest_steps(search: SearchResult) -> list[dict[str, Any]]:
+    """The chosen chain's steps in order, with their parameters and what each decided."""
+    labels = search.chosen.split("+")
+    steps = []
+    for i in range(len(labels)):
+        c = search.candidates["+".join(labels[: i + 1])]
+        params: dict[str, Any] = {**c.row["params"], **c.row["details"]}
+        if c.spec.label != c.spec.step.name:
+            params["label"] = c.spec.label
+        if c.row["training"]:
+            params["best_epoch"] = c.row["training"]["best_epoch"]
+        steps.append({"name": c.spec.step.name, "params": params})
+    row = search.candidates[search.chosen].row
+    steps.append(
+        {
+            "name": "compact",
+            "params": {"bytes_exported": row["bytes_exported"], "bytes": row["bytes"]},
+        }
+    )
+    return steps
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max())
+
+
+def train_price(
+    recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console | None = None
+) -> Path:
+    """Train, compress, evaluate, sign and write one price bundle; returns its directory."""
+    assert recipe.price is not None
+    console = console or Console(stderr=True)
+    p, t = recipe.price, recipe.teacher
+    horizons, levels = p.horizons, p.quantiles
+    # a typo in a chain fails here, before minutes of training
+    plan = plan_chains(recipe.compress.chains, recipe.compress.steps)
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    private_key, key_note = resolve_signing_key(key, registry)
+    data = load_price_data(recipe)
+    console.print(
+        f"[bold]{recipe.model.name}[/]: {len(data.close)} closes of {data.close.name}; "
+        f"samples train {len(data.train)}, validation {len(data.valid)}, test {len(data.test)}"
+    )
+    teacher = LSTMTeacher(
+        p.window,
+        horizons,
+        levels,
+        data.train_vol,
+        hidden=t.hidden,
+        layers=t.layers,
+        dropout=t.dropout,
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("valid {task.fields[valid]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(
+            f"teacher LSTM ({count_parameters(teacher):,} params)", total=t.epochs, valid="-"
+        )
+        teacher_fit = fit_quantile_model(
+            teacher,
+            data.train.x,
+            data.train.y,
+            data.valid.x,
+            data.valid.y,
+            levels,
+            data.horizon_std,
+            epochs=t.epochs,
+            patience=t.patience,
+            lr=t.lr,
+            batch_size=t.batch_size,
+            seed=recipe.seed,
+            progress=lambda e, v: progress.update(task, completed=e, valid=f"{v:.4f}"),
+        )
+        progress.update(task, total=teacher_fit.epochs)
+
+    # the teacher gets the same finishing pass as every student: ratios compare like with like
+    teacher_raw = export_window_model(teacher, p.window)
+    teacher_onnx = compact_onnx(teacher_raw)
+    console.print(
+        f"compression search over {len(plan)} chains; budget: validation pinball loss <= "
+        f"{recipe.compress.budget:g}x the teacher's"
+    )
+    search, teacher_measured = compress_student(
+        data, teacher, teacher_onnx, recipe, plan, lambda row: _print_candidate(console, row)
+    )
+
+    # The choice is made. Now, and only now, the test period is scored, for the report.
+    def evaluate(y: np.ndarray, q: np.ndarray) -> dict[str, Any]:
+        return evaluate_quantiles(y, q, horizons, levels)
+
+    search.score_split("test", data.test.x, data.test.y, evaluate)
+    chosen = search.candidates[search.chosen]
+    chosen_name = f"student_{search.chosen}"
+    if not search.within_budget:
+        console.print(
+            f"[yellow]no chain stayed within {recipe.compress.budget:g}x the teacher's "
+            f"validation loss; shipping the best on validation[/]"
+        )
+    console.print(
+        f"chosen: [bold]{search.chosen}[/] ({search.candidates[search.chosen].row['bytes']:,} B)"
+    )
+
+    teacher_row = {
+        "kind": "lstm",
+        "parameters": count_parameters(teacher),
+        "bytes_exported": len(teacher_raw),
+        **{k: teacher_measured[k] for k in _SIZE_SPEED if k in teacher_measured},
+        "validation": teacher_measured["validation"],
+        "test": evaluate(data.test.y, run_onnx(teacher_onnx, data.test.x)),
+    }
+    student_row = {
+        "kind": f"mlp ({search.chosen})",
+        **{k: chosen.row[k] for k in _SIZE_SPEED},
+        "validation": chosen.row["validation"],
+        "test": chosen.row["test"],
+    }
+    models: dict[str, dict[str, Any]] = {"teacher": teacher_row, chosen_name: student_row}
+    for split_name, samples in (("validation", data.valid), ("test", data.test)):
+        for name, q in _baseline_forecasts(data, samples, horizons, levels).items():
+            models.setdefault(name, {"kind": "baseline"})[split_name] = evaluate_quantiles(
+                samples.y, q, horizons, levels
+            )
+    first = search.candidates[search.chosen.split("+")[0]]
+    ancestor = _torch_ancestor(search)
+    x_test = data.test.x
+    assert first.model is not None and ancestor.model is not None
+    parity = {
+        "teacher_max_abs": _max_abs(predict_torch(teacher, x_test), run_onnx(teacher_onnx, x_test)),
+        "student_max_abs": _max_abs(
+            predict_torch(first.model, x_test), run_onnx(first.graph, x_test)
+        ),
+        # quantization error of the shipped graph against the torch model it came from
+        "chosen_vs_torch_max_abs": _max_abs(
+            predict_torch(ancestor.model, x_test), run_onnx(chosen.graph, x_test)
+        ),
+    }
+    teacher_test = teacher_row["test"]["pinball"]["overall"]
+    headline = {
+        "chosen": chosen_name,
+        "chain": search.chosen,
+        "within_budget": search.within_budget,
+        "size_ratio": teacher_row["bytes"] / student_row["bytes"],
+        "speed_ratio": teacher_row["latency_us_median"] / student_row["latency_us_median"],
+        "test_pinball_ratio_vs_teacher": student_row["test"]["pinball"]["overall"] / teacher_test,
+        "test_pinball_ratio_vs_historical": student_row["test"]["pinball"]["overall"]
+        / models["historical_quantiles"]["test"]["pinball"]["overall"],
+    }
+    periods = {
+        "train": data.train.period(),
+        "validation": data.valid.period(),
+        "test": data.test.period(),
+    }
+    first_fit = first.row["training"] or {}
+    report = {
+        "task": "price",
+        "name": recipe.model.name,
+        "quick": quick,
+        "recipe": recipe.model_dump(mode="json", exclude={"source_path"}),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "machine": platform.machine(),
+        },
+        "samples": {
+            "train": len(data.train),
+            "validation": len(data.valid),
+            "test": len(data.test),
+        },
+        "training": {"teacher": teacher_fit.__dict__, "student": first_fit},
+        "parity": parity,
+        "models": models,
+        "headline": headline,
+        "compression": {**search.summary(), "teacher": teacher_row},
+        "test_forecasts": {
+            "dates": [d.date().isoformat() for d in data.test.dates],
+            "close": data.close.iloc[data.test.origins].round(4).tolist(),
+            "future_close": {
+                str(h): data.close.iloc[data.test.origins + h].round(4).tolist() for h in horizons
+            },
+            "future_dates": {
+                str(h): [d.date().isoformat() for d in data.close.index[data.test.origins + h]]
+                for h in horizons
+            },
+            "quantiles": np.round(run_onnx(chosen.graph, x_test), 6).tolist(),
+        },
+    }
+    manifest = {
+        "task": "price",
+        "name": recipe.model.name,
+        "inputs": [TensorSpec(name="close", shape=["batch", p.window])],
+        "outputs": [TensorSpec(name="quantiles", shape=["batch", len(horizons), len(levels)])],
+        "window": p.window,
+        "horizons": horizons,
+        "quantiles": levels,
+        "data": {
+            "source": recipe.data.source,
+            "symbol": str(data.close.name),
+            "path": str(recipe.data.path) if recipe.data.path else None,
+        },
+        "periods": periods,
+        "compression": _manifest_steps(search),
+        "metrics": {
+            "test_pinball": student_row["test"]["pinball"]["overall"],
+            "teacher_test_pinball": teacher_test,
+            "test_coverage": student_row["test"]["coverage"],
+            "bytes": student_row["bytes"],
+            "latency_us_median": student_row["latency_us_median"],
+        },
+        "created_at": datetime.now(UTC),
+    }
+    path = write_bundle(registry, manifest, chosen.graph, private_key, report, teacher_onnx)
+    console.print(key_note)
+    return path

@@ -1,0 +1,534 @@
+"""The trend task end to end: real closes -> Markov-switching regime teacher (train period only)
+-> distilled MLP classifier -> ONNX (float and int8) -> metrics against the teacher and honest
+baselines on ex-post regime labels -> signed bundle with report and charts."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from rich.console import Console
+
+from device.manifest import TensorSpec
+from forecaster.bundles import resolve_signing_key, write_bundle
+from forecaster.classifier import MLPClassifier
+from forecaster.compress.distill import distill_classifier
+from forecaster.compress.quantize import quantize_dynamic
+from forecaster.compress.search import RULE, choose
+from forecaster.data import (
+    PriceSamples,
+    SplitIndex,
+    load_close_series,
+    make_price_samples,
+    split_index,
+)
+from forecaster.errors import RecipeError
+from forecaster.export import (
+    export_window_model,
+    graph_footprint,
+    parity_max_abs,
+    run_onnx,
+)
+from forecaster.metrics_classification import classification_metrics
+from forecaster.models import count_parameters
+from forecaster.recipe import Recipe, deep_merge
+from forecaster.regimes import MarkovRegimeTeacher, RegimeFilter, percent_returns
+
+__all__ = [
+    "QUICK",
+    "StudentSettings",
+    "TeacherSettings",
+    "TrendData",
+    "TrendLabels",
+    "TrendSection",
+    "label_periods",
+    "load_trend_data",
+    "train_trend",
+    "trend_section",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeacherSettings(_Settings):
+    """The Markov-switching regime model, fitted by maximum likelihood on train returns."""
+
+    kind: Literal["markov_regression"] = "markov_regression"
+    switching_variance: bool = True
+    # starting points: a persistent one, statsmodels' default, then random ones (best converged wins)
+    starts: int = Field(default=3, ge=1)
+    em_iter: int = Field(default=20, ge=0)
+    maxiter: int = Field(default=500, ge=1)
+    # fit on the last N train returns only (quick runs); None: the whole train period
+    fit_last: int | None = Field(default=None, ge=100)
+
+
+class StudentSettings(_Settings):
+    """The MLP classifier and its distillation from the teacher's window filter."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [32, 32])
+    epochs: int = Field(default=200, ge=1)
+    patience: int = Field(default=20, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(default=256, ge=1)
+    # weight of KL(teacher_T || student_T); 1 - it goes to cross-entropy on the ex-post labels
+    distill_weight: float = Field(default=0.7, ge=0, le=1)
+    temperature: float = Field(default=2.0, gt=0)
+    # jittered copies of each train window, labelled by the teacher alone
+    augment_copies: int = Field(default=2, ge=0)
+    augment_noise: float = Field(default=0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _widths(self) -> StudentSettings:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError("hidden must list positive layer widths")
+        return self
+
+
+class TrendSection(_Settings):
+    """`[trend]` of a recipe: window, regime classes (lowest regime first), teacher, student."""
+
+    window: int = Field(default=64, ge=8, le=1024)
+    classes: list[str] = Field(default_factory=lambda: ["bear", "sideways", "bull"])
+    k_regimes: int = Field(default=3, ge=2, le=5)
+    # classes are assigned in increasing order of regime mean return (or mean / volatility)
+    order_by: Literal["mean", "sharpe"] = "mean"
+    # persistence baseline: the regime of `persistence_lag` days ago, as known today
+    persistence_lag: int = Field(default=5, ge=1)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    student: StudentSettings = Field(default_factory=StudentSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrendSection:
+        if len(self.classes) != self.k_regimes:
+            raise ValueError(
+                f"classes names {len(self.classes)} regimes but k_regimes = {self.k_regimes}"
+            )
+        if len(set(self.classes)) != len(self.classes) or not all(self.classes):
+            raise ValueError("classes must be distinct, non-empty names")
+        if self.persistence_lag >= self.window:
+            raise ValueError("persistence_lag must be shorter than the window")
+        return self
+
+
+# `--quick`: tests and demos, not for shipping; a recipe's [quick.trend] overrides these
+QUICK: dict[str, Any] = {
+    "teacher": {"starts": 1, "maxiter": 100, "em_iter": 5, "fit_last": 1500},
+    "student": {"epochs": 25, "patience": 5, "augment_copies": 0},
+}
+
+
+def trend_section(recipe: Recipe, quick: bool = False) -> TrendSection:
+    """The validated `[trend]` section (with the quick settings when asked)."""
+    raw = dict(recipe.trend or {})
+    if quick:
+        raw = deep_merge(deep_merge(raw, QUICK), recipe.quick.get("trend", {}))
+    try:
+        return TrendSection.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("trend", *first["loc"]))
+        raise RecipeError(f"recipe {recipe.source_path or ''}: {where}: {first['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class TrendData:
+    """Windows of raw closes per period and the percent returns the regime model sees.
+
+    `returns[i]` is the return into close position `split.start + i + 1`."""
+
+    close: pd.Series
+    split: SplitIndex
+    train: PriceSamples
+    valid: PriceSamples
+    test: PriceSamples
+    returns: np.ndarray
+    train_vol: float
+
+    def rows(self, samples: PriceSamples) -> np.ndarray:
+        """Positions in `returns` (and in every per-return probability array) of the samples."""
+        return samples.origins - self.split.start - 1
+
+    def period_returns(self, period_end: int) -> np.ndarray:
+        """Returns from the start up to and including close position `period_end`."""
+        return self.returns[: period_end - self.split.start]
+
+
+def load_trend_data(recipe: Recipe, section: TrendSection) -> TrendData:
+    csv = recipe.csv_path() if recipe.data.source == "csv" else None
+    close = load_close_series(recipe.data, csv)
+    w = section.window
+    idx = split_index(pd.DatetimeIndex(close.index), recipe.split, w, 0)
+    # horizons [0]: trend samples carry no future target, only the window ending at each origin
+    train = make_price_samples(close, idx.start + w - 1, idx.train_end, w, [0])
+    valid = make_price_samples(close, idx.train_end + 1, idx.valid_end, w, [0])
+    test = make_price_samples(close, idx.valid_end + 1, idx.end, w, [0])
+    returns = percent_returns(close.to_numpy(dtype=np.float64)[idx.start : idx.end + 1])
+    train_returns = returns[: idx.train_end - idx.start]
+    return TrendData(
+        close=close,
+        split=idx,
+        train=train,
+        valid=valid,
+        test=test,
+        returns=returns,
+        train_vol=float(train_returns.std() / 100.0),
+    )
+
+
+@dataclass(frozen=True)
+class TrendLabels:
+    """Per period: real-time teacher probabilities, ex-post probabilities and labels, and the
+    persistence baseline, all at the period's sample origins."""
+
+    teacher: dict[str, np.ndarray]
+    expost: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    persistence: dict[str, np.ndarray]
+
+
+def label_periods(data: TrendData, teacher: MarkovRegimeTeacher, lag: int) -> TrendLabels:
+    """Real-time probabilities filter the whole series with the fixed train parameters (row t
+    uses returns up to t only). Ex-post labels smooth each period with data up to that
+    period's own end, so train labels never see validation or test returns."""
+    filtered = teacher.filtered(data.returns)
+    persistence = teacher.fixed_lag(data.returns, lag)
+    periods = {
+        "train": (data.train, data.split.train_end),
+        "validation": (data.valid, data.split.valid_end),
+        "test": (data.test, data.split.end),
+    }
+    out: dict[str, dict[str, np.ndarray]] = {"teacher": {}, "expost": {}, "persistence": {}}
+    labels: dict[str, np.ndarray] = {}
+    for name, (samples, end) in periods.items():
+        rows = data.rows(samples)
+        smoothed = teacher.smoothed(data.period_returns(end))[rows]
+        out["teacher"][name] = filtered[rows].astype(np.float32)
+        out["expost"][name] = smoothed.astype(np.float32)
+        out["persistence"][name] = persistence[rows].astype(np.float32)
+        labels[name] = smoothed.argmax(axis=1)
+    return TrendLabels(labels=labels, **out)
+
+
+def _graph_row(
+    kind: str, params: int, onnx_model: bytes, bench_x: np.ndarray, runs: int
+) -> dict[str, Any]:
+    return {"kind": kind, "parameters": params, **graph_footprint(onnx_model, bench_x, runs)}
+
+
+def _choose_student(models: dict[str, dict[str, Any]], budget: float) -> tuple[str, bool]:
+    """The compression search's rule (`compress.search.RULE`) on validation log loss against
+    the ex-post labels, the teacher's as reference; the test period plays no part."""
+    rows = [
+        {
+            "chain": name,
+            "validation_score": models[name]["validation"]["log_loss"],
+            "bytes": models[name]["bytes"],
+            "latency_us_median": models[name]["latency_us_median"],
+        }
+        for name in ("student_float", "student_int8")
+    ]
+    return choose(rows, budget * models["teacher"]["validation"]["log_loss"])
+
+
+DEFINITIONS = {
+    "labels": (
+        "ex-post regime labels: argmax of the Kim-smoothed probabilities of the teacher with "
+        "its fixed train-period parameters, each period smoothed with data up to that period's "
+        "end; they use returns after each day, so no real-time model can reproduce them exactly"
+    ),
+    "teacher": (
+        "real-time teacher: Hamilton-filtered probabilities Pr(regime_t | returns up to t) over "
+        "the whole history with the fixed train-period parameters"
+    ),
+    "teacher_window": (
+        "the same filter run on the model's input window alone, started from the long-run "
+        "regime shares (teacher.onnx): the teacher restricted to what a device sees"
+    ),
+    "majority": "train-period ex-post label frequencies as constant probabilities",
+    "persistence": (
+        "Pr(regime_(t-{lag}) | returns up to t): the regime of {lag} days ago as known today "
+        "(fixed-lag smoother, real-time), carried forward to today"
+    ),
+}
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Tiny models train fastest on one thread; on a shared machine, several spinning
+    intra-op threads made one distillation run twenty times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_trend(
+    recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console | None = None
+) -> Path:
+    """Fit the regime teacher, distil, export, evaluate, sign and write one trend bundle."""
+    with _torch_threads(1):
+        return _train_trend(recipe, registry, key, quick, console or Console(stderr=True))
+
+
+def _train_trend(
+    recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console
+) -> Path:
+    section = trend_section(recipe, quick)
+    t, s, classes = section.teacher, section.student, section.classes
+    torch.manual_seed(recipe.seed)
+    private_key, key_note = resolve_signing_key(key, registry)
+    data = load_trend_data(recipe, section)
+    console.print(
+        f"[bold]{recipe.model.name}[/]: {len(data.close)} closes of {data.close.name}; "
+        f"samples train {len(data.train)}, validation {len(data.valid)}, test {len(data.test)}"
+    )
+
+    train_returns = data.period_returns(data.split.train_end)
+    fit_returns = train_returns[-t.fit_last :] if t.fit_last else train_returns
+    console.print(
+        f"teacher: {section.k_regimes}-regime Markov switching on {len(fit_returns)} train "
+        f"returns, {t.starts} start(s) ..."
+    )
+    teacher = MarkovRegimeTeacher(
+        section.k_regimes,
+        switching_variance=t.switching_variance,
+        order_by=section.order_by,
+        starts=t.starts,
+        em_iter=t.em_iter,
+        maxiter=t.maxiter,
+        seed=recipe.seed,
+    ).fit(fit_returns)
+    regimes = teacher.params.describe(classes)
+    console.print(
+        f"  log-likelihood {teacher.llf_:.1f}; "
+        + ", ".join(
+            f"{c}: {r['annualized_mean_pct']:+.0f}%/yr, vol {r['annualized_vol_pct']:.0f}%"
+            for c, r in regimes.items()
+        )
+    )
+    labels = label_periods(data, teacher, section.persistence_lag)
+    window_teacher = RegimeFilter(teacher.params, section.window)
+
+    student = MLPClassifier(section.window, len(classes), data.train_vol, hidden=s.hidden)
+    console.print(
+        f"student: MLP {s.hidden} ({count_parameters(student):,} params), distilled at "
+        f"T={s.temperature:g}, weight {s.distill_weight:g} ..."
+    )
+    student_fit = distill_classifier(
+        student,
+        window_teacher,
+        data.train.x,
+        labels.labels["train"],
+        data.valid.x,
+        labels.labels["validation"],
+        weight=s.distill_weight,
+        temperature=s.temperature,
+        outputs="proba",
+        augment_copies=s.augment_copies,
+        augment_noise=s.augment_noise,
+        epochs=s.epochs,
+        patience=s.patience,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        seed=recipe.seed,
+    )
+    console.print(
+        f"  {student_fit.epochs} epochs, best {student_fit.best_epoch} "
+        f"(validation cross-entropy {student_fit.best_valid:.4f})"
+    )
+
+    console.print("exporting to ONNX, quantizing, evaluating and benchmarking ...")
+    teacher_onnx = export_window_model(window_teacher, section.window, "close", "proba")
+    student_onnx = export_window_model(student, section.window, "close", "proba")
+    student_int8 = quantize_dynamic(student_onnx)
+    parity = {
+        "teacher_window_max_abs": parity_max_abs(window_teacher, teacher_onnx, data.test.x),
+        "student_max_abs": parity_max_abs(student, student_onnx, data.test.x),
+        "student_int8_vs_float_max_abs": float(
+            np.abs(run_onnx(student_int8, data.test.x) - run_onnx(student_onnx, data.test.x)).max()
+        ),
+    }
+    runs = recipe.compress.benchmark_runs
+    graphs = {
+        "teacher_window": teacher_onnx,
+        "student_float": student_onnx,
+        "student_int8": student_int8,
+    }
+    n_teacher = len(teacher.sm_params_)
+    models: dict[str, dict[str, Any]] = {
+        "teacher": {"kind": "markov-switching filter, full history", "parameters": n_teacher},
+        "teacher_window": _graph_row(
+            "markov-switching filter, window", n_teacher, teacher_onnx, data.test.x, runs
+        ),
+        "student_float": _graph_row(
+            "mlp", count_parameters(student), student_onnx, data.test.x, runs
+        ),
+        "student_int8": _graph_row(
+            "mlp+int8-dynamic", count_parameters(student), student_int8, data.test.x, runs
+        ),
+        "majority": {"kind": "baseline"},
+        "persistence": {"kind": "baseline"},
+    }
+    train_share = np.bincount(labels.labels["train"], minlength=len(classes)) / len(
+        labels.labels["train"]
+    )
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    for period, samples in (("validation", data.valid), ("test", data.test)):
+        predictions[period] = {
+            "teacher": labels.teacher[period],
+            **{name: run_onnx(graph, samples.x) for name, graph in graphs.items()},
+            "majority": np.tile(train_share, (len(samples), 1)),
+            "persistence": labels.persistence[period],
+        }
+        for name, proba in predictions[period].items():
+            models[name][period] = classification_metrics(
+                proba, labels.labels[period], labels.teacher[period], classes
+            )
+
+    chosen, within_budget = _choose_student(models, recipe.compress.budget)
+    chosen_row, window_row = models[chosen], models["teacher_window"]
+    test = {name: row["test"] for name, row in models.items()}
+    headline = {
+        "chosen": chosen,
+        "within_budget": within_budget,
+        "budget": recipe.compress.budget,
+        "rule": RULE,
+        "size_ratio": window_row["bytes"] / chosen_row["bytes"],
+        "speed_ratio": window_row["latency_us_median"] / chosen_row["latency_us_median"],
+        "test_agreement": test[chosen]["agreement"],
+        "test_accuracy": test[chosen]["accuracy"],
+        "teacher_test_accuracy": test["teacher"]["accuracy"],
+        "persistence_test_accuracy": test["persistence"]["accuracy"],
+        "majority_test_accuracy": test["majority"]["accuracy"],
+        "test_log_loss_ratio_vs_teacher": test[chosen]["log_loss"] / test["teacher"]["log_loss"],
+    }
+    periods = {
+        "train": data.train.period(),
+        "validation": data.valid.period(),
+        "test": data.test.period(),
+    }
+    test_period = predictions["test"]
+    report = {
+        "task": "trend",
+        "name": recipe.model.name,
+        "quick": quick,
+        "classes": classes,
+        "recipe": recipe.model_dump(mode="json", exclude={"source_path"}),
+        "trend": section.model_dump(mode="json"),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "machine": platform.machine(),
+        },
+        "samples": {
+            "train": len(data.train),
+            "validation": len(data.valid),
+            "test": len(data.test),
+        },
+        "definitions": {
+            **DEFINITIONS,
+            "persistence": DEFINITIONS["persistence"].format(lag=section.persistence_lag),
+        },
+        "teacher": {
+            **teacher.summary(classes),
+            "fit_period": [
+                data.close.index[data.split.train_end - len(fit_returns)].date().isoformat(),
+                data.close.index[data.split.train_end].date().isoformat(),
+            ],
+        },
+        "baselines": {
+            "majority": dict(zip(classes, train_share.tolist(), strict=True)),
+            "persistence_lag": section.persistence_lag,
+        },
+        "training": {"student": student_fit.__dict__},
+        "parity": parity,
+        "models": models,
+        "headline": headline,
+        "test_forecasts": {
+            "dates": [d.date().isoformat() for d in data.test.dates],
+            "close": data.close.iloc[data.test.origins].round(4).tolist(),
+            "proba": np.round(test_period[chosen], 6).tolist(),
+            "teacher": np.round(labels.teacher["test"], 6).tolist(),
+            "expost": np.round(labels.expost["test"], 6).tolist(),
+        },
+    }
+    manifest = {
+        "task": "trend",
+        "name": recipe.model.name,
+        "inputs": [TensorSpec(name="close", shape=["batch", section.window])],
+        "outputs": [TensorSpec(name="proba", shape=["batch", len(classes)])],
+        "window": section.window,
+        "classes": classes,
+        "data": {
+            "source": recipe.data.source,
+            "symbol": str(data.close.name),
+            "path": str(recipe.data.path) if recipe.data.path else None,
+        },
+        "periods": periods,
+        "compression": _compression_steps(chosen, section, student_fit.best_epoch, regimes),
+        "metrics": {
+            "test_accuracy": test[chosen]["accuracy"],
+            "test_brier": test[chosen]["brier"],
+            "test_log_loss": test[chosen]["log_loss"],
+            "test_agreement": test[chosen]["agreement"],
+            "teacher_test_accuracy": test["teacher"]["accuracy"],
+            "bytes": chosen_row["bytes"],
+            "latency_us_median": chosen_row["latency_us_median"],
+        },
+        "created_at": datetime.now(UTC),
+    }
+    path = write_bundle(registry, manifest, graphs[chosen], private_key, report, teacher_onnx)
+    from forecaster.report_trend import write_trend_plots
+
+    for png in write_trend_plots(path, report):
+        logger.info("wrote %s", png)
+    console.print(key_note)
+    return path
+
+
+def _compression_steps(
+    chosen: str, section: TrendSection, best_epoch: int, regimes: dict[str, Any]
+) -> list[dict[str, Any]]:
+    s = section.student
+    steps: list[dict[str, Any]] = [
+        {
+            "name": "distill",
+            "params": {
+                "teacher": f"markov_regression(k={section.k_regimes}, "
+                f"switching_variance={section.teacher.switching_variance})",
+                "regimes": {
+                    c: {"mean_pct": round(r["mean_pct"], 4), "vol_pct": round(r["vol_pct"], 4)}
+                    for c, r in regimes.items()
+                },
+                "weight": s.distill_weight,
+                "temperature": s.temperature,
+                "augment_copies": s.augment_copies,
+                "best_epoch": best_epoch,
+            },
+        },
+    ]
+    if chosen == "student_int8":
+        steps.append(
+            {"name": "quantize_dynamic", "params": {"weights": "int8", "runtime": "onnxruntime"}}
+        )
+    return steps

@@ -1,0 +1,202 @@
+"""Settings of `forecaster schedule`: one TOML file, unknown keys are errors, one-line messages.
+`deploy/trainer.example.toml` documents every key."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from device.mqtt import BrokerAddress
+from device.settings import BrokerSettings
+from forecaster.bundles import SIGNING_KEY_ENV
+from forecaster.errors import ForecasterError, RecipeError
+from forecaster.recipe import Recipe, load_recipe
+
+__all__ = [
+    "RecipeEntry",
+    "ScheduleError",
+    "TrainerBroker",
+    "TrainerSettings",
+    "load_trainer_settings",
+]
+
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class ScheduleError(ForecasterError):
+    """The trainer's settings are wrong, or a scheduled run could not train or publish."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainerBroker(_Section):
+    """The broker the fleet listens on; the same keys and meaning as the agent's `[broker]`."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def _agent_form(self) -> BrokerSettings:
+        # The agent's settings own the URL/credential/TLS rules; the trainer reuses them as-is.
+        return BrokerSettings(**self.model_dump(exclude_none=True))
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainerBroker:
+        try:
+            self._agent_form()
+        except ValidationError as exc:
+            raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from exc
+        return self
+
+    def address(self) -> BrokerAddress:
+        return self._agent_form().address()
+
+
+class RecipeEntry(_Section):
+    """One recipe to retrain: on its cron schedule, and (`watch`) when its CSV data file changes."""
+
+    path: Path
+    cron: str
+    watch: bool = False
+    quick: bool = False
+
+    @model_validator(mode="after")
+    def _crontab(self) -> RecipeEntry:
+        try:
+            CronTrigger.from_crontab(self.cron, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"cron {self.cron!r} is not a crontab expression "
+                f"('minute hour day month day_of_week'): {exc}"
+            ) from exc
+        return self
+
+    def recipe(self) -> Recipe:
+        return load_recipe(self.path)
+
+
+class TrainerSettings(_Section):
+    """Everything the scheduler reads: registry, signing key, broker, targets and recipes."""
+
+    registry: Path = Path("models/registry")
+    signing_key: Path | None = None
+    topic_prefix: str = Field(default="", pattern=r"^$|^[^#+$][^#+]*/$")
+    fleet: bool = False
+    agents: list[str] = Field(default_factory=list)
+    deploy_wait_s: float = Field(default=60.0, gt=0, le=3600)
+    train_timeout_s: float = Field(default=4 * 3600.0, gt=0)
+    watch_interval_s: float = Field(default=60.0, ge=0.1, le=86400)
+    timezone: str = "UTC"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    broker: TrainerBroker = Field(default_factory=TrainerBroker)
+    recipes: list[RecipeEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainerSettings:
+        if self.fleet == bool(self.agents):
+            raise ValueError("set either `fleet = true` or `agents = [...]`, not both or neither")
+        bad = [a for a in self.agents if not a or any(c in a for c in "/#+")]
+        if bad or len(set(self.agents)) != len(self.agents):
+            raise ValueError(f"agents must be distinct ids without '/', '#' or '+': {self.agents}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone") from exc
+        return self
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolved(settings: TrainerSettings, base: Path) -> TrainerSettings:
+    """Relative paths are taken from the config file's directory, as in the agent's settings."""
+    broker = settings.broker
+    key = settings.signing_key
+    if key is None and os.environ.get(SIGNING_KEY_ENV):
+        key = _resolve(Path(os.environ[SIGNING_KEY_ENV]), Path.cwd())
+    return settings.model_copy(
+        update={
+            "registry": _resolve(settings.registry, base),
+            "signing_key": _resolve(key, base) if key is not None else None,
+            "broker": broker.model_copy(
+                update={
+                    name: _resolve(getattr(broker, name), base)
+                    for name in ("ca_file", "cert_file", "key_file")
+                    if getattr(broker, name) is not None
+                }
+            ),
+            "recipes": [
+                r.model_copy(update={"path": _resolve(r.path, base)}) for r in settings.recipes
+            ],
+        }
+    )
+
+
+def _check_recipes(settings: TrainerSettings, config: Path) -> None:
+    """Every recipe loads, fills its own slot, and a watched one reads a CSV file."""
+    slots: dict[str, int] = {}
+    for i, entry in enumerate(settings.recipes):
+        where = f"{config}: recipes.{i}"
+        try:
+            recipe = entry.recipe()
+        except RecipeError as exc:
+            raise ScheduleError(f"{where}: {exc}") from exc
+        slot = f"{recipe.model.task}/{recipe.model.name}"
+        if slot in slots:
+            raise ScheduleError(
+                f"{where}: {entry.path} trains {slot}, as recipes.{slots[slot]} does; "
+                "one recipe per model slot"
+            )
+        slots[slot] = i
+        if entry.watch and recipe.data.source != "csv":
+            raise ScheduleError(
+                f"{where}: watch = true needs a CSV data file, but {entry.path} reads the "
+                f"built-in dataset {recipe.data.source!r}"
+            )
+
+
+def load_trainer_settings(config: Path) -> TrainerSettings:
+    """Parse, validate and resolve `config`; raises ScheduleError with a one-line message."""
+    try:
+        raw = tomllib.loads(config.read_text())
+    except FileNotFoundError as exc:
+        raise ScheduleError(f"config file {config} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScheduleError(f"cannot read config file {config}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ScheduleError(f"{config}: not valid TOML: {exc}") from exc
+    try:
+        settings = TrainerSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ScheduleError(f"{config}: {_describe(exc)}") from exc
+    settings = _resolved(settings, config.resolve().parent)
+    if settings.signing_key is None:
+        raise ScheduleError(
+            f"{config}: no signing key: set `signing_key` or ${SIGNING_KEY_ENV} "
+            "(make one with `forecaster keys generate`)"
+        )
+    if not settings.signing_key.is_file():
+        raise ScheduleError(f"{config}: signing key {settings.signing_key} does not exist")
+    _check_recipes(settings, config)
+    return settings

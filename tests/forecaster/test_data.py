@@ -1,0 +1,99 @@
+"""Data loaders, splits and windows: real series, one-line errors, no look-ahead."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forecaster.data import load_close_series, load_csv_series, make_price_samples, split_index
+from forecaster.errors import DataError
+from forecaster.recipe import DataSection, SplitSection
+
+
+@pytest.fixture(scope="module")
+def spx() -> pd.Series:
+    return load_close_series(DataSection(source="sp500", symbol="SPX"))
+
+
+def test_sp500_loads_real_daily_closes(spx: pd.Series) -> None:
+    assert spx.name == "SPX"
+    assert spx.index[0] == pd.Timestamp("1999-01-04")
+    assert len(spx) > 5000
+    assert spx.index.is_monotonic_increasing
+    assert (spx > 0).all()
+
+
+def test_nasdaq_is_another_series() -> None:
+    ndx = load_close_series(DataSection(source="nasdaq"))
+    assert ndx.name == "NDX"
+    assert len(ndx) > 1000
+
+
+def write_csv(path: Path, rows: list[tuple[str, object]]) -> Path:
+    pd.DataFrame(rows, columns=["date", "close"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([("2020-01-02", 1.0), ("2020-01-01", 2.0)], "not in increasing order"),
+        ([("2020-01-01", 1.0), ("2020-01-01", 2.0)], "duplicate date"),
+        ([("2020-01-01", 1.0), ("2020-01-02", "abc")], "is not a number"),
+        ([("2020-01-01", 1.0), ("2020-01-02", -3.0)], "non-positive price"),
+        ([("2020-01-01", 1.0), ("not a date", 2.0)], "not dates"),
+    ],
+)
+def test_csv_errors_are_one_line(tmp_path: Path, rows: list, message: str) -> None:
+    path = write_csv(tmp_path / "p.csv", rows)
+    with pytest.raises(DataError, match=message) as info:
+        load_csv_series(path, "date", "close")
+    assert "\n" not in str(info.value)
+
+
+def test_csv_missing_file_and_columns(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_csv_series(tmp_path / "nope.csv", "date", "close")
+    path = write_csv(tmp_path / "p.csv", [("2020-01-01", 1.0)])
+    with pytest.raises(DataError, match="no column 'price'"):
+        load_csv_series(path, "date", "price")
+
+
+def test_split_date_outside_data_is_rejected(spx: pd.Series) -> None:
+    split = SplitSection(train_end=date(2030, 1, 1), valid_end=date(2031, 1, 1))
+    with pytest.raises(DataError, match="outside the data"):
+        split_index(pd.DatetimeIndex(spx.index), split, 64, 20)
+
+
+def test_too_few_rows_for_window(spx: pd.Series) -> None:
+    short = spx.iloc[:200]
+    split = SplitSection(train_end=date(1999, 3, 1), valid_end=date(1999, 6, 1))
+    with pytest.raises(DataError, match=r"needs? at least"):
+        split_index(pd.DatetimeIndex(short.index), split, 64, 20)
+
+
+def test_targets_are_future_log_returns_and_windows_end_at_origin(spx: pd.Series) -> None:
+    s = make_price_samples(spx, 100, 200, window=64, horizons=[1, 5])
+    i = 10
+    t = s.origins[i]
+    np.testing.assert_allclose(s.x[i], spx.iloc[t - 63 : t + 1].to_numpy(), rtol=1e-6)
+    expected = np.log(spx.iloc[t + 5] / spx.iloc[t])
+    assert s.y[i, 1] == pytest.approx(expected, rel=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=64, max_value=4000), st.integers(min_value=1, max_value=30))
+def test_windows_never_see_the_future(spx: pd.Series, origin: int, h: int) -> None:
+    """Changing every close after the origin leaves the window (the model's input) unchanged."""
+    s = make_price_samples(spx, origin, origin, window=64, horizons=[h])
+    altered = spx.copy()
+    altered.iloc[origin + 1 :] *= 2.0
+    s2 = make_price_samples(altered, origin, origin, window=64, horizons=[h])
+    np.testing.assert_array_equal(s.x, s2.x)
+    assert s.y[0, 0] != pytest.approx(s2.y[0, 0])
