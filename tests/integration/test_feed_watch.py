@@ -26,7 +26,6 @@ from forecaster.feeds import dataset_bars, interleave, replay
 from forecaster.watch import ForecastBoard, watch
 from tests.conftest import Broker
 from tests.forecaster.test_watch import price_forecast
-from tests.integration.test_deploy_broker import secured  # noqa: F401  (a shared fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -183,7 +182,7 @@ def test_cli_replay_to_an_absent_broker_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "cannot reach broker" in lines[0]
 
 
-def test_cli_replay_over_tls_with_a_client_certificate(secured: tuple[Broker, Path]) -> None:  # noqa: F811
+def test_cli_replay_over_tls_with_a_client_certificate(secured: tuple[Broker, Path]) -> None:
     """The production broker config: the `feed` account over TLS may publish bars; the
     `analyst` account may not, and the replay says the broker refused them."""
     broker, creds = secured
