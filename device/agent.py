@@ -271,7 +271,7 @@ class Agent:
         if self._thread is not None:
             raise AgentError("agent already started")
         self.scheduler.add_job(
-            lambda: self.call_soon(self._publish_status),
+            lambda: self.call_soon(self.publish_status),
             "interval",
             seconds=self.settings.status.interval_s,
             id="status",
@@ -470,7 +470,7 @@ class Agent:
         # Not here: paho re-sends the publishes still unacknowledged from the last connection
         # right after this callback, and they must go out before anything newer.
         self._pump_due = True
-        self.call_soon(self._publish_status)
+        self.call_soon(self.publish_status)
 
     def _subscribe(self, client: mqtt.Client) -> None:
         wanted = sorted({f for r in self._routes for f in r.subscriptions})
@@ -747,7 +747,8 @@ class Agent:
     def _status(self, online: bool) -> bytes:
         return self.status(online).model_dump_json().encode()
 
-    def _publish_status(self) -> None:
+    def publish_status(self) -> None:
+        """Publish the retained heartbeat now. Network thread only (via `call_soon`)."""
         if self._connected:
             self._client.publish(
                 self.topics.status(self.agent_id), self._status(online=True), qos=1, retain=True

@@ -344,6 +344,9 @@ class Deployer:
                 )
             box.append(event)
             self.agent.finish(job.ticket, Outcome([self._message(event)]))
+            if event.ok:
+                # Operators read versions from the retained status; don't make them wait a beat.
+                self.agent.publish_status()
             done.set()
 
         self.agent.call_soon(apply)

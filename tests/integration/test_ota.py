@@ -606,3 +606,14 @@ def test_a_deploy_sent_while_the_agent_is_down_is_applied_when_it_returns(fleet:
     [event] = fleet.trainer.wait_for(f"fleet/{AGENT}/events", lambda e: len(e) == 1, 30)
     assert event["ok"] and event["model"]["version"] == "ota-2", event["detail"]
     assert fleet.served(fleet.status(lambda s: s.online and fleet.served(s) == "ota-2"))
+
+
+def test_the_retained_status_names_the_new_version_right_after_a_swap(fleet: Fleet) -> None:
+    """With a heartbeat an hour apart, only the republish after a swap can show ota-2 in time."""
+    text = fleet.config.read_text()
+    fleet.config.write_text(text.replace("interval_s = 0.5", "interval_s = 3600"))
+    fleet.start_agent()
+    fleet.status(lambda s: s.online and fleet.served(s) == fleet.v1.name)
+    event = fleet.deploy(fleet.version("ota-2", 1))
+    assert event.ok, event.detail
+    assert fleet.served(fleet.status(lambda s: fleet.served(s) == "ota-2", timeout=5))
