@@ -31,6 +31,7 @@ from device.errors import AgentError, ConfigError, ModelError, PayloadError
 from device.forecasts import price_forecast, trend_forecast
 from device.health import COUNTERS, LatencyWindow
 from device.keys import TrustedKeys, load_trusted_keys
+from device.memory import release_free_memory
 from device.modelset import LoadedModel, ModelSet, load_model_set
 from device.mqtt import backoff_delay, new_client, read_available, write_pending
 from device.outbox import Outbox, OutMessage, StateWrite, StoredMessage, WindowState
@@ -275,6 +276,15 @@ class Agent:
             "interval",
             seconds=self.settings.status.interval_s,
             id="status",
+            coalesce=True,
+            max_instances=1,
+        )
+        # Not on the network thread: trimming walks the heap while bars wait.
+        self.scheduler.add_job(
+            release_free_memory,
+            "interval",
+            seconds=self.settings.status.interval_s,
+            id="release-memory",
             coalesce=True,
             max_instances=1,
         )

@@ -34,6 +34,7 @@ from device.mqtt import BrokerAddress, parse_broker_url
 __all__ = [
     "ENV_PREFIX",
     "AgentSettings",
+    "BrokerAccess",
     "BrokerSettings",
     "ModelsSettings",
     "NowcastSettings",
@@ -55,8 +56,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BrokerSettings(_Section):
-    """How to reach and authenticate with the MQTT broker, and how to keep the session."""
+class BrokerAccess(_Section):
+    """Where the broker is and how to authenticate: the agent's `[broker]` keys that every client
+    of the fleet's broker (the trainer's scheduler too) shares."""
 
     url: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
@@ -64,22 +66,13 @@ class BrokerSettings(_Section):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    client_id: str | None = Field(default=None, min_length=1, max_length=128)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=0xFFFFFFFF)
-    receive_maximum: int = Field(default=100, ge=1, le=65535)
-    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
-    reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
-    reconnect_max_s: float = Field(default=5.0, gt=0, le=3600)
 
     @model_validator(mode="after")
-    def _check(self) -> BrokerSettings:
+    def _check_access(self) -> BrokerAccess:
         try:
             parse_broker_url(self.url)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (TLS client certificate)")
         return self
@@ -96,6 +89,24 @@ class BrokerSettings(_Section):
             cert_file=self.cert_file,
             key_file=self.key_file,
         )
+
+
+class BrokerSettings(BrokerAccess):
+    """How to reach and authenticate with the MQTT broker, and how to keep the session."""
+
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=0xFFFFFFFF)
+    receive_maximum: int = Field(default=100, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> BrokerSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
 
 
 class ModelsSettings(_Section):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.markup import escape
 from device.errors import DeviceError
 from device.mqtt import BrokerAddress
 from forecaster.errors import FeedError, ForecasterError
+
+if TYPE_CHECKING:
+    from forecaster.feeds import FeedItem, ReplayResult
 
 __all__ = ["app", "main"]
 
@@ -331,9 +334,7 @@ def feed_replay(
     client_id: Annotated[str, typer.Option(help="MQTT client id (default: random).")] = "",
 ) -> None:
     """Publish real daily bars on market/<symbol>/bar in time order, seq +1 per bar, paced."""
-    from device.mqtt import connect
-    from device.topics import Topics
-    from forecaster.feeds import copy_bars, csv_bars, dataset_bars, interleave, replay
+    from forecaster.feeds import copy_bars, csv_bars, dataset_bars, interleave
 
     address = _broker(broker, ca, cert, key)
     names = [n.strip() for item in symbol or [] for n in item.split(",") if n.strip()]
@@ -365,36 +366,61 @@ def feed_replay(
     if len(set(symbols)) != len(symbols):
         raise ForecasterError(f"two sources share a symbol ({symbols}); name them with --symbol")
     total = sum(len(s) for s in series)
-    client = connect(address, client_id)
-    try:
-        with _progress(total, f"{len(symbols)} symbols") as advance:
-            result = replay(
-                interleave(series),
-                client,
-                rate,
-                Topics(prefix),
-                qos,
-                ack_timeout=ack_timeout,
-                on_sent=lambda _bar, _t: advance(),
-            )
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    result = _replay_all(interleave(series), total, f"{len(symbols)} symbols", address, client_id,
+                         rate, prefix, qos, ack_timeout)  # fmt: skip
     period = f"{result.first_ts:%Y-%m-%d} .. {result.last_ts:%Y-%m-%d}" if result.first_ts else "-"
     console.print(
         f"published {result.published} bars of {', '.join(symbols[:5])}"
         f"{f' and {len(symbols) - 5} more' if len(symbols) > 5 else ''} ({period}) in "
         f"{result.elapsed_s:.1f} s ({result.rate:,.0f} bars/s); {result.acknowledged} acknowledged"
     )
+    _check_delivery(result, "bar", "market/<symbol>/bar", ack_timeout)
+
+
+def _replay_all(
+    items: Iterable[FeedItem],
+    total: int,
+    label: str,
+    address: BrokerAddress,
+    client_id: str,
+    rate: float,
+    prefix: str,
+    qos: int,
+    ack_timeout: float,
+) -> ReplayResult:
+    """Replay `items` over a connection of its own, with a progress bar; the ReplayResult."""
+    from device.mqtt import connect
+    from device.topics import Topics
+    from forecaster.feeds import replay
+
+    client = connect(address, client_id)
+    try:
+        with _progress(total, label) as advance:
+            return replay(
+                items,
+                client,
+                rate,
+                Topics(prefix),
+                qos,
+                ack_timeout=ack_timeout,
+                on_sent=lambda _item, _t: advance(),
+            )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _check_delivery(result: ReplayResult, noun: str, topic: str, ack_timeout: float) -> None:
+    """Fail, with what to check, when the broker refused or did not acknowledge a message."""
     if result.rejected:
         reasons = ", ".join(f"{n} x {why}" for why, n in result.rejected.items())
         raise FeedError(
-            f"the broker refused {sum(result.rejected.values())} bar(s) ({reasons}); "
-            "check that this account may publish on market/<symbol>/bar"
+            f"the broker refused {sum(result.rejected.values())} {noun}(s) ({reasons}); "
+            f"check that this account may publish on {topic}"
         )
     if result.unacknowledged:
         raise FeedError(
-            f"{result.unacknowledged} of {result.published} bars were not acknowledged within "
+            f"{result.unacknowledged} of {result.published} {noun}s were not acknowledged within "
             f"{ack_timeout:g} s"
         )
 
@@ -427,44 +453,18 @@ def feed_macro(
 ) -> None:
     """Replay the US macro panel's releases (monthly indicators, quarterly GDP) on
     macro/<series> in release order, as their calendar released them, paced."""
-    from device.mqtt import connect
-    from device.topics import Topics
-    from forecaster.feeds import replay
     from forecaster.macro_feed import macro_releases
 
     address = _broker(broker, ca, cert, key)
     releases = macro_releases(start.date() if start else None, end.date() if end else None, limit)
-    client = connect(address, client_id)
-    try:
-        with _progress(len(releases), "macro releases") as advance:
-            result = replay(
-                releases,
-                client,
-                rate,
-                Topics(prefix),
-                qos,
-                ack_timeout=ack_timeout,
-                on_sent=lambda _item, _t: advance(),
-            )
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    result = _replay_all(releases, len(releases), "macro releases", address, client_id, rate,
+                         prefix, qos, ack_timeout)  # fmt: skip
     console.print(
         f"published {result.published} releases of {len(result.per_symbol)} series "
         f"({result.first_ts:%Y-%m-%d %H:%M} .. {result.last_ts:%Y-%m-%d %H:%M} UTC) in "
         f"{result.elapsed_s:.1f} s; {result.acknowledged} acknowledged"
     )
-    if result.rejected:
-        reasons = ", ".join(f"{n} x {why}" for why, n in result.rejected.items())
-        raise FeedError(
-            f"the broker refused {sum(result.rejected.values())} release(s) ({reasons}); "
-            "check that this account may publish on macro/<series>"
-        )
-    if result.unacknowledged:
-        raise FeedError(
-            f"{result.unacknowledged} of {result.published} releases were not acknowledged "
-            f"within {ack_timeout:g} s"
-        )
+    _check_delivery(result, "release", "macro/<series>", ack_timeout)
 
 
 @app.command("nowcast")

@@ -10,10 +10,9 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from device.mqtt import BrokerAddress
-from device.settings import BrokerSettings
+from device.settings import BrokerAccess
 from forecaster.bundles import SIGNING_KEY_ENV
 from forecaster.errors import ForecasterError, RecipeError
 from forecaster.recipe import Recipe, load_recipe
@@ -37,30 +36,8 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TrainerBroker(_Section):
+class TrainerBroker(BrokerAccess):
     """The broker the fleet listens on; the same keys and meaning as the agent's `[broker]`."""
-
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str | None = None
-    password: SecretStr | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    def _agent_form(self) -> BrokerSettings:
-        # The agent's settings own the URL/credential/TLS rules; the trainer reuses them as-is.
-        return BrokerSettings(**self.model_dump(exclude_none=True))
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainerBroker:
-        try:
-            self._agent_form()
-        except ValidationError as exc:
-            raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from exc
-        return self
-
-    def address(self) -> BrokerAddress:
-        return self._agent_form().address()
 
 
 class RecipeEntry(_Section):

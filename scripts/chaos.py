@@ -898,23 +898,38 @@ def percentiles(values: Sequence[float] | np.ndarray) -> dict[str, float]:
     }
 
 
-def rss_trend(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Slope of the agent's RSS over time in MiB per minute with 95% intervals (plain OLS, and
+def rss_split(pid: int) -> dict[str, float]:
+    """Anonymous (heap, stacks: where a leak grows) and file-backed (library code and data paged
+    in on first use, shared and reclaimable) resident memory, from Linux's /proc/<pid>/status."""
+    fields = {"RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
+    found: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, *rest = line.split()
+            if name in fields:
+                found[fields[name]] = round(int(rest[0]) / 1024, 2)  # kB
+    except OSError:
+        pass
+    return found
+
+
+def rss_trend(samples: Sequence[dict[str, Any]], key: str = "rss_mb") -> dict[str, Any]:
+    """Slope of one of the agent's RSS figures (`key`) over time in MiB per minute with 95% intervals (plain OLS, and
     Newey-West errors for the autocorrelation of one-second samples), and every step between
     two samples with the worst latency of that second: a leak grows with the bars, a high-water
     mark steps when a stall lets a backlog build."""
     import statsmodels.api as sm
 
     x = np.asarray([s["t"] for s in samples]) / 60.0
-    y = np.asarray([s["rss_mb"] for s in samples])
+    y = np.asarray([s[key] for s in samples])
     fit = sm.OLS(y, sm.add_constant(x))
     lags = max(1, round(4 * (len(x) / 100) ** (2 / 9)))  # Newey & West's rule of thumb
     ols, hac = fit.fit(), fit.fit(cov_type="HAC", cov_kwds={"maxlags": lags})
     lo, hi = hac.conf_int()[1]
     steps = [
-        {"t": b["t"], "mb": round(b["rss_mb"] - a["rss_mb"], 3), "latency_max_ms": b.get("max")}
+        {"t": b["t"], "mb": round(b[key] - a[key], 3), "latency_max_ms": b.get("max")}
         for a, b in itertools.pairwise(samples)
-        if b["rss_mb"] != a["rss_mb"]
+        if b[key] != a[key]
     ]
     return {
         "slope_mb_per_min": round(float(hac.params[1]), 4),
@@ -1020,6 +1035,7 @@ def run_sustained(
             return {
                 "t": round(time.monotonic() - t0, 2),
                 "rss_mb": round(procs["agent"].memory_info().rss / 2**20, 2),
+                **rss_split(procs["agent"].pid),
                 **{f"cpu_pct_{k}": p.cpu_percent() for k, p in procs.items()},
                 "forecasts": len(new),
                 **percentiles(new),
@@ -1067,6 +1083,8 @@ def run_sustained(
         "latency_ms": percentiles(ms),
         "per_minute": minutes,
         "rss": rss_trend(samples),
+        "rss_anon": rss_trend(samples, "rss_anon_mb") if "rss_anon_mb" in samples[0] else None,
+        "rss_file": rss_trend(samples, "rss_file_mb") if "rss_file_mb" in samples[0] else None,
         "samples": samples,
         "agent_tracebacks": log.count("Traceback"),
     }
