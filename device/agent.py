@@ -322,6 +322,7 @@ class Agent:
                 logger.error("network thread did not stop in time")
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self._committed.close()
         self.outbox.close()
 
     def run(self) -> None:

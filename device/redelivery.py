@@ -44,10 +44,12 @@ def input_digest(msg: mqtt.MQTTMessage) -> bytes:
 class CommittedInputs:
     """Per packet id, the digest of the input last committed under it (at most 65,535 rows).
     Only DUP deliveries are looked up, and they come only after a reconnect, so nothing is kept
-    in memory."""
+    in memory; the reading connection opens at the first lookup and stays open, because after a
+    restart in a backlog the broker re-sends inputs by the thousand, right before new ones."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
+        self._reader: sqlite3.Connection | None = None
         try:
             with closing(sqlite3.connect(db_path, timeout=10.0)) as db:
                 db.execute(_SCHEMA)
@@ -58,19 +60,29 @@ class CommittedInputs:
             ) from exc
 
     def redelivered(self, msg: mqtt.MQTTMessage, digest: bytes) -> bool:
-        """True when `msg` is the broker re-sending an input this agent already committed."""
+        """True when `msg` is the broker re-sending an input this agent already committed.
+        Network thread only."""
         if not msg.dup:
             return False
         try:
-            with closing(sqlite3.connect(self.db_path, timeout=10.0)) as db:
-                row = db.execute(
-                    "SELECT digest FROM committed_inputs WHERE mid = ?", (msg.mid,)
-                ).fetchone()
+            if self._reader is None:
+                # The network thread reads; `close` runs on the thread that stopped the agent.
+                self._reader = sqlite3.connect(
+                    self.db_path, timeout=10.0, isolation_level=None, check_same_thread=False
+                )
+            row = self._reader.execute(
+                "SELECT digest FROM committed_inputs WHERE mid = ?", (msg.mid,)
+            ).fetchone()
         except sqlite3.Error as exc:
             # Handling it again risks a second dead letter; skipping it risks losing it.
             logger.warning("cannot look up packet %d in %s: %s", msg.mid, self.db_path, exc)
             return False
         return row is not None and bytes(row[0]) == digest
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def write(self, inputs: Sequence[tuple[int, bytes]]) -> StateWrite:
         """Record `inputs` ((packet id, digest)) in the transaction that commits their outputs."""

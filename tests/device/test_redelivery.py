@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -66,3 +67,26 @@ def test_the_table_keeps_the_last_input_per_packet_id(
     for mid, payload in last.items():
         resent = message(mid, "t", payload, dup=True)
         assert reopened.redelivered(resent, input_digest(resent))
+
+
+def test_lookups_on_the_network_thread_and_close_on_the_stopping_thread(tmp_path: Path) -> None:
+    """The agent looks redeliveries up on its network thread and closes from the thread that
+    stopped it; the reader stays open between lookups and sees commits made after it opened."""
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path, 1 << 20)
+    committed = CommittedInputs(path)
+    first, second = (message(m, "market/SPX/bar", b"%d" % m, dup=True) for m in (1, 2))
+    commit(outbox, committed, first)
+    seen: list[bool] = []
+
+    def network() -> None:
+        seen.append(committed.redelivered(first, input_digest(first)))
+        commit(outbox, committed, second)
+        seen.append(committed.redelivered(second, input_digest(second)))
+
+    thread = threading.Thread(target=network)
+    thread.start()
+    thread.join(10)
+    assert seen == [True, True]
+    committed.close()
+    outbox.close()

@@ -69,7 +69,9 @@ def test_torch_onnx_parity_is_bounded_on_real_windows(report: dict) -> None:
     assert report["parity"]["student_max_abs"] < 1e-4
 
 
-def test_shipped_model_reproduces_the_reported_test_forecasts(quick_price_bundle, report: dict) -> None:
+def test_shipped_model_reproduces_the_reported_test_forecasts(
+    quick_price_bundle, report: dict
+) -> None:
     """What the device runs is exactly what the report scored."""
     recipe = load_recipe(ROOT / "models" / "price" / "spx.toml")
     data = load_price_data(recipe)

@@ -145,6 +145,9 @@ def test_short_chaos_run_loses_nothing_and_dead_letters_every_bad_payload(
     assert [r["kind"] for r in result["restarts"]] == ["kill", "broker_restart", "partition"]
     # The goal is 2 s; the bound here leaves room for a loaded 2-core test machine.
     assert all(r["next_new_forecast_s"] < 10.0 for r in result["restarts"])
+    assert all(
+        0 <= r["first_new_computed_s"] <= r["next_new_forecast_s"] for r in result["restarts"]
+    )
     assert result["agent_tracebacks"] == 0
     assert len(result["rss_mb"]["per_process"]) == 2
 

@@ -26,11 +26,27 @@ def installed(tmp_path_factory: pytest.TempPathFactory, quick_price_bundle) -> P
     password.write_text("s3cret\n")
     pub = next(quick_price_bundle.keys_dir.glob("*.pub"))
     result = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "install-agent.sh"), "--agent-id", "kiosk-07",
-         "--broker", "mqtt://127.0.0.1:1", "--trusted-key", str(pub), "--password-file",
-         str(password), "--prefix", str(prefix), "--systemd-dir", str(prefix / "systemd"),
-         "--no-enable"],
-        capture_output=True, text=True, timeout=900, check=False,
+        [
+            "bash",
+            str(ROOT / "deploy" / "install-agent.sh"),
+            "--agent-id",
+            "kiosk-07",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--trusted-key",
+            str(pub),
+            "--password-file",
+            str(password),
+            "--prefix",
+            str(prefix),
+            "--systemd-dir",
+            str(prefix / "systemd"),
+            "--no-enable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "config ok: agent kiosk-07, 1 trusted key(s)" in result.stdout
@@ -40,11 +56,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory, quick_price_bundle) -> P
 def test_edge_venv_has_no_training_stack(installed: Path) -> None:
     python = installed / "venv" / "bin" / "python"
     for module in ("torch", "pandas", "statsmodels", "arch", "onnx", "typer"):
-        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, check=False)
+        probe = subprocess.run(
+            [str(python), "-c", f"import {module}"], capture_output=True, check=False
+        )
         assert probe.returncode != 0, f"{module} is importable in the edge install"
     assert (installed / "venv" / "bin" / "forecaster-agent").exists()
-    cloud = subprocess.run([str(installed / "venv" / "bin" / "forecaster"), "train", "x.toml"],
-                           capture_output=True, text=True, check=False)
+    cloud = subprocess.run(
+        [str(installed / "venv" / "bin" / "forecaster"), "train", "x.toml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert cloud.returncode == 1
     assert cloud.stderr.count("\n") == 1
     assert "pip install 'forecaster[train]'" in cloud.stderr
@@ -52,7 +74,10 @@ def test_edge_venv_has_no_training_stack(installed: Path) -> None:
 
 def test_config_unit_and_secret(installed: Path) -> None:
     unit = (installed / "systemd" / "forecaster-agent.service").read_text()
-    assert f"ExecStart={installed}/venv/bin/forecaster-agent --config {installed}/etc/agent.toml" in unit
+    assert (
+        f"ExecStart={installed}/venv/bin/forecaster-agent --config {installed}/etc/agent.toml"
+        in unit
+    )
     assert "@PREFIX@" not in unit
     env = installed / "etc" / "agent.env"
     assert env.read_text().strip() == "FORECASTER_AGENT_BROKER__PASSWORD=s3cret"
@@ -60,7 +85,9 @@ def test_config_unit_and_secret(installed: Path) -> None:
     assert "s3cret" not in (installed / "etc" / "agent.toml").read_text()
 
 
-def test_installed_agent_serves_and_reports_status(installed: Path, broker, quick_price_bundle) -> None:
+def test_installed_agent_serves_and_reports_status(
+    installed: Path, broker, quick_price_bundle
+) -> None:
     models = installed / "var" / "models"
     m = quick_price_bundle.path
     shutil.copytree(m, models / m.parts[-3] / m.parts[-2] / m.parts[-1], dirs_exist_ok=True)
@@ -70,8 +97,14 @@ def test_installed_agent_serves_and_reports_status(installed: Path, broker, quic
     watcher.on_message = lambda _c, _u, msg: statuses.append(json.loads(msg.payload))
     watcher.subscribe("fleet/kiosk-07/status", qos=1)
     agent = subprocess.Popen(
-        [str(installed / "venv" / "bin" / "forecaster-agent"), "--config",
-         str(installed / "etc" / "agent.toml")], env=env, stderr=subprocess.PIPE, text=True,
+        [
+            str(installed / "venv" / "bin" / "forecaster-agent"),
+            "--config",
+            str(installed / "etc" / "agent.toml"),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
