@@ -272,19 +272,10 @@ class Agent:
         if self._thread is not None:
             raise AgentError("agent already started")
         self.scheduler.add_job(
-            lambda: self.call_soon(self.publish_status),
+            self._heartbeat,
             "interval",
             seconds=self.settings.status.interval_s,
-            id="status",
-            coalesce=True,
-            max_instances=1,
-        )
-        # Not on the network thread: trimming walks the heap while bars wait.
-        self.scheduler.add_job(
-            release_free_memory,
-            "interval",
-            seconds=self.settings.status.interval_s,
-            id="release-memory",
+            id="heartbeat",
             coalesce=True,
             max_instances=1,
         )
@@ -757,6 +748,12 @@ class Agent:
 
     def _status(self, online: bool) -> bytes:
         return self.status(online).model_dump_json().encode()
+
+    def _heartbeat(self) -> None:
+        """Scheduler thread: queue the status for the network thread, and trim the heap here,
+        where no bar waits while glibc walks it."""
+        self.call_soon(self.publish_status)
+        release_free_memory()
 
     def publish_status(self) -> None:
         """Publish the retained heartbeat now. Network thread only (via `call_soon`)."""

@@ -366,8 +366,10 @@ def feed_replay(
     if len(set(symbols)) != len(symbols):
         raise ForecasterError(f"two sources share a symbol ({symbols}); name them with --symbol")
     total = sum(len(s) for s in series)
-    result = _replay_all(interleave(series), total, f"{len(symbols)} symbols", address, client_id,
-                         rate, prefix, qos, ack_timeout)  # fmt: skip
+    result = _replay_all(
+        interleave(series), total, f"{len(symbols)} symbols", address,
+        client_id=client_id, rate=rate, prefix=prefix, qos=qos, ack_timeout=ack_timeout,
+    )  # fmt: skip
     period = f"{result.first_ts:%Y-%m-%d} .. {result.last_ts:%Y-%m-%d}" if result.first_ts else "-"
     console.print(
         f"published {result.published} bars of {', '.join(symbols[:5])}"
@@ -382,6 +384,7 @@ def _replay_all(
     total: int,
     label: str,
     address: BrokerAddress,
+    *,
     client_id: str,
     rate: float,
     prefix: str,
@@ -457,8 +460,10 @@ def feed_macro(
 
     address = _broker(broker, ca, cert, key)
     releases = macro_releases(start.date() if start else None, end.date() if end else None, limit)
-    result = _replay_all(releases, len(releases), "macro releases", address, client_id, rate,
-                         prefix, qos, ack_timeout)  # fmt: skip
+    result = _replay_all(
+        releases, len(releases), "macro releases", address,
+        client_id=client_id, rate=rate, prefix=prefix, qos=qos, ack_timeout=ack_timeout,
+    )  # fmt: skip
     console.print(
         f"published {result.published} releases of {len(result.per_symbol)} series "
         f"({result.first_ts:%Y-%m-%d %H:%M} .. {result.last_ts:%Y-%m-%d %H:%M} UTC) in "

@@ -927,8 +927,9 @@ def rss_split(pid: int) -> dict[str, float]:
 
 
 def rss_trend(samples: Sequence[dict[str, Any]], key: str = "rss_mb") -> dict[str, Any]:
-    """Slope of one of the agent's RSS figures (`key`) over time in MiB per minute with 95% intervals (plain OLS, and
-    Newey-West errors for the autocorrelation of one-second samples), and every step between
+    """Slope of one of the agent's RSS figures (`key`) over time in MiB per minute with 95%
+    intervals (plain OLS, and Newey-West errors for the autocorrelation of one-second samples),
+    and every step between
     two samples with the worst latency of that second: a leak grows with the bars, a high-water
     mark steps when a stall lets a backlog build."""
     import statsmodels.api as sm
