@@ -30,7 +30,7 @@ lint: $(STAMP)
 # Reliability under faults, bad input and 10 minutes of load (~15 min; docs/BENCHMARKS.md,
 # "Reliability"). `make test` runs a short version (tests/integration/test_chaos.py).
 CHAOS_ARGS ?= --symbols 50 --bars 1500 --rate 1000 --malformed 10000 --kills 3 \
-	--broker-restarts 1 --partition-s 30 --sustained-s 600
+	--broker-restarts 1 --partition-s 30 --sustained-s 600 --warmup-s 60
 chaos: $(STAMP)
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS) --out docs/chaos-results.json
 

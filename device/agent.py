@@ -54,6 +54,8 @@ MAX_BATCH_WAIT_S = 0.002
 DEADLETTER_PAYLOAD_BYTES = 1024
 MAX_PENDING_CALLS = 256
 SUBSCRIPTIONS_META = "subscriptions"
+# Share of the in-flight window the backlog may fill, so a forecast made now finds room at once.
+BACKLOG_SHARE = 0.75
 
 
 @dataclass
@@ -74,6 +76,19 @@ class Ticket:
     mid: int
     qos: int
     connection: int  # which connection it came on: an ack is only valid on that one
+
+
+@dataclass
+class Lane:
+    """Outbox rows with `cursor` < id <= `through` (None: no upper bound), handed to the
+    connection in id order; `waiting` while some may not be handed yet."""
+
+    cursor: int = 0
+    through: int | None = None
+    waiting: bool = False
+
+    def holds(self, row_id: int) -> bool:
+        return self.through is None or row_id <= self.through
 
 
 # A handler gets the message and returns its Outcome, or None when there is nothing to commit (a
@@ -122,6 +137,12 @@ class Agent:
                 "no usable model in %s; serving nothing until one is deployed", settings.models.dir
             )
         self.outbox = Outbox(settings.outbox_path, settings.outbox.max_bytes)
+        if self.outbox.rows:
+            logger.info(
+                "%d message(s) (%d bytes) from before wait in the outbox",
+                self.outbox.rows,
+                self.outbox.bytes,
+            )
         self._committed = CommittedInputs(settings.outbox_path)
         self._windows: dict[str, SymbolWindow] = {
             # Never shorter than what was saved: closes kept for a model that is gone (or not
@@ -169,8 +190,9 @@ class Agent:
         self._attempt = 0
         self._window_size = settings.outbox.max_inflight
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id, handed and awaiting PUBACK
-        self._cursor = 0  # highest outbox id handed to the connection in this process
-        self._backlog = self.outbox.rows > 0  # rows beyond the cursor may wait in the outbox
+        # Rows stored before the current connection began, and rows stored since (see `_pump`).
+        self._backlog = Lane(waiting=self.outbox.rows > 0)
+        self._live = Lane()
         self._acked: list[int] = []
         self._last_commit = time.monotonic()
         # The current group commit: outputs, latest window per symbol, inputs to acknowledge.
@@ -363,7 +385,13 @@ class Agent:
         """Read what has arrived, commit it as one batch, then send acks and outputs together."""
         try:
             sent = self._send_queued()  # e.g. CONNECT, queued by reconnect()
-            rc = read_available(self._client, LOOP_TIMEOUT_S, MAX_BATCH)
+            received = self.counters["received"]
+            rc = read_available(
+                self._client,
+                LOOP_TIMEOUT_S,
+                MAX_BATCH,
+                enough=lambda: self.counters["received"] - received >= MAX_BATCH,
+            )
             self._commit_batch()
             self._housekeeping()
             sent = sent or self._send_queued()
@@ -412,10 +440,10 @@ class Agent:
         """On the network thread: deliver what is pending, say offline, leave the session."""
         self._stopping = True
         deadline = time.monotonic() + self.settings.outbox.flush_timeout_s
-        while self._connected and (self._inflight or self._backlog) and time.monotonic() < deadline:
+        while self._connected and self._unsent() and time.monotonic() < deadline:
             if self._loop_once() != mqtt.MQTT_ERR_SUCCESS:
                 self._connected = False
-        if self._inflight or self._backlog:
+        if self._unsent():
             logger.warning(
                 "stopping with %d message(s) in the outbox; they are sent after the next start",
                 self.outbox.rows,
@@ -468,6 +496,11 @@ class Agent:
             self.settings.broker.address().url,
             "resumed" if flags.session_present else "new",
         )
+        # Everything stored so far (whatever this process or an earlier one left) is the backlog;
+        # what is stored from now on is live.
+        boundary = self.outbox.last_id
+        self._backlog = Lane(through=boundary, waiting=self.outbox.rows > 0)
+        self._live = Lane(cursor=boundary)
         self._subscribe(client)
         # Not here: paho re-sends the publishes still unacknowledged from the last connection
         # right after this callback, and they must go out before anything newer.
@@ -530,7 +563,8 @@ class Agent:
             logger.warning("broker refused outbox message %d: %s; dropped", row_id, reason)
             self.counters["dropped"] += 1
         self._acked.append(row_id)
-        if self._backlog and len(self._inflight) <= self._window_size // 2:
+        waiting = self._live.waiting or self._backlog.waiting
+        if waiting and len(self._inflight) <= self._window_size // 2:
             self._pump_due = True
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -588,7 +622,7 @@ class Agent:
                 messages,
                 windows.values(),
                 acked=acked,
-                protect_through=self._cursor,
+                handed=set(self._inflight.values()),
                 writes=writes,
             )
         except sqlite3.Error as exc:
@@ -615,34 +649,51 @@ class Agent:
     # ----- outbox -> broker -----------------------------------------------------------------
 
     def _pump(self, fresh: list[StoredMessage] | None = None) -> None:
-        """Hand outbox rows to the connection in id order, at most `_window_size` unacknowledged.
-        Fresh rows go straight out when nothing older waits; otherwise they queue behind."""
+        """Hand outbox rows to the connection, at most `_window_size` unacknowledged: rows stored
+        on this connection (live) before rows left from earlier (backlog), each in id order, so a
+        forecast made now does not wait behind thousands made before a restart. The backlog
+        fills at most BACKLOG_SHARE of the window, which keeps room for live rows at hand."""
         if fresh:
-            if self._connected and not self._backlog:
-                handed = self._hand(fresh)
-                if handed < len(fresh):
-                    self._backlog = True
-                return
-            self._backlog = True
-        while self._connected and self._backlog:
+            if self._connected and not self._live.waiting:
+                self._hand(fresh, self._live)
+                self._live.waiting = self._live.cursor < fresh[-1].id
+            else:
+                self._live.waiting = True
+        while self._connected:
             room = self._window_size - len(self._inflight)
+            if self._live.waiting:
+                lane = self._live
+            elif self._backlog.waiting:
+                lane = self._backlog
+                room = min(room, self._backlog_room())
+            else:
+                return
             if room <= 0:
                 return
-            rows = self.outbox.pending(self._cursor, room)
-            self._hand(rows)
+            rows = self.outbox.pending(lane.cursor, room, lane.through)
+            self._hand(rows, lane)
             if len(rows) < room:
-                self._backlog = False
+                lane.waiting = False
 
-    def _hand(self, rows: list[StoredMessage]) -> int:
-        handed = 0
+    def _backlog_room(self) -> int:
+        in_flight = sum(1 for row_id in self._inflight.values() if self._backlog.holds(row_id))
+        return int(self._window_size * BACKLOG_SHARE) - in_flight
+
+    def _hand(self, rows: list[StoredMessage], lane: Lane) -> None:
+        # Rows handed on an earlier connection are still in flight (paho re-sends them itself)
+        # or acknowledged and not yet deleted: never publish those twice.
+        sent = set(self._inflight.values()).union(self._acked) if lane is self._backlog else ()
         for row in rows:
-            if len(self._inflight) >= self._window_size:
-                break
-            info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-            self._inflight[info.mid] = row.id
-            self._cursor = row.id
-            handed += 1
-        return handed
+            if row.id not in sent:
+                if len(self._inflight) >= self._window_size:
+                    return
+                info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                self._inflight[info.mid] = row.id
+            lane.cursor = row.id
+
+    def _unsent(self) -> bool:
+        """Whether anything in the outbox still waits for the broker's acknowledgement."""
+        return bool(self._inflight or self._live.waiting or self._backlog.waiting)
 
     # ----- handlers -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -103,9 +104,17 @@ def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
-def read_available(client: mqtt.Client, timeout: float, max_reads: int = 64) -> mqtt.MQTTErrorCode:
+def read_available(
+    client: mqtt.Client,
+    timeout: float,
+    max_reads: int = 64,
+    enough: Callable[[], bool] | None = None,
+) -> mqtt.MQTTErrorCode:
     """For a client driven by its owner's thread (paho's external-loop API, no loop()): wait up to
-    `timeout` for input, then read what has arrived, not just one packet; keepalive included."""
+    `timeout` for input, then read what has arrived, not just one packet; keepalive included.
+
+    Stops early once `enough()` is true: nothing is written while this reads, so a flood of input
+    would otherwise hold back every acknowledgement and publish the owner has queued."""
     sock = client.socket()
     if sock is None:
         return mqtt.MQTT_ERR_NO_CONN
@@ -121,6 +130,8 @@ def read_available(client: mqtt.Client, timeout: float, max_reads: int = 64) -> 
         rc = client.loop_read()
         if rc != mqtt.MQTT_ERR_SUCCESS or client.socket() is None:
             return rc or mqtt.MQTT_ERR_CONN_LOST
+        if enough is not None and enough():
+            break
         timeout = 0.0
     return client.loop_misc()
 

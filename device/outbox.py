@@ -3,7 +3,7 @@
 Every output is written here, in the same transaction as the window state it follows from, before
 the input bar is acknowledged; rows leave only when the broker acknowledges them (PUBACK). So a
 crash, a SIGKILL or a broker outage loses nothing: the backlog is published in id order on the next
-connection. The store is bounded in bytes; when full, the oldest rows not yet handed to the
+connection, beside what is stored from then on (the agent's two lanes, docs/ARCHITECTURE.md). The store is bounded in bytes; when full, the oldest rows not yet handed to the
 connection are deleted and counted (policy in docs/ARCHITECTURE.md, "Outbox").
 """
 
@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,11 +154,11 @@ class Outbox:
         messages: Sequence[OutMessage],
         windows: Iterable[WindowState] = (),
         acked: Sequence[int] = (),
-        protect_through: int = 0,
+        handed: Collection[int] = (),
         writes: Sequence[StateWrite] = (),
     ) -> CommitResult:
         """One transaction: delete acknowledged rows, store `messages` (making room by dropping
-        the oldest rows with id > `protect_through`), the symbols' window states and any other
+        the oldest rows not `handed` to the connection), the symbols' window states and any other
         handler state (`writes`, e.g. the GDP nowcast's released indicators)."""
         with self._lock:
             cur = self._db.cursor()
@@ -167,7 +167,7 @@ class Outbox:
             try:
                 self._delete(cur, acked)
                 incoming = sum(len(m.topic) + len(m.payload) for m in messages)
-                dropped = self._make_room(cur, incoming, protect_through)
+                dropped = self._make_room(cur, incoming, handed)
                 rows = [
                     StoredMessage(last_id + i, m.topic, m.payload, m.qos, m.retain)
                     for i, m in enumerate(messages, start=1)
@@ -231,12 +231,18 @@ class Outbox:
         self._commits += 1
         self._last_write = time.monotonic()
 
-    def pending(self, after: int, limit: int) -> list[StoredMessage]:
-        """Up to `limit` rows with id > `after`, in id order."""
+    @property
+    def last_id(self) -> int:
+        """The id of the newest row ever stored: rows stored later get higher ids."""
+        return self._last_id
+
+    def pending(self, after: int, limit: int, through: int | None = None) -> list[StoredMessage]:
+        """Up to `limit` rows with `after` < id <= `through` (no upper bound: None), in id order."""
         with self._lock:
             found = self._db.execute(
-                "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-                (after, limit),
+                "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? AND id <= ?"
+                " ORDER BY id LIMIT ?",
+                (after, self._last_id if through is None else through, limit),
             ).fetchall()
         return [StoredMessage(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in found]
 
@@ -307,18 +313,22 @@ class Outbox:
             self.rows -= len(sizes)
             self.bytes -= sum(size for (size,) in sizes)
 
-    def _make_room(self, cur: sqlite3.Cursor, incoming: int, protect_through: int) -> int:
-        """Drop the oldest unprotected rows until `incoming` bytes fit; returns how many."""
+    def _make_room(self, cur: sqlite3.Cursor, incoming: int, handed: Collection[int]) -> int:
+        """Drop the oldest rows not `handed` to the connection until `incoming` bytes fit;
+        returns how many."""
         dropped = 0
+        after = 0
         while self.bytes + incoming > self.max_bytes:
             victims = cur.execute(
-                "SELECT id, size FROM outbox WHERE id > ? ORDER BY id LIMIT 64",
-                (protect_through,),
+                "SELECT id, size FROM outbox WHERE id > ? ORDER BY id LIMIT 64", (after,)
             ).fetchall()
             if not victims:
                 # Everything left is already with the connection and leaves on PUBACK.
                 break
             for row_id, size in victims:
+                after = row_id
+                if row_id in handed:
+                    continue
                 if self.bytes + incoming <= self.max_bytes:
                     break
                 cur.execute("DELETE FROM outbox WHERE id = ?", (row_id,))

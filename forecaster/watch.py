@@ -92,10 +92,13 @@ class ForecastBoard:
             entry = Received(forecast, at)
             slot = (forecast.symbol, forecast.model.name)
             if isinstance(forecast, PriceForecast):
-                self.price[slot] = entry
                 self.history.append(entry)
-            else:
-                self.trend[slot] = entry
+            board = self.price if isinstance(forecast, PriceForecast) else self.trend
+            shown = board.get(slot)
+            # An agent's backlog from before a restart arrives after newer forecasts: it never
+            # replaces the newest one shown.
+            if shown is None or forecast.seq >= shown.forecast.seq:
+                board[slot] = entry
         return forecast
 
     def snapshot(self) -> ForecastBoard:

@@ -2,7 +2,8 @@
 
     python scripts/chaos.py [--symbols 50] [--bars 1500] [--malformed 10000] [--kills 3]
                             [--broker-restarts 1] [--partition-s 30] [--rate 1000]
-                            [--sustained-s 600] [--registry DIR] [--seed 7] [--out results.json]
+                            [--sustained-s 600] [--warmup-s 60] [--registry DIR] [--seed 7]
+                            [--out results.json]
 
 Chaos: a real Mosquitto with the persistence and queue-limit lines of deploy/mosquitto.conf (on a
 plain loopback listener, no TLS or ACL) and the agent as `forecaster-agent` in a subprocess with
@@ -12,8 +13,8 @@ restarted and the broker is frozen (SIGSTOP) for `--partition-s`. A persistent-s
 then accounts for every input: each valid (symbol, seq) must give one forecast per model after
 dropping duplicates by key, each bad payload one dead letter (matched by the nonce it carries).
 
-Sustained: the agent's maximum throughput from a burst, then `--sustained-s` seconds paced at
-`--load` of it, RSS and end-to-end latency sampled every second.
+Sustained: the agent's maximum throughput from a burst, then `--warmup-s` and `--sustained-s`
+seconds paced at `--load` of it, RSS and end-to-end latency sampled every second of the latter.
 
 Without --registry it trains the quick price bundle first (about a minute). Exit status 1 when a
 goal is missed. The test suite runs a short version (tests/integration/test_chaos.py).
@@ -896,6 +897,9 @@ class SustainedConfig:
     burst_rounds: int = 200  # bars per symbol in the throughput burst
     ramp_step_s: float = 5.0  # each paced step of the search for the sustainable maximum
     ramp_growth: float = 1.1
+    # Paced at the sustained rate before sampling starts, so the measurement does not open with
+    # the burst's and the ramp's high-water marks being handed back to the OS.
+    warmup_s: float = 60.0
 
 
 def percentiles(values: Sequence[float] | np.ndarray) -> dict[str, float]:
@@ -1029,7 +1033,11 @@ def run_sustained(
             f"sustained: burst {burst_rate:.0f} bars/s, sustainable {max_rate:.0f} bars/s; "
             f"pacing at {rate:.0f} bars/s"
         )
-        # 3. Sustained load, sampled every second.
+        # 3. A warm-up at the sustained rate, then the sustained load, sampled every second.
+        if cfg.warmup_s > 0:
+            n0, count = acct.answered, round(rate * cfg.warmup_s)
+            publish(count, rate).join()
+            wait_answered(n0 + count, 300)
         assert agent.proc is not None and broker.process is not None
         procs = {
             "agent": psutil.Process(agent.proc.pid),
@@ -1090,6 +1098,7 @@ def run_sustained(
         "max_bars_per_s": round(max_rate, 1),
         "ramp": steps,
         "paced_bars_per_s": round(rate, 1),
+        "warmup_s": cfg.warmup_s,
         "bars": total,
         "lost": total - answered,
         # Forecasts beyond the first of each bar: QoS 1 copies (none without a fault).
@@ -1135,6 +1144,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1000.0, help="chaos feed, messages per second")
     p.add_argument("--sustained-s", type=float, default=600.0, help="0: skip the sustained run")
     p.add_argument("--load", type=float, default=0.8, help="sustained load, share of maximum")
+    p.add_argument(
+        "--warmup-s", type=float, default=60.0, help="paced at the sustained rate before sampling"
+    )
     p.add_argument("--registry", type=Path, help="registry with a price bundle")
     p.add_argument("--keys", type=Path, help="trusted keys (default: beside the registry)")
     p.add_argument("--seed", type=int, default=7)
@@ -1169,7 +1181,10 @@ def main(argv: list[str] | None = None) -> int:
         goals = dict(results["chaos"]["goals"])
         if args.sustained_s > 0:
             sustained = SustainedConfig(
-                symbols=args.symbols, seconds=args.sustained_s, load=args.load
+                symbols=args.symbols,
+                seconds=args.sustained_s,
+                load=args.load,
+                warmup_s=args.warmup_s,
             )
             results["sustained_config"] = asdict(sustained)
             results["sustained"] = run_sustained(sustained, bundle, work / "sustained")

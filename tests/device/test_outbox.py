@@ -23,6 +23,8 @@ def test_rows_come_back_in_order_and_leave_when_acknowledged(tmp_path: Path) -> 
     second = box.commit([msg(2)], acked=[first[0].id]).rows
     assert [r.topic for r in box.pending(0, 10)] == ["t/1", "t/2"]
     assert [r.topic for r in box.pending(first[1].id, 10)] == ["t/2"]
+    assert [r.topic for r in box.pending(0, 10, through=first[1].id)] == ["t/1"]  # a lane's end
+    assert box.last_id == second[0].id
     box.delete([first[1].id, second[0].id])
     assert box.pending(0, 10) == []
     assert (box.rows, box.bytes) == (0, 0)
@@ -69,25 +71,28 @@ def test_wal_is_checkpointed_in_the_background_and_folded_in_on_close(tmp_path: 
 @settings(max_examples=100, deadline=None)
 @given(
     batches=st.lists(
-        st.tuples(st.lists(st.integers(1, 400), min_size=1, max_size=4), st.integers(0, 3)),
+        st.tuples(
+            st.lists(st.integers(1, 400), min_size=1, max_size=4),
+            st.integers(0, 3),
+            st.booleans(),
+        ),
         min_size=1,
         max_size=30,
     ),
     limit=st.integers(1000, 4000),
 )
 def test_when_full_the_oldest_unsent_rows_are_dropped(
-    batches: list[tuple[list[int], int]], limit: int
+    batches: list[tuple[list[int], int, bool]], limit: int
 ) -> None:
     # Same SQL without the disk, so many examples run quickly.
     box = Outbox(Path(":memory:"), max_bytes=limit, background_checkpoints=False)
     box.max_bytes = limit  # below the settings' minimum, to exercise the policy quickly
     committed: list[int] = []
-    handed = 0  # the agent's cursor: rows up to here are with the connection, and protected
+    handed: set[int] = set()  # rows with the connection (any ids: live rows go first), protected
     dropped = 0
-    for sizes, hand in batches:
-        protected = {r.id for r in box.pending(0, 10_000) if r.id <= handed}
+    for sizes, hand, newest_first in batches:
         result = box.commit(
-            [msg(len(committed) + i, s) for i, s in enumerate(sizes)], protect_through=handed
+            [msg(len(committed) + i, s) for i, s in enumerate(sizes)], handed=handed
         )
         new = [r.id for r in result.rows]
         committed += new
@@ -97,13 +102,13 @@ def test_when_full_the_oldest_unsent_rows_are_dropped(
         assert box.bytes == sum(len(r.topic) + len(r.payload) for r in box.pending(0, 10_000))
         assert dropped == len(committed) - len(stored)
         assert set(new) <= set(stored)  # the newest forecasts are never the ones dropped
-        assert protected <= set(stored)  # nor rows being sent
+        assert handed <= set(stored)  # nor rows being sent
         gone = set(committed) - set(stored)
-        waiting = [i for i in stored if i > handed]
+        waiting = [i for i in stored if i not in handed]
         if gone and waiting:
             assert max(gone) < min(waiting)  # dropped: the oldest that were still waiting
-        older = [i for i in stored if i > handed and i not in new]
+        older = [i for i in waiting if i not in new]
         if box.bytes > limit:
             assert not older  # over the bound only when nothing droppable is left
-        # The agent hands up to `hand` more rows to the connection.
-        handed = max([handed, *waiting[:hand]])
+        # The agent hands up to `hand` more rows to the connection, newest or oldest first.
+        handed |= set((waiting[::-1] if newest_first else waiting)[:hand])

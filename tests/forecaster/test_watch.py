@@ -78,6 +78,23 @@ def test_board_keeps_the_latest_per_symbol_and_drops_redeliveries(bars: list[Bar
     assert [r.forecast.seq for r in board.price_history()] == [b.seq for b in bars[:3]]
 
 
+@settings(max_examples=50, deadline=None)
+@given(order=st.permutations(range(8)))
+def test_the_board_shows_the_newest_bar_whatever_the_arrival_order(
+    bars: list[Bar], order: list[int]
+) -> None:
+    # An agent restarted during a catch-up sends new forecasts ahead of its older backlog.
+    topics = Topics()
+    board = ForecastBoard(topics, history=100)
+    for i in order:
+        board.add(topics.price_forecast("SPX"), price_forecast(bars[i]).model_dump_json().encode())
+        board.add(topics.trend_forecast("SPX"), trend_forecast(bars[i]).model_dump_json().encode())
+        newest = max(bars[j].seq for j in order[: order.index(i) + 1])
+        assert board.price[("SPX", "spx")].forecast.seq == newest
+        assert board.trend[("SPX", "spx-trend")].forecast.seq == newest
+    assert len(board.price_history()) == len(order)  # every forecast is kept for scoring
+
+
 def test_board_counts_invalid_messages_and_reads_statuses() -> None:
     board = ForecastBoard(Topics("site1/"))
     assert board.add("site1/forecast/price/SPX", b"{not json") is None

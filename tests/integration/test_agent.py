@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from device.bundle import load_bundle
 from device.keys import load_trusted_keys
+from device.mqtt import read_available
+from device.outbox import Outbox, OutMessage, WindowState
 from device.runtime import OnnxModel
 from device.schemas import AgentStatus, DeadLetter, PriceForecast
 from device.topics import forecast_key
@@ -288,6 +290,72 @@ def test_sigkill_during_a_partition_then_restart_delivers_the_outbox(
     assert status.counters["redelivered"] > 0
     assert status.counters["dead_letters"] == 0
     assert restarted.alive()
+
+
+def test_a_restarted_agent_sends_new_forecasts_ahead_of_its_backlog(
+    tmp_path, broker, quick_price_bundle, agent_process, collector, feed
+) -> None:
+    """What a kill in the middle of a catch-up leaves: SPX's window and thousands of messages the
+    broker never acknowledged. The forecast of a bar that arrives after the restart goes out
+    before that backlog has drained; the backlog follows, complete and in its own order."""
+    sub = collector("forecast/price/#", f"fleet/{AGENT}/status")
+    w = run_bundle(quick_price_bundle).manifest.window
+    bars = sp500_closes(w + 1)
+    backlog = 20_000
+    box = Outbox(tmp_path / "state" / "outbox.sqlite", max_bytes=64 * 2**20)
+    box.commit(
+        [
+            OutMessage("forecast/price/OLD", json.dumps({"n": n, "pad": "x" * 200}).encode())
+            for n in range(backlog)
+        ],
+        [WindowState("SPX", w - 1, bars[w - 1][0], w, np.array([c for _, c in bars[:w]]))],
+    )
+    box.close()
+    agent_process(agent_config(tmp_path / "agent.toml", broker.url, quick_price_bundle))
+    wait_status(sub, lambda s: s.online)
+    feed.bar("SPX", w, *bars[w])
+    feed.flush()
+
+    def delivered() -> list[str]:
+        return [m.topic for m in sub.drain() if m.topic.startswith("forecast/")]
+
+    deadline = time.monotonic() + 60
+    while delivered().count("forecast/price/OLD") < backlog or "forecast/price/SPX" not in (
+        delivered()
+    ):
+        assert time.monotonic() < deadline, "the backlog and the new forecast did not all arrive"
+        time.sleep(0.1)
+    order = delivered()
+    assert order.count("forecast/price/SPX") == 1
+    assert order.index("forecast/price/SPX") < backlog  # not behind the whole backlog
+    old = [json.loads(m.payload)["n"] for m in sub.seen if m.topic == "forecast/price/OLD"]
+    assert old == list(range(backlog))
+
+
+def test_reading_stops_once_the_owner_has_enough(broker, feed) -> None:
+    """`read_available` returns after `enough()` instead of reading a whole flood, so what the
+    agent queued (acknowledgements, forecasts) goes out between batches."""
+    client = persistent_client(broker.url, "reader")
+    client.loop_stop()  # driven by read_available from here on
+    got: list[str] = []
+    subscribed = threading.Event()
+    client.on_message = lambda _c, _u, msg: got.append(msg.topic)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.subscribe("flood/#", qos=0)
+    deadline = time.monotonic() + 10
+    while not subscribed.is_set():
+        assert time.monotonic() < deadline
+        read_available(client, 0.1)
+        client.loop_write()
+    for i in range(500):
+        feed.raw(f"flood/{i}", b"x")
+    feed.flush()
+    time.sleep(0.5)  # all 500 wait in the socket
+    read_available(client, 1.0, max_reads=1000, enough=lambda: len(got) >= 10)
+    assert len(got) == 10
+    read_available(client, 1.0, max_reads=1000)
+    assert len(got) == 500
+    client.disconnect()
 
 
 def test_sigterm_flushes_and_says_offline(
