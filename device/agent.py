@@ -563,8 +563,7 @@ class Agent:
             logger.warning("broker refused outbox message %d: %s; dropped", row_id, reason)
             self.counters["dropped"] += 1
         self._acked.append(row_id)
-        waiting = self._live.waiting or self._backlog.waiting
-        if waiting and len(self._inflight) <= self._window_size // 2:
+        if self._waiting() and len(self._inflight) <= self._window_size // 2:
             self._pump_due = True
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -622,7 +621,7 @@ class Agent:
                 messages,
                 windows.values(),
                 acked=acked,
-                handed=set(self._inflight.values()),
+                handed=self._inflight.values(),
                 writes=writes,
             )
         except sqlite3.Error as exc:
@@ -691,9 +690,13 @@ class Agent:
                 self._inflight[info.mid] = row.id
             lane.cursor = row.id
 
+    def _waiting(self) -> bool:
+        """Whether outbox rows may wait to be handed to the connection."""
+        return self._live.waiting or self._backlog.waiting
+
     def _unsent(self) -> bool:
         """Whether anything in the outbox still waits for the broker's acknowledgement."""
-        return bool(self._inflight or self._live.waiting or self._backlog.waiting)
+        return bool(self._inflight) or self._waiting()
 
     # ----- handlers -------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 Every output is written here, in the same transaction as the window state it follows from, before
 the input bar is acknowledged; rows leave only when the broker acknowledges them (PUBACK). So a
 crash, a SIGKILL or a broker outage loses nothing: the backlog is published in id order on the next
-connection, beside what is stored from then on (the agent's two lanes, docs/ARCHITECTURE.md). The store is bounded in bytes; when full, the oldest rows not yet handed to the
-connection are deleted and counted (policy in docs/ARCHITECTURE.md, "Outbox").
+connection, beside what is stored from then on (the agent's two lanes, docs/ARCHITECTURE.md). The
+store is bounded in bytes; when full, the oldest rows not yet handed to the connection are deleted
+and counted (policy in docs/ARCHITECTURE.md, "Outbox").
 """
 
 from __future__ import annotations
@@ -318,6 +319,8 @@ class Outbox:
         returns how many."""
         dropped = 0
         after = 0
+        if self.bytes + incoming > self.max_bytes:
+            handed = set(handed)  # only now: most commits never need it
         while self.bytes + incoming > self.max_bytes:
             victims = cur.execute(
                 "SELECT id, size FROM outbox WHERE id > ? ORDER BY id LIMIT 64", (after,)

@@ -92,8 +92,10 @@ class ForecastBoard:
             entry = Received(forecast, at)
             slot = (forecast.symbol, forecast.model.name)
             if isinstance(forecast, PriceForecast):
+                board = self.price
                 self.history.append(entry)
-            board = self.price if isinstance(forecast, PriceForecast) else self.trend
+            else:
+                board = self.trend
             shown = board.get(slot)
             # An agent's backlog from before a restart arrives after newer forecasts: it never
             # replaces the newest one shown.
