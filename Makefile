@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU wheel (see pyproject); a looser pin downloads gigabytes.
-	$(BIN)/python -m pip install --quiet -e '.[train,demo,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,web,demo,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
