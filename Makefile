@@ -19,13 +19,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/forecaster demo
 
-test: $(STAMP)
-	$(BIN)/ruff check forecaster device tests scripts
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Style, types (strict on the edge package) and the import contracts (device never imports the
+# cloud side or a training dependency); `make test` runs these first.
 lint: $(STAMP)
 	$(BIN)/ruff check forecaster device tests scripts
 	$(BIN)/ruff format --check forecaster device tests scripts
+	$(BIN)/mypy --strict device
+	$(BIN)/mypy forecaster
+	$(BIN)/lint-imports
 
 # Reliability under faults, bad input and 10 minutes of load (~15 min; docs/BENCHMARKS.md,
 # "Reliability"). `make test` runs a short version (tests/integration/test_chaos.py).
