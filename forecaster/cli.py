@@ -76,14 +76,14 @@ def train(
     ] = None,
 ) -> None:
     """Teacher -> compress -> sign -> bundle. Prints the bundle directory last."""
-    from forecaster.train import train_recipe
+    from forecaster.tasks import train_recipe
 
     path = train_recipe(recipe, registry=registry, quick=quick, key=key, console=err_console)
     print(path)
 
 
 def _trusted(registry: Path, trusted_key: list[Path] | None) -> dict:
-    from forecaster.bundles import trusted_keys_for
+    from forecaster.training.bundles import trusted_keys_for
 
     keys = trusted_keys_for(registry, trusted_key)
     if not keys:
@@ -111,8 +111,7 @@ def evaluate(
 ) -> None:
     """The bundle's metrics on another daily close series, beside the baselines."""
     from forecaster.data import load_csv_series
-    from forecaster.evaluate import evaluate_bundle
-    from forecaster.report import metrics_table
+    from forecaster.tasks.price import evaluate_bundle, metrics_table
 
     series = load_csv_series(csv, date_column, value_column)
     result = evaluate_bundle(bundle, series, _trusted(registry, trusted_key), fit_fraction)
@@ -126,41 +125,14 @@ def report(
     split: Annotated[str, typer.Option(help="validation or test.")] = "test",
 ) -> None:
     """Print the bundle's metrics table and write its PNG charts beside report.json."""
-    from forecaster.report import (
-        compression_table,
-        load_report,
-        metrics_table,
-        write_report_plots,
-    )
+    from forecaster.tasks import TASK_NAMES, load_task
+    from forecaster.training.reports import load_report
 
     data = load_report(bundle)
-    if data.get("task") == "trend":
-        from forecaster.report_trend import print_trend_report
-
-        print_trend_report(bundle, data, console, split)
-        return
-    if data.get("task") == "gdp":
-        from forecaster.report_gdp import print_gdp_report
-
-        print_gdp_report(bundle, data, console, split)
-        return
-    if data.get("task") != "price":
+    if data.get("task") not in TASK_NAMES:
         console.print_json(data=data.get("headline", data.get("metrics", {})))
         return
-    # piped or redirected output gets the full tables instead of an 80-column squeeze
-    out = console if console.is_terminal else Console(width=220)
-    out.print(metrics_table(data["models"], split=split, title=f"{data['name']}: {split} period"))
-    if data.get("compression"):
-        out.print(compression_table(data["compression"]))
-    headline = data["headline"]
-    console.print(
-        f"shipped [bold]{headline['chosen']}[/]: {headline['size_ratio']:.1f}x smaller and "
-        f"{headline['speed_ratio']:.1f}x faster than the teacher; test pinball "
-        f"{headline['test_pinball_ratio_vs_teacher']:.3f}x the teacher's, "
-        f"{headline['test_pinball_ratio_vs_historical']:.3f}x the historical-quantile baseline's"
-    )
-    for path in write_report_plots(bundle, data):
-        console.print(f"wrote {path}")
+    load_task(data["task"]).print_report(bundle, data, console, split)
 
 
 BrokerOption = Annotated[

@@ -30,9 +30,9 @@ from device.manifest import MANIFEST_FILE, BundleManifest
 from device.mqtt import connect, parse_broker_url
 from device.schemas import AgentStatus, Bar, PriceForecast
 from device.topics import Topics
-from forecaster.bundles import DEV_KEY_DIR, SIGNING_KEY_ENV
 from forecaster.errors import FeedError, ForecasterError
 from forecaster.feeds import ReplayResult, dataset_bars, replay
+from forecaster.training.bundles import DEV_KEY_DIR, SIGNING_KEY_ENV
 from forecaster.watch import ForecastBoard, Received, watch
 
 __all__ = [
@@ -382,7 +382,7 @@ def ensure_models(registry: Path, recipes_dir: Path, console: Console) -> list[B
     """The registry's bundles; when it holds no price bundle, first train every recipe under
     `recipes_dir` with quick settings (a recipe that fails is reported and skipped)."""
     if not any(m.task == "price" for m in _manifests(registry)):
-        from forecaster.train import train_recipe
+        from forecaster.tasks import train_recipe
 
         recipes = sorted(recipes_dir.glob("*/*.toml"))
         if not recipes:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from device.configio import ConfigFileError, describe_validation, read_toml, resolve_path
 from forecaster.errors import RecipeError
 
 __all__ = [
@@ -163,8 +163,7 @@ class Recipe(_Section):
     def csv_path(self) -> Path:
         """The CSV path, relative paths taken from the recipe's own directory."""
         assert self.data.path is not None
-        path = self.data.path
-        return path if path.is_absolute() else (self.base_dir / path)
+        return resolve_path(self.data.path, self.base_dir)
 
     def quickened(self) -> Recipe:
         """The fast variant for tests and demos: small teacher, few epochs (overridable in [quick])."""
@@ -204,16 +203,10 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 def load_recipe(path: Path) -> Recipe:
     """Parse and validate a recipe, with one-line errors naming the file and the bad key."""
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise RecipeError(f"recipe {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"recipe {path} is not valid TOML: {exc}") from exc
+        raw = read_toml(path, "recipe")
+    except ConfigFileError as exc:
+        raise RecipeError(str(exc)) from exc
     try:
         return Recipe.model_validate({**raw, "source_path": path.resolve()})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "recipe"
-        raise RecipeError(f"recipe {path}: {where}: {first['msg']}") from exc
+        raise RecipeError(f"recipe {path}: {describe_validation(exc, first_only=True)}") from exc

@@ -13,9 +13,9 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device.settings import BrokerAccess
-from forecaster.bundles import SIGNING_KEY_ENV
 from forecaster.errors import ForecasterError, RecipeError
 from forecaster.recipe import Recipe, load_recipe
+from forecaster.training.bundles import SIGNING_KEY_ENV
 
 __all__ = [
     "RecipeEntry",

@@ -220,7 +220,7 @@ def prepare_registries(work: Path, given: Path | None) -> tuple[Path, Path, Path
     """(registry with three models, registry with price/spx only, trusted key dir)."""
     full = given or work / "trained" / "registry"
     if given is None:
-        from forecaster.train import train_recipe
+        from forecaster.tasks import train_recipe
 
         for recipe in RECIPES:
             print(f"training {recipe} --quick ...", file=sys.stderr)

@@ -1119,7 +1119,7 @@ def run_sustained(
 def prepare_bundle(registry: Path | None, keys: Path | None, work: Path) -> TrainedBundle:
     """The price bundle to serve: the newest in `registry`, or a quick one trained now."""
     if registry is None:
-        from forecaster.train import train_recipe
+        from forecaster.tasks import train_recipe
 
         print("training models/price/spx.toml --quick ...", file=sys.stderr)
         registry = work / "trained" / "registry"

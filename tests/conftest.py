@@ -104,7 +104,7 @@ class TrainedBundle:
 @pytest.fixture(scope="session")
 def quick_price_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
     """Real data, real teacher and student, quick settings: the bundle most tests need."""
-    from forecaster.train import train_recipe
+    from forecaster.tasks import train_recipe
 
     root = tmp_path_factory.mktemp("quick-registry")
     registry = root / "registry"
@@ -119,7 +119,7 @@ def quick_bundles(
 ) -> dict[str, TrainedBundle]:
     """Quick price, trend and GDP bundles in one registry signed by one key, by task: what an
     agent serving all three loads. The price bundle is `quick_price_bundle`, copied."""
-    from forecaster.train import train_recipe
+    from forecaster.tasks import train_recipe
 
     root = tmp_path_factory.mktemp("quick-all")
     registry, keys = root / "registry", root / "keys"

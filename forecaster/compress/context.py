@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from forecaster.training import FitResult, augment_windows, fit_quantile_model, predict_torch
+from forecaster.training.loops import (
+    DistillTargets,
+    FitResult,
+    LoopSettings,
+    augment_windows,
+    fit_quantile_model,
+    predict_torch,
+)
 
 __all__ = ["CompressContext", "FineTune"]
 
@@ -32,7 +39,7 @@ class FineTune:
 
 def _price_metrics(horizons: list[int], levels: list[float]) -> Evaluate:
     def evaluate(y: np.ndarray, q: np.ndarray) -> dict[str, Any]:
-        from forecaster.metrics import price_metrics
+        from forecaster.tasks.price.metrics import price_metrics
 
         return price_metrics(y, q, horizons, levels)
 
@@ -121,23 +128,22 @@ class CompressContext:
         noise = self.augment_noise if augment_noise is None else augment_noise
         teach = self.teacher is not None and weight > 0
         x_extra = self.augmented(copies, noise) if teach else None
+        teacher_train = self.teacher_on(self.x_train) if teach else None
         result = fit_quantile_model(
             model,
-            self.x_train,
-            self.y_train,
-            self.x_valid,
-            self.y_valid,
+            (self.x_train, self.y_train),
+            (self.x_valid, self.y_valid),
             self.levels,
             self.horizon_std,
-            epochs=s.epochs,
-            patience=s.patience,
-            lr=s.lr,
-            batch_size=s.batch_size,
-            seed=self.seed,
-            teacher_train=self.teacher_on(self.x_train) if teach else None,
-            x_extra=x_extra,
-            teacher_extra=self.teacher_on(x_extra) if x_extra is not None else None,
-            distill_weight=weight if teach else 0.0,
+            LoopSettings(s.epochs, s.patience, s.lr, s.batch_size, self.seed),
+            DistillTargets(
+                teacher_train,
+                weight,
+                x_extra,
+                self.teacher_on(x_extra) if x_extra is not None else None,
+            )
+            if teacher_train is not None
+            else None,
         )
         self.note(fit=dict(result.__dict__))
         return result

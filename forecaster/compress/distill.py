@@ -3,7 +3,6 @@ teacher's soft targets; the classifier variant uses temperature-softened probabi
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Literal
 
@@ -13,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from forecaster.compress.context import CompressContext
-from forecaster.training import FitResult, augment_windows
+from forecaster.training.loops import FitResult, LoopSettings, augment_windows, fit_early_stopping
 
 __all__ = ["distill", "distill_classifier", "train"]
 
@@ -61,7 +60,7 @@ def _logits(out: torch.Tensor, outputs: Outputs) -> torch.Tensor:
     return out if outputs == "logits" else torch.log(out.clamp_min(1e-8))
 
 
-def distill_classifier(
+def distill_classifier(  # noqa: PLR0913 (keyword-only knobs, one per recipe setting)
     student: nn.Module,
     teacher: nn.Module,
     x_train: np.ndarray,
@@ -97,41 +96,26 @@ def distill_classifier(
     with torch.no_grad():
         soft = F.softmax(_logits(teacher(xt), outputs) / temperature, dim=-1)
     xv, yv = torch.from_numpy(x_valid), torch.from_numpy(y_valid).long()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        logits = _logits(student(xt[idx]), outputs)
+        kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), soft[idx], reduction="batchmean")
+        loss = weight * temperature**2 * kl
+        mask = labelled[idx]
+        if mask.any():
+            loss = loss + (1 - weight) * F.cross_entropy(logits[mask], yt[idx][mask])
+        return loss
+
+    def validate() -> float:
+        return float(F.cross_entropy(_logits(student(xv), outputs), yv))
+
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=1e-4)
-    best, best_state, best_epoch, since, epoch = float("inf"), None, 0, 0, 0
-    for epoch in range(1, epochs + 1):
-        student.train()
-        order = torch.from_numpy(rng.permutation(len(xt)))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            logits = _logits(student(xt[idx]), outputs)
-            kl = F.kl_div(
-                F.log_softmax(logits / temperature, dim=-1), soft[idx], reduction="batchmean"
-            )
-            loss = weight * temperature**2 * kl
-            mask = labelled[idx]
-            if mask.any():
-                loss = loss + (1 - weight) * F.cross_entropy(logits[mask], yt[idx][mask])
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
-        student.eval()
-        with torch.no_grad():
-            valid = float(F.cross_entropy(_logits(student(xv), outputs), yv))
-        if valid < best - 1e-6:
-            best, best_state, best_epoch, since = (
-                valid,
-                copy.deepcopy(student.state_dict()),
-                epoch,
-                0,
-            )
-        else:
-            since += 1
-            if since >= patience:
-                break
-    if best_state is not None:
-        student.load_state_dict(best_state)
-    student.eval()
-    logger.info("distilled classifier: %d epochs, best %d (valid CE %.4f)", epoch, best_epoch, best)
-    return FitResult(epochs=epoch, best_epoch=best_epoch, best_valid=best)
+    settings = LoopSettings(epochs, patience, lr, batch_size, seed)
+    result = fit_early_stopping(student, optimizer, len(xt), batch_loss, validate, settings, rng)
+    logger.info(
+        "distilled classifier: %d epochs, best %d (valid CE %.4f)",
+        result.epochs,
+        result.best_epoch,
+        result.best_valid,
+    )
+    return result

@@ -20,13 +20,13 @@ from forecaster.compress.graph import compact_onnx
 from forecaster.compress.layers import sparsity
 from forecaster.compress.steps import StepSpec, chain_key
 from forecaster.errors import TrainError
-from forecaster.export import (
+from forecaster.training.export import (
     export_window_model,
     graph_footprint,
     run_onnx,
 )
-from forecaster.models import count_parameters
-from forecaster.training import predict_torch
+from forecaster.training.loops import predict_torch
+from forecaster.training.nets import count_parameters
 
 __all__ = ["Candidate", "SearchResult", "choose", "measure_graph", "run_search"]
 

@@ -27,7 +27,7 @@ from device.slots import (
     read_current,
     write_current,
 )
-from forecaster.bundles import write_bundle
+from forecaster.training.bundles import write_bundle
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

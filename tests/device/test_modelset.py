@@ -16,7 +16,7 @@ from device.forecasts import price_forecast, price_levels
 from device.keys import generate_keypair, load_private_key, load_trusted_keys
 from device.manifest import MANIFEST_FILE, MODEL_FILE
 from device.modelset import ModelSet, load_model, load_model_set
-from forecaster.bundles import write_bundle
+from forecaster.training.bundles import write_bundle
 
 
 @pytest.fixture

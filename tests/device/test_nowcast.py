@@ -38,7 +38,7 @@ from forecaster.data.macro import (
     load_macro_panel,
     release_stream,
 )
-from forecaster.nowcast_student import stack_inputs
+from forecaster.tasks.gdp.student import stack_inputs
 
 WQ = 3  # the recipe's window_quarters: 9 months, 2 GDP lags
 LAYOUT = GdpLayout(

@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from forecaster.baselines import (
+from forecaster.errors import DataError
+from forecaster.tasks.price.baselines import (
     baseline_forecasts,
     garch_quantiles,
     historical_quantiles,
     random_walk_quantiles,
 )
-from forecaster.errors import DataError
-from forecaster.metrics import interval_coverage
+from forecaster.tasks.price.metrics import interval_coverage
 
 LEVELS = (0.05, 0.1, 0.5, 0.9, 0.95)
 HORIZONS = (1, 5, 20)

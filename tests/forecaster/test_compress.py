@@ -44,12 +44,12 @@ from forecaster.compress.lowrank import choose_rank
 from forecaster.compress.tt import factorize
 from forecaster.data import load_close_series, make_price_samples
 from forecaster.errors import RecipeError
-from forecaster.export import export_window_model, onnx_parameter_count, run_onnx
-from forecaster.models import MLPStudent, ReturnFeatures
 from forecaster.recipe import CompressSection, DataSection, load_recipe
-from forecaster.report import compression_table, pareto_chart
-from forecaster.tasks.price import compress_student, evaluate_quantiles, load_price_data
-from forecaster.training import fit_quantile_model, predict_torch
+from forecaster.tasks.price.nets import MLPStudent, ReturnFeatures
+from forecaster.tasks.price.pipeline import compress_student, evaluate_quantiles, load_price_data
+from forecaster.tasks.price.report import compression_table, pareto_chart
+from forecaster.training.export import export_window_model, onnx_parameter_count, run_onnx
+from forecaster.training.loops import LoopSettings, fit_quantile_model, predict_torch
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW, HORIZONS, LEVELS = 32, [1, 5], [0.1, 0.5, 0.9]
@@ -92,8 +92,8 @@ def ctx(spx_samples: dict[str, np.ndarray]) -> CompressContext:
     teacher = student(s, [64, 64])
     horizon_std = s["y_train"].std(axis=0).astype(np.float64)
     fit_quantile_model(
-        teacher, s["x_train"], s["y_train"], s["x_valid"], s["y_valid"], LEVELS, horizon_std,
-        epochs=20, patience=5, lr=3e-3, batch_size=128, seed=0,
+        teacher, (s["x_train"], s["y_train"]), (s["x_valid"], s["y_valid"]), LEVELS, horizon_std,
+        LoopSettings(epochs=20, patience=5, lr=3e-3, batch_size=128, seed=0),
     )  # fmt: skip
     return CompressContext(
         s["x_train"], s["y_train"], s["x_valid"], s["y_valid"], HORIZONS, LEVELS, horizon_std,
@@ -490,8 +490,9 @@ def spx_search() -> dict:
     torch.manual_seed(0)
     teacher = MLPStudent(64, [1, 5, 20], recipe.price.quantiles, data.train_vol, hidden=[64, 64])
     fit_quantile_model(
-        teacher, data.train.x, data.train.y, data.valid.x, data.valid.y, recipe.price.quantiles,
-        data.horizon_std, epochs=6, patience=3, lr=3e-3, batch_size=256, seed=0,
+        teacher, (data.train.x, data.train.y), (data.valid.x, data.valid.y),
+        recipe.price.quantiles, data.horizon_std,
+        LoopSettings(epochs=6, patience=3, lr=3e-3, batch_size=256, seed=0),
     )  # fmt: skip
     graph = compact_onnx(export_window_model(teacher, 64))
     plan = plan_chains(recipe.compress.chains, recipe.compress.steps)

@@ -21,7 +21,6 @@ from statsmodels.datasets import macrodata
 from device.bundle import load_bundle
 from device.runtime import OnnxModel
 from device.schemas import MacroRelease
-from forecaster.bundles import trusted_keys_for
 from forecaster.data.macro import (
     MacroPanel,
     information_cut,
@@ -29,8 +28,10 @@ from forecaster.data.macro import (
     release_stream,
 )
 from forecaster.errors import DataError, RecipeError
-from forecaster.nowcast import DfmSpec, DfmTeacher, ar1_nowcast, dm_test, known_gdp
-from forecaster.nowcast_student import (
+from forecaster.recipe import load_recipe
+from forecaster.tasks.gdp.pipeline import gdp_section, train_gdp
+from forecaster.tasks.gdp.report import print_gdp_report
+from forecaster.tasks.gdp.student import (
     NowcastStudent,
     SimulationPolicy,
     export_student,
@@ -39,9 +40,8 @@ from forecaster.nowcast_student import (
     simulate_info_sets,
     stack_inputs,
 )
-from forecaster.recipe import load_recipe
-from forecaster.report_gdp import print_gdp_report
-from forecaster.tasks.gdp import gdp_section, train_gdp
+from forecaster.tasks.gdp.teacher import DfmSpec, DfmTeacher, ar1_nowcast, dm_test, known_gdp
+from forecaster.training.bundles import trusted_keys_for
 
 RECIPE = Path(__file__).resolve().parents[2] / "models" / "gdp" / "us.toml"
 WQ = 3

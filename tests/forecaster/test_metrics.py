@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from forecaster.metrics import (
+from forecaster.tasks.price.metrics import (
     directional_accuracy,
     interval_coverage,
     mase,

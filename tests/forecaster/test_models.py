@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from forecaster.export import export_window_model, run_onnx
-from forecaster.models import LSTMTeacher, MLPStudent, count_parameters
-from forecaster.training import predict_torch
+from forecaster.tasks.price.nets import LSTMTeacher, MLPStudent, count_parameters
+from forecaster.training.export import export_window_model, run_onnx
+from forecaster.training.loops import predict_torch
 
 WINDOW, HORIZONS, LEVELS = 16, [1, 5], [0.05, 0.25, 0.5, 0.75, 0.95]
 

@@ -11,7 +11,7 @@ import pytest
 
 from device import OnnxModel, load_bundle, load_trusted_keys
 from forecaster.recipe import load_recipe
-from forecaster.tasks.price import load_price_data
+from forecaster.tasks.price.pipeline import load_price_data
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ("random_walk", "historical_quantiles", "garch")

@@ -29,7 +29,6 @@ from device.keys import TrustedKeys, generate_keypair, key_id, load_private_key
 from device.mqtt import connect, parse_broker_url
 from device.schemas import AgentStatus, FleetEvent, ModelRef
 from device.topics import Topics
-from forecaster.bundles import SIGNING_KEY_ENV, write_bundle
 from forecaster.promote import (
     bundle_metric,
     gdp_validation_metric,
@@ -45,6 +44,7 @@ from forecaster.trainer_settings import (
     TrainerSettings,
     load_trainer_settings,
 )
+from forecaster.training.bundles import SIGNING_KEY_ENV, write_bundle
 from tests.conftest import Broker, TrainedBundle, free_port, write_test_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -35,7 +35,7 @@ from device.schemas import (
     PriceForecast,
 )
 from device.slots import read_current
-from forecaster.bundles import write_bundle
+from forecaster.training.bundles import write_bundle
 from tests.conftest import Broker, TrainedBundle
 from tests.integration.conftest import (
     ROOT,

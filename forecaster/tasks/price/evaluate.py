@@ -11,10 +11,10 @@ import pandas as pd
 from device.bundle import load_bundle
 from device.keys import TrustedKeys
 from device.manifest import TEACHER_FILE
-from forecaster import baselines, metrics
 from forecaster.data import make_price_samples, validate_series
 from forecaster.errors import DataError, ForecasterError
-from forecaster.export import run_onnx
+from forecaster.tasks.price import baselines, metrics
+from forecaster.training.export import run_onnx
 
 __all__ = ["evaluate_bundle"]
 

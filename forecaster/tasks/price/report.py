@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,30 +11,18 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
+from rich.console import Console
 from rich.table import Table
-
-from device.manifest import REPORT_FILE
-from forecaster.errors import ForecasterError
 
 __all__ = [
     "comparison_chart",
     "compression_table",
     "fan_chart",
-    "load_report",
     "metrics_table",
     "pareto_chart",
+    "print_price_report",
     "write_report_plots",
 ]
-
-
-def load_report(bundle: Path) -> dict[str, Any]:
-    path = bundle / REPORT_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ForecasterError(f"{bundle} has no {REPORT_FILE}; is it a bundle directory?") from exc
-    except (OSError, ValueError) as exc:
-        raise ForecasterError(f"cannot read {path}: {exc}") from exc
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -296,3 +283,26 @@ def write_report_plots(bundle: Path, report: dict[str, Any]) -> list[Path]:
             ),
         ]
     return paths
+
+
+def print_price_report(
+    bundle: Path, report: dict[str, Any], console: Console, split: str = "test"
+) -> None:
+    """`forecaster report` for a price bundle: metrics and compression tables, the headline,
+    charts."""
+    # piped or redirected output gets the full tables instead of an 80-column squeeze
+    out = console if console.is_terminal else Console(width=220)
+    out.print(
+        metrics_table(report["models"], split=split, title=f"{report['name']}: {split} period")
+    )
+    if report.get("compression"):
+        out.print(compression_table(report["compression"]))
+    headline = report["headline"]
+    console.print(
+        f"shipped [bold]{headline['chosen']}[/]: {headline['size_ratio']:.1f}x smaller and "
+        f"{headline['speed_ratio']:.1f}x faster than the teacher; test pinball "
+        f"{headline['test_pinball_ratio_vs_teacher']:.3f}x the teacher's, "
+        f"{headline['test_pinball_ratio_vs_historical']:.3f}x the historical-quantile baseline's"
+    )
+    for path in write_report_plots(bundle, report):
+        console.print(f"wrote {path}")

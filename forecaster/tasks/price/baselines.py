@@ -19,7 +19,7 @@ from arch.utility.exceptions import ConvergenceWarning
 from scipy import stats
 
 from forecaster.errors import DataError, TrainError
-from forecaster.metrics import check_levels
+from forecaster.tasks.price.metrics import check_levels
 
 __all__ = [
     "HISTORICAL_LOOKBACK",

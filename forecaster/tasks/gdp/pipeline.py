@@ -18,11 +18,10 @@ import onnxruntime
 import pandas as pd
 import statsmodels
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 
 from device.manifest import TensorSpec
-from forecaster.bundles import resolve_signing_key, write_bundle
 from forecaster.data.macro import (
     SERIES_BY_NAME,
     InfoSet,
@@ -30,17 +29,10 @@ from forecaster.data.macro import (
     information_cut,
     load_macro_panel,
 )
-from forecaster.errors import DataError, RecipeError
-from forecaster.nowcast import (
-    DfmSpec,
-    DfmTeacher,
-    ar1_nowcast,
-    dm_test,
-    known_gdp,
-    mean_nowcast,
-    point_metrics,
-)
-from forecaster.nowcast_student import (
+from forecaster.errors import DataError
+from forecaster.recipe import Recipe
+from forecaster.tasks.gdp.report import write_gdp_plots
+from forecaster.tasks.gdp.student import (
     BAND_LEVELS,
     INPUT_GDP,
     INPUT_MONTHLY,
@@ -49,6 +41,8 @@ from forecaster.nowcast_student import (
     NowcastStudent,
     SimulationPolicy,
     StudentFit,
+    StudentLoop,
+    StudentTargets,
     export_student,
     fit_student,
     latency_us,
@@ -57,8 +51,18 @@ from forecaster.nowcast_student import (
     simulate_info_sets,
     stack_inputs,
 )
-from forecaster.recipe import Recipe, deep_merge
-from forecaster.report_gdp import write_gdp_plots
+from forecaster.tasks.gdp.teacher import (
+    DfmSpec,
+    DfmTeacher,
+    ar1_nowcast,
+    dm_test,
+    known_gdp,
+    mean_nowcast,
+    point_metrics,
+)
+from forecaster.training.bundles import resolve_signing_key, write_bundle
+from forecaster.training.loops import LoopSettings
+from forecaster.training.sections import task_section
 
 __all__ = [
     "QUICK",
@@ -175,15 +179,7 @@ QUICK: dict[str, Any] = {
 
 def gdp_section(recipe: Recipe, quick: bool = False) -> GdpSection:
     """The validated `[gdp]` section (with the quick settings when asked)."""
-    raw = dict(recipe.gdp or {})
-    if quick:
-        raw = deep_merge(deep_merge(raw, QUICK), recipe.quick.get("gdp", {}))
-    try:
-        return GdpSection.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in ("gdp", *first["loc"]))
-        raise RecipeError(f"recipe {recipe.source_path or ''}: {where}: {first['msg']}") from exc
+    return task_section(recipe, "gdp", GdpSection, QUICK, quick)
 
 
 def _day_end(day: date) -> pd.Timestamp:
@@ -548,20 +544,14 @@ def _run_student(
     torch.manual_seed(seed)
     student = NowcastStudent(3 * wq, wq - 1, m_mean, m_std, g_mean, g_std, s.hidden)
     x_valid, x_test = stack_inputs(valid_infos), stack_inputs(test_infos)
+    targets = StudentTargets(labels, actual, teacher.frozen.nowcasts(panel, stop_infos))
+    loop = LoopSettings(s.epochs, s.patience, s.lr, s.batch_size, seed)
     fit = fit_student(
         student,
         stack_inputs(train_infos),
-        labels,
-        actual,
+        targets,
         stack_inputs(stop_infos),
-        teacher.frozen.nowcasts(panel, stop_infos),
-        epochs=s.epochs,
-        patience=s.patience,
-        lr=s.lr,
-        batch_size=s.batch_size,
-        weight_decay=s.weight_decay,
-        distill_weight=s.distill_weight,
-        seed=seed,
+        StudentLoop(loop, s.weight_decay, s.distill_weight),
     )
     console.print(
         f"student: {fit.epochs} epochs (best {fit.best_epoch}), validation RMSE vs teacher "

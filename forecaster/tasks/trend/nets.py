@@ -7,12 +7,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from forecaster.models import ReturnFeatures
+from forecaster.training.nets import ReturnsTrunk
 
 __all__ = ["MLPClassifier"]
 
 
-class MLPClassifier(nn.Module):
+class MLPClassifier(ReturnsTrunk):
     """Raw closes `[B, W]` -> probabilities `[B, n_classes]`: volatility-normalised returns and
     the window's volatility level (regimes differ mostly in volatility) through a ReLU MLP."""
 
@@ -23,16 +23,9 @@ class MLPClassifier(nn.Module):
         train_vol: float,
         hidden: list[int] | tuple[int, ...] = (32, 32),
     ) -> None:
-        super().__init__()
-        self.features = ReturnFeatures(window, train_vol)
-        layers: list[nn.Module] = []
-        width = window  # W-1 normalised returns and the volatility level
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, n_classes)
+        super().__init__(window, train_vol, hidden)
+        self.head = nn.Linear(self.width, n_classes)
 
     def forward(self, close: torch.Tensor) -> torch.Tensor:
-        z, level, _ = self.features(close)
-        return F.softmax(self.head(self.body(torch.cat([z, level], dim=1))), dim=-1)
+        features, _ = self.encode(close)
+        return F.softmax(self.head(features), dim=-1)

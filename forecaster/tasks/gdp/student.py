@@ -4,7 +4,6 @@ the NaN handling and scaling inside the graph."""
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import time
@@ -21,6 +20,7 @@ from torch.nn import functional as F
 
 from device.runtime import make_session
 from forecaster.data.macro import InfoSet, MacroPanel
+from forecaster.training.loops import LoopSettings, fit_early_stopping
 
 __all__ = [
     "BAND_LEVELS",
@@ -31,6 +31,8 @@ __all__ = [
     "NowcastStudent",
     "SimulationPolicy",
     "StudentFit",
+    "StudentLoop",
+    "StudentTargets",
     "export_student",
     "fit_student",
     "latency_us",
@@ -177,6 +179,26 @@ def _extra_hidden(
     return hidden, gdp_hidden
 
 
+@dataclass(frozen=True)
+class StudentTargets:
+    """What the student learns from: the teacher's nowcasts on the train and validation
+    information sets, and actual GDP on the train sets (NaN where not yet known)."""
+
+    teacher_train: np.ndarray
+    actual_train: np.ndarray
+    teacher_valid: np.ndarray
+
+
+@dataclass(frozen=True)
+class StudentLoop:
+    """The training loop's settings plus the student's own: weight decay and the share of the
+    loss that follows the teacher."""
+
+    loop: LoopSettings
+    weight_decay: float
+    distill_weight: float
+
+
 @dataclass
 class StudentFit:
     epochs: int
@@ -189,66 +211,46 @@ class StudentFit:
 def fit_student(
     model: NowcastStudent,
     train: tuple[np.ndarray, np.ndarray],
-    teacher_train: np.ndarray,
-    actual_train: np.ndarray,
+    targets: StudentTargets,
     valid: tuple[np.ndarray, np.ndarray],
-    teacher_valid: np.ndarray,
-    *,
-    epochs: int,
-    patience: int,
-    lr: float,
-    batch_size: int,
-    weight_decay: float,
-    distill_weight: float,
-    seed: int,
+    settings: StudentLoop,
     progress: Callable[[int, float], None] | None = None,
 ) -> StudentFit:
     """Minimise w * MSE to the teacher's nowcasts + (1 - w) * MSE to actual GDP (where
-    `actual_train` is not NaN); keep the epoch with the lowest RMSE against the teacher on
-    `valid` (early stopping)."""
+    `targets.actual_train` is not NaN); keep the epoch with the lowest RMSE against the
+    teacher on `valid` (early stopping)."""
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    torch.manual_seed(settings.loop.seed)
+    rng = np.random.default_rng(settings.loop.seed)
     xm, xg = torch.from_numpy(train[0]), torch.from_numpy(train[1])
-    yt = torch.from_numpy(teacher_train.astype(np.float32))
-    ya = torch.from_numpy(actual_train.astype(np.float32))
+    yt = torch.from_numpy(targets.teacher_train.astype(np.float32))
+    ya = torch.from_numpy(targets.actual_train.astype(np.float32))
     vm, vg = torch.from_numpy(valid[0]), torch.from_numpy(valid[1])
-    vt = torch.from_numpy(teacher_valid.astype(np.float32))
+    vt = torch.from_numpy(targets.teacher_valid.astype(np.float32))
     scale = float(model.gdp_std) ** 2
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    best, best_state, best_epoch, since, epoch = float("inf"), None, 0, 0, 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.from_numpy(rng.permutation(len(yt)))
-        for begin in range(0, len(order), batch_size):
-            idx = order[begin : begin + batch_size]
-            centre = model.centre(xm[idx], xg[idx])
-            loss = distill_weight * F.mse_loss(centre, yt[idx])
-            known = ~torch.isnan(ya[idx])
-            if distill_weight < 1 and known.any():
-                loss = loss + (1 - distill_weight) * F.mse_loss(centre[known], ya[idx][known])
-            optimizer.zero_grad()
-            (loss / scale).backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            rmse = float(torch.sqrt(F.mse_loss(model.centre(vm, vg), vt)))
-        if progress:
-            progress(epoch, rmse)
-        if rmse < best - 1e-6:
-            best, best_state, best_epoch, since = rmse, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            since += 1
-            if since >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+    w = settings.distill_weight
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        centre = model.centre(xm[idx], xg[idx])
+        loss = w * F.mse_loss(centre, yt[idx])
+        known = ~torch.isnan(ya[idx])
+        if w < 1 and known.any():
+            loss = loss + (1 - w) * F.mse_loss(centre[known], ya[idx][known])
+        return loss / scale
+
+    def validate() -> float:
+        return float(torch.sqrt(F.mse_loss(model.centre(vm, vg), vt)))
+
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.loop.lr, weight_decay=settings.weight_decay
+    )
+    fit = fit_early_stopping(
+        model, optimizer, len(yt), batch_loss, validate, settings.loop, rng, progress
+    )
     return StudentFit(
-        epochs=epoch,
-        best_epoch=best_epoch,
-        best_valid_rmse_vs_teacher=best,
+        epochs=fit.epochs,
+        best_epoch=fit.best_epoch,
+        best_valid_rmse_vs_teacher=fit.best_valid,
         train_sets=len(yt),
         seconds=round(time.perf_counter() - started, 2),
     )

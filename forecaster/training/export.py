@@ -66,7 +66,7 @@ def run_onnx(model: bytes, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
 
 def parity_max_abs(model: nn.Module, onnx_model: bytes, x: np.ndarray) -> float:
     """Largest absolute difference between torch and onnxruntime outputs on the same windows."""
-    from forecaster.training import predict_torch
+    from forecaster.training.loops import predict_torch
 
     diff = np.abs(predict_torch(model, x) - run_onnx(onnx_model, x))
     return float(diff.max())

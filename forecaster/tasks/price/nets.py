@@ -9,45 +9,17 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from forecaster.training.nets import ReturnFeatures, ReturnsTrunk, count_parameters
+
 __all__ = ["LSTMTeacher", "MLPStudent", "QuantileHead", "ReturnFeatures", "count_parameters"]
-
-# Volatility floor as a share of the train-period daily volatility: keeps flat windows finite.
-_VOL_FLOOR = 0.05
-_Z_CLIP = 8.0
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-class ReturnFeatures(nn.Module):
-    """Raw closes `[B, W]` -> EWMA-volatility-normalised log returns `[B, W-1]`, the log of
-    the window's volatility relative to the train period `[B, 1]`, and that volatility `[B, 1]`.
-
-    Scaling by the window's own volatility makes the network's job regime-free; the constants
-    (EWMA weights, train volatility) are buffers fitted on the train period only."""
-
-    def __init__(self, window: int, train_vol: float, ewma_lambda: float = 0.94) -> None:
-        super().__init__()
-        weights = ewma_lambda ** np.arange(window - 2, -1, -1, dtype=np.float64)
-        self.register_buffer(
-            "ewma_weights", torch.tensor(weights / weights.sum(), dtype=torch.float32)
-        )
-        self.register_buffer("train_vol", torch.tensor(float(train_vol), dtype=torch.float32))
-
-    def forward(self, close: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        log_close = torch.log(close)
-        returns = log_close[:, 1:] - log_close[:, :-1]
-        variance = (returns * returns) @ self.ewma_weights
-        floor = (_VOL_FLOOR * self.train_vol) ** 2
-        vol = torch.sqrt(variance + floor).unsqueeze(1)
-        z = torch.clamp(returns / vol, -_Z_CLIP, _Z_CLIP)
-        return z, torch.log(vol / self.train_vol), vol
 
 
 class QuantileHead(nn.Module):
     """Features -> quantiles `[B, H, Q]` that cannot cross: a lowest quantile plus cumulative
     softplus gaps, scaled by the window's volatility and sqrt(horizon)."""
+
+    horizon_scale: torch.Tensor
+    cumulative: torch.Tensor
 
     def __init__(self, in_features: int, horizons: list[int], quantiles: list[float]) -> None:
         super().__init__()
@@ -103,7 +75,7 @@ class LSTMTeacher(nn.Module):
         return self.head(torch.cat([out[:, -1], level], dim=1), vol)
 
 
-class MLPStudent(nn.Module):
+class MLPStudent(ReturnsTrunk):
     """The student: a small MLP (quantizable, unlike recurrent layers). `body` and
     `head.linear` are what the compression steps rewrite."""
 
@@ -115,16 +87,9 @@ class MLPStudent(nn.Module):
         train_vol: float,
         hidden: list[int] | tuple[int, ...] = (32, 32),
     ) -> None:
-        super().__init__()
-        self.features = ReturnFeatures(window, train_vol)
-        layers: list[nn.Module] = []
-        width = window  # W-1 returns and the volatility level
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        self.body = nn.Sequential(*layers)
-        self.head = QuantileHead(width, horizons, quantiles)
+        super().__init__(window, train_vol, hidden)
+        self.head = QuantileHead(self.width, horizons, quantiles)
 
     def forward(self, close: torch.Tensor) -> torch.Tensor:
-        z, level, vol = self.features(close)
-        return self.head(self.body(torch.cat([z, level], dim=1)), vol)
+        features, vol = self.encode(close)
+        return self.head(features, vol)

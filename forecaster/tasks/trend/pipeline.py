@@ -17,12 +17,10 @@ import numpy as np
 import onnxruntime
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 
 from device.manifest import TensorSpec
-from forecaster.bundles import resolve_signing_key, write_bundle
-from forecaster.classifier import MLPClassifier
 from forecaster.compress.distill import distill_classifier
 from forecaster.compress.quantize import quantize_dynamic
 from forecaster.compress.search import RULE, choose
@@ -33,17 +31,19 @@ from forecaster.data import (
     make_price_samples,
     split_index,
 )
-from forecaster.errors import RecipeError
-from forecaster.export import (
+from forecaster.recipe import Recipe
+from forecaster.tasks.trend.metrics import classification_metrics
+from forecaster.tasks.trend.nets import MLPClassifier
+from forecaster.tasks.trend.regimes import MarkovRegimeTeacher, RegimeFilter, percent_returns
+from forecaster.training.bundles import resolve_signing_key, write_bundle
+from forecaster.training.export import (
     export_window_model,
     graph_footprint,
     parity_max_abs,
     run_onnx,
 )
-from forecaster.metrics_classification import classification_metrics
-from forecaster.models import count_parameters
-from forecaster.recipe import Recipe, deep_merge
-from forecaster.regimes import MarkovRegimeTeacher, RegimeFilter, percent_returns
+from forecaster.training.nets import count_parameters
+from forecaster.training.sections import task_section
 
 __all__ = [
     "QUICK",
@@ -136,15 +136,7 @@ QUICK: dict[str, Any] = {
 
 def trend_section(recipe: Recipe, quick: bool = False) -> TrendSection:
     """The validated `[trend]` section (with the quick settings when asked)."""
-    raw = dict(recipe.trend or {})
-    if quick:
-        raw = deep_merge(deep_merge(raw, QUICK), recipe.quick.get("trend", {}))
-    try:
-        return TrendSection.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in ("trend", *first["loc"]))
-        raise RecipeError(f"recipe {recipe.source_path or ''}: {where}: {first['msg']}") from exc
+    return task_section(recipe, "trend", TrendSection, QUICK, quick)
 
 
 @dataclass(frozen=True)
@@ -498,7 +490,7 @@ def _train_trend(
         "created_at": datetime.now(UTC),
     }
     path = write_bundle(registry, manifest, graphs[chosen], private_key, report, teacher_onnx)
-    from forecaster.report_trend import write_trend_plots
+    from forecaster.tasks.trend.report import write_trend_plots
 
     for png in write_trend_plots(path, report):
         logger.info("wrote %s", png)

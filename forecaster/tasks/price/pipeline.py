@@ -20,8 +20,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from device.manifest import TensorSpec
-from forecaster import baselines, metrics
-from forecaster.bundles import resolve_signing_key, write_bundle
 from forecaster.compress import (
     Candidate,
     CompressContext,
@@ -35,10 +33,13 @@ from forecaster.compress import (
 )
 from forecaster.data import PriceSamples, load_close_series, make_price_samples, split_index
 from forecaster.errors import TrainError
-from forecaster.export import export_window_model, run_onnx
-from forecaster.models import LSTMTeacher, MLPStudent, count_parameters
 from forecaster.recipe import Recipe
-from forecaster.training import fit_quantile_model, predict_torch
+from forecaster.tasks.price import baselines, metrics
+from forecaster.tasks.price.nets import LSTMTeacher, MLPStudent
+from forecaster.training.bundles import resolve_signing_key, write_bundle
+from forecaster.training.export import export_window_model, run_onnx
+from forecaster.training.loops import LoopSettings, fit_quantile_model, predict_torch
+from forecaster.training.nets import count_parameters
 
 __all__ = [
     "PriceData",
@@ -261,17 +262,11 @@ def train_price(
         )
         teacher_fit = fit_quantile_model(
             teacher,
-            data.train.x,
-            data.train.y,
-            data.valid.x,
-            data.valid.y,
+            (data.train.x, data.train.y),
+            (data.valid.x, data.valid.y),
             levels,
             data.horizon_std,
-            epochs=t.epochs,
-            patience=t.patience,
-            lr=t.lr,
-            batch_size=t.batch_size,
-            seed=recipe.seed,
+            LoopSettings(t.epochs, t.patience, t.lr, t.batch_size, recipe.seed),
             progress=lambda e, v: progress.update(task, completed=e, valid=f"{v:.4f}"),
         )
         progress.update(task, total=teacher_fit.epochs)
