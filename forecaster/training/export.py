@@ -43,7 +43,7 @@ def export_window_model(
         torch.onnx.export(
             model,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the stub omits file objects; the exporter takes them
             input_names=[input_name],
             output_names=[output_name],
             dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
@@ -96,10 +96,10 @@ def benchmark_latency(
     block = np.resize(x, (batch, x.shape[1])).astype(np.float32)
     session.run(None, {name: block})
     reps = max(3, min(50, runs // 50))
-    start = time.perf_counter()
+    began = time.perf_counter()
     for _ in range(reps):
         session.run(None, {name: block})
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - began
     return {
         "latency_us_median": float(np.median(times) / 1000),
         "latency_us_p99": float(np.percentile(times, 99) / 1000),

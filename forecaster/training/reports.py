@@ -44,7 +44,7 @@ def load_report(bundle: Path) -> dict[str, Any]:
     """A bundle's report.json, with one-line errors for a missing or unreadable file."""
     path = bundle / REPORT_FILE
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ForecasterError(f"{bundle} has no {REPORT_FILE}; is it a bundle directory?") from exc
     except (OSError, ValueError) as exc:

@@ -68,6 +68,12 @@ class NowcastStudent(nn.Module):
     are concatenated so the network knows a 0 from a missing value. The band adds fixed
     offsets calibrated on held-out errors (`calibrate_band`)."""
 
+    monthly_mean: torch.Tensor
+    monthly_std: torch.Tensor
+    gdp_mean: torch.Tensor
+    gdp_std: torch.Tensor
+    band_offsets: torch.Tensor
+
     def __init__(
         self,
         window: int,
@@ -279,7 +285,7 @@ def export_student(model: NowcastStudent) -> bytes:
         torch.onnx.export(
             model,
             example,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the stub omits file objects; the exporter takes them
             input_names=[INPUT_MONTHLY, INPUT_GDP],
             output_names=[OUTPUT_NOWCAST, OUTPUT_BAND],
             dynamic_axes={

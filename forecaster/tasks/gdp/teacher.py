@@ -229,7 +229,7 @@ class DfmTeacher:
                 comparison_type="updated",
             )
         details = news.details_by_impact.reset_index()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "series": str(row["updated variable"]),
                 "period": str(row["update date"]),

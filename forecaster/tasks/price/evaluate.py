@@ -46,7 +46,7 @@ def evaluate_bundle(
     forecasts |= baselines.baseline_forecasts(
         log_close, samples.origins, m.horizons, m.quantiles, fit_end
     )
-    models = {
+    models: dict[str, dict[str, Any]] = {
         name: {"test": metrics.price_metrics(samples.y, q, m.horizons, m.quantiles)}
         for name, q in forecasts.items()
     }

@@ -5,7 +5,6 @@ against honest baselines -> signed bundle."""
 from __future__ import annotations
 
 import logging
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import pandas as pd
 import torch
 from rich.console import Console
@@ -38,15 +36,24 @@ from forecaster.tasks.price import baselines, metrics
 from forecaster.tasks.price.nets import LSTMTeacher, MLPStudent
 from forecaster.training.bundles import resolve_signing_key, write_bundle
 from forecaster.training.export import export_window_model, run_onnx
-from forecaster.training.loops import LoopSettings, fit_quantile_model, predict_torch
+from forecaster.training.loops import FitResult, LoopSettings, fit_quantile_model, predict_torch
 from forecaster.training.nets import count_parameters
+from forecaster.training.reports import environment, report_head, sample_counts
 
 __all__ = [
+    "Compression",
     "PriceData",
+    "PriceEvaluation",
+    "TeacherFit",
+    "build_manifest",
+    "build_report",
     "compress_student",
     "compression_context",
+    "evaluate_choice",
     "evaluate_quantiles",
+    "fit_teacher",
     "load_price_data",
+    "search_students",
     "train_price",
 ]
 
@@ -222,14 +229,267 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max())
 
 
+@dataclass(frozen=True)
+class TeacherFit:
+    """The trained LSTM teacher, its fit, its raw export and its compacted (shipped) graph."""
+
+    model: LSTMTeacher
+    fit: FitResult
+    raw_graph: bytes
+    graph: bytes
+
+
+@dataclass(frozen=True)
+class Compression:
+    """The compression search (chosen chain included) and the teacher's own measurements."""
+
+    search: SearchResult
+    teacher_measured: dict[str, Any]
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.search.candidates[self.search.chosen]
+
+    @property
+    def chosen_name(self) -> str:
+        return f"student_{self.search.chosen}"
+
+
+@dataclass(frozen=True)
+class PriceEvaluation:
+    """Test-period scores (computed once, after the choice) for the teacher, the shipped
+    student and the baselines, torch/ONNX parity, and the headline ratios."""
+
+    models: dict[str, dict[str, Any]]
+    parity: dict[str, float]
+    headline: dict[str, Any]
+
+    @property
+    def student_row(self) -> dict[str, Any]:
+        return self.models[self.headline["chosen"]]
+
+
+def _progress_columns() -> tuple[Any, ...]:
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("valid {task.fields[valid]}"),
+        TimeElapsedColumn(),
+    )
+
+
+def fit_teacher(recipe: Recipe, data: PriceData, console: Console) -> TeacherFit:
+    """Train the LSTM teacher on the train period (early stopping on validation), export it
+    and give it the same finishing pass as every student, so that ratios compare like with
+    like."""
+    assert recipe.price is not None
+    p, t = recipe.price, recipe.teacher
+    teacher = LSTMTeacher(
+        p.window,
+        p.horizons,
+        p.quantiles,
+        data.train_vol,
+        hidden=t.hidden,
+        layers=t.layers,
+        dropout=t.dropout,
+    )
+    with Progress(*_progress_columns(), console=console, transient=False) as progress:
+        task = progress.add_task(
+            f"teacher LSTM ({count_parameters(teacher):,} params)", total=t.epochs, valid="-"
+        )
+        fit = fit_quantile_model(
+            teacher,
+            (data.train.x, data.train.y),
+            (data.valid.x, data.valid.y),
+            p.quantiles,
+            data.horizon_std,
+            LoopSettings(t.epochs, t.patience, t.lr, t.batch_size, recipe.seed),
+            progress=lambda e, v: progress.update(task, completed=e, valid=f"{v:.4f}"),
+        )
+        progress.update(task, total=fit.epochs)
+    raw = export_window_model(teacher, p.window)
+    return TeacherFit(teacher, fit, raw, compact_onnx(raw))
+
+
+def search_students(
+    recipe: Recipe,
+    data: PriceData,
+    teacher: TeacherFit,
+    plan: list[list[StepSpec]],
+    console: Console,
+) -> Compression:
+    """Run the compression search and choose on validation (train and validation only)."""
+    console.print(
+        f"compression search over {len(plan)} chains; budget: validation pinball loss <= "
+        f"{recipe.compress.budget:g}x the teacher's"
+    )
+    search, measured = compress_student(
+        data, teacher.model, teacher.graph, recipe, plan, lambda row: _print_candidate(console, row)
+    )
+    if not search.within_budget:
+        console.print(
+            f"[yellow]no chain stayed within {recipe.compress.budget:g}x the teacher's "
+            f"validation loss; shipping the best on validation[/]"
+        )
+    console.print(
+        f"chosen: [bold]{search.chosen}[/] ({search.candidates[search.chosen].row['bytes']:,} B)"
+    )
+    return Compression(search, measured)
+
+
+def _parity(data: PriceData, teacher: TeacherFit, compression: Compression) -> dict[str, float]:
+    search, x_test = compression.search, data.test.x
+    first = search.candidates[search.chosen.split("+")[0]]
+    ancestor = _torch_ancestor(search)
+    assert first.model is not None and ancestor.model is not None
+    return {
+        "teacher_max_abs": _max_abs(
+            predict_torch(teacher.model, x_test), run_onnx(teacher.graph, x_test)
+        ),
+        "student_max_abs": _max_abs(
+            predict_torch(first.model, x_test), run_onnx(first.graph, x_test)
+        ),
+        # quantization error of the shipped graph against the torch model it came from
+        "chosen_vs_torch_max_abs": _max_abs(
+            predict_torch(ancestor.model, x_test), run_onnx(compression.chosen.graph, x_test)
+        ),
+    }
+
+
+def evaluate_choice(
+    recipe: Recipe, data: PriceData, teacher: TeacherFit, compression: Compression
+) -> PriceEvaluation:
+    """The choice is made. Now, and only now, the test period is scored, for the report."""
+    assert recipe.price is not None
+    horizons, levels = recipe.price.horizons, recipe.price.quantiles
+
+    def evaluate(y: np.ndarray, q: np.ndarray) -> dict[str, Any]:
+        return evaluate_quantiles(y, q, horizons, levels)
+
+    search, measured = compression.search, compression.teacher_measured
+    search.score_split("test", data.test.x, data.test.y, evaluate)
+    chosen = compression.chosen
+    teacher_row = {
+        "kind": "lstm",
+        "parameters": count_parameters(teacher.model),
+        "bytes_exported": len(teacher.raw_graph),
+        **{k: measured[k] for k in _SIZE_SPEED if k in measured},
+        "validation": measured["validation"],
+        "test": evaluate(data.test.y, run_onnx(teacher.graph, data.test.x)),
+    }
+    student_row = {
+        "kind": f"mlp ({search.chosen})",
+        **{k: chosen.row[k] for k in _SIZE_SPEED},
+        "validation": chosen.row["validation"],
+        "test": chosen.row["test"],
+    }
+    models: dict[str, dict[str, Any]] = {
+        "teacher": teacher_row,
+        compression.chosen_name: student_row,
+    }
+    for split_name, samples in (("validation", data.valid), ("test", data.test)):
+        for name, q in _baseline_forecasts(data, samples, horizons, levels).items():
+            models.setdefault(name, {"kind": "baseline"})[split_name] = evaluate(samples.y, q)
+    student_test = student_row["test"]["pinball"]["overall"]
+    headline = {
+        "chosen": compression.chosen_name,
+        "chain": search.chosen,
+        "within_budget": search.within_budget,
+        "size_ratio": teacher_row["bytes"] / student_row["bytes"],
+        "speed_ratio": teacher_row["latency_us_median"] / student_row["latency_us_median"],
+        "test_pinball_ratio_vs_teacher": student_test / teacher_row["test"]["pinball"]["overall"],
+        "test_pinball_ratio_vs_historical": student_test
+        / models["historical_quantiles"]["test"]["pinball"]["overall"],
+    }
+    return PriceEvaluation(models, _parity(data, teacher, compression), headline)
+
+
+def _test_forecasts(data: PriceData, horizons: list[int], graph: bytes) -> dict[str, Any]:
+    """The test period's closes, future closes and the shipped graph's quantiles, for charts."""
+    origins, close = data.test.origins, data.close
+    return {
+        "dates": [d.date().isoformat() for d in data.test.dates],
+        "close": close.iloc[origins].round(4).tolist(),
+        "future_close": {str(h): close.iloc[origins + h].round(4).tolist() for h in horizons},
+        "future_dates": {
+            str(h): [d.date().isoformat() for d in close.index[origins + h]] for h in horizons
+        },
+        "quantiles": np.round(run_onnx(graph, data.test.x), 6).tolist(),
+    }
+
+
+def build_report(
+    recipe: Recipe,
+    quick: bool,
+    data: PriceData,
+    teacher: TeacherFit,
+    compression: Compression,
+    evaluation: PriceEvaluation,
+) -> dict[str, Any]:
+    """report.json: recipe, environment, training, parity, every model's metrics, headline,
+    the compression search and the test forecasts."""
+    assert recipe.price is not None
+    search = compression.search
+    first = search.candidates[search.chosen.split("+")[0]]
+    return {
+        **report_head("price", recipe, quick),
+        "recipe": recipe.model_dump(mode="json", exclude={"source_path"}),
+        "environment": environment(),
+        "samples": sample_counts(data.train, data.valid, data.test),
+        "training": {"teacher": teacher.fit.__dict__, "student": first.row["training"] or {}},
+        "parity": evaluation.parity,
+        "models": evaluation.models,
+        "headline": evaluation.headline,
+        "compression": {**search.summary(), "teacher": evaluation.models["teacher"]},
+        "test_forecasts": _test_forecasts(data, recipe.price.horizons, compression.chosen.graph),
+    }
+
+
+def build_manifest(
+    recipe: Recipe, data: PriceData, compression: Compression, evaluation: PriceEvaluation
+) -> dict[str, Any]:
+    """manifest.json: the graph's interface, data, periods, compression steps, key metrics."""
+    assert recipe.price is not None
+    p = recipe.price
+    student = evaluation.student_row
+    return {
+        "task": "price",
+        "name": recipe.model.name,
+        "inputs": [TensorSpec(name="close", shape=["batch", p.window])],
+        "outputs": [
+            TensorSpec(name="quantiles", shape=["batch", len(p.horizons), len(p.quantiles)])
+        ],
+        "window": p.window,
+        "horizons": p.horizons,
+        "quantiles": p.quantiles,
+        "data": {
+            "source": recipe.data.source,
+            "symbol": str(data.close.name),
+            "path": str(recipe.data.path) if recipe.data.path else None,
+        },
+        "periods": {
+            "train": data.train.period(),
+            "validation": data.valid.period(),
+            "test": data.test.period(),
+        },
+        "compression": _manifest_steps(compression.search),
+        "metrics": {
+            "test_pinball": student["test"]["pinball"]["overall"],
+            "teacher_test_pinball": evaluation.models["teacher"]["test"]["pinball"]["overall"],
+            "test_coverage": student["test"]["coverage"],
+            "bytes": student["bytes"],
+            "latency_us_median": student["latency_us_median"],
+        },
+        "created_at": datetime.now(UTC),
+    }
+
+
 def train_price(
     recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console | None = None
 ) -> Path:
     """Train, compress, evaluate, sign and write one price bundle; returns its directory."""
-    assert recipe.price is not None
     console = console or Console(stderr=True)
-    p, t = recipe.price, recipe.teacher
-    horizons, levels = p.horizons, p.quantiles
     # a typo in a chain fails here, before minutes of training
     plan = plan_chains(recipe.compress.chains, recipe.compress.steps)
     torch.manual_seed(recipe.seed)
@@ -240,173 +500,12 @@ def train_price(
         f"[bold]{recipe.model.name}[/]: {len(data.close)} closes of {data.close.name}; "
         f"samples train {len(data.train)}, validation {len(data.valid)}, test {len(data.test)}"
     )
-    teacher = LSTMTeacher(
-        p.window,
-        horizons,
-        levels,
-        data.train_vol,
-        hidden=t.hidden,
-        layers=t.layers,
-        dropout=t.dropout,
-    )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("valid {task.fields[valid]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(
-            f"teacher LSTM ({count_parameters(teacher):,} params)", total=t.epochs, valid="-"
-        )
-        teacher_fit = fit_quantile_model(
-            teacher,
-            (data.train.x, data.train.y),
-            (data.valid.x, data.valid.y),
-            levels,
-            data.horizon_std,
-            LoopSettings(t.epochs, t.patience, t.lr, t.batch_size, recipe.seed),
-            progress=lambda e, v: progress.update(task, completed=e, valid=f"{v:.4f}"),
-        )
-        progress.update(task, total=teacher_fit.epochs)
-
-    # the teacher gets the same finishing pass as every student: ratios compare like with like
-    teacher_raw = export_window_model(teacher, p.window)
-    teacher_onnx = compact_onnx(teacher_raw)
-    console.print(
-        f"compression search over {len(plan)} chains; budget: validation pinball loss <= "
-        f"{recipe.compress.budget:g}x the teacher's"
-    )
-    search, teacher_measured = compress_student(
-        data, teacher, teacher_onnx, recipe, plan, lambda row: _print_candidate(console, row)
-    )
-
-    # The choice is made. Now, and only now, the test period is scored, for the report.
-    def evaluate(y: np.ndarray, q: np.ndarray) -> dict[str, Any]:
-        return evaluate_quantiles(y, q, horizons, levels)
-
-    search.score_split("test", data.test.x, data.test.y, evaluate)
-    chosen = search.candidates[search.chosen]
-    chosen_name = f"student_{search.chosen}"
-    if not search.within_budget:
-        console.print(
-            f"[yellow]no chain stayed within {recipe.compress.budget:g}x the teacher's "
-            f"validation loss; shipping the best on validation[/]"
-        )
-    console.print(
-        f"chosen: [bold]{search.chosen}[/] ({search.candidates[search.chosen].row['bytes']:,} B)"
-    )
-
-    teacher_row = {
-        "kind": "lstm",
-        "parameters": count_parameters(teacher),
-        "bytes_exported": len(teacher_raw),
-        **{k: teacher_measured[k] for k in _SIZE_SPEED if k in teacher_measured},
-        "validation": teacher_measured["validation"],
-        "test": evaluate(data.test.y, run_onnx(teacher_onnx, data.test.x)),
-    }
-    student_row = {
-        "kind": f"mlp ({search.chosen})",
-        **{k: chosen.row[k] for k in _SIZE_SPEED},
-        "validation": chosen.row["validation"],
-        "test": chosen.row["test"],
-    }
-    models: dict[str, dict[str, Any]] = {"teacher": teacher_row, chosen_name: student_row}
-    for split_name, samples in (("validation", data.valid), ("test", data.test)):
-        for name, q in _baseline_forecasts(data, samples, horizons, levels).items():
-            models.setdefault(name, {"kind": "baseline"})[split_name] = evaluate_quantiles(
-                samples.y, q, horizons, levels
-            )
-    first = search.candidates[search.chosen.split("+")[0]]
-    ancestor = _torch_ancestor(search)
-    x_test = data.test.x
-    assert first.model is not None and ancestor.model is not None
-    parity = {
-        "teacher_max_abs": _max_abs(predict_torch(teacher, x_test), run_onnx(teacher_onnx, x_test)),
-        "student_max_abs": _max_abs(
-            predict_torch(first.model, x_test), run_onnx(first.graph, x_test)
-        ),
-        # quantization error of the shipped graph against the torch model it came from
-        "chosen_vs_torch_max_abs": _max_abs(
-            predict_torch(ancestor.model, x_test), run_onnx(chosen.graph, x_test)
-        ),
-    }
-    teacher_test = teacher_row["test"]["pinball"]["overall"]
-    headline = {
-        "chosen": chosen_name,
-        "chain": search.chosen,
-        "within_budget": search.within_budget,
-        "size_ratio": teacher_row["bytes"] / student_row["bytes"],
-        "speed_ratio": teacher_row["latency_us_median"] / student_row["latency_us_median"],
-        "test_pinball_ratio_vs_teacher": student_row["test"]["pinball"]["overall"] / teacher_test,
-        "test_pinball_ratio_vs_historical": student_row["test"]["pinball"]["overall"]
-        / models["historical_quantiles"]["test"]["pinball"]["overall"],
-    }
-    periods = {
-        "train": data.train.period(),
-        "validation": data.valid.period(),
-        "test": data.test.period(),
-    }
-    first_fit = first.row["training"] or {}
-    report = {
-        "task": "price",
-        "name": recipe.model.name,
-        "quick": quick,
-        "recipe": recipe.model_dump(mode="json", exclude={"source_path"}),
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "machine": platform.machine(),
-        },
-        "samples": {
-            "train": len(data.train),
-            "validation": len(data.valid),
-            "test": len(data.test),
-        },
-        "training": {"teacher": teacher_fit.__dict__, "student": first_fit},
-        "parity": parity,
-        "models": models,
-        "headline": headline,
-        "compression": {**search.summary(), "teacher": teacher_row},
-        "test_forecasts": {
-            "dates": [d.date().isoformat() for d in data.test.dates],
-            "close": data.close.iloc[data.test.origins].round(4).tolist(),
-            "future_close": {
-                str(h): data.close.iloc[data.test.origins + h].round(4).tolist() for h in horizons
-            },
-            "future_dates": {
-                str(h): [d.date().isoformat() for d in data.close.index[data.test.origins + h]]
-                for h in horizons
-            },
-            "quantiles": np.round(run_onnx(chosen.graph, x_test), 6).tolist(),
-        },
-    }
-    manifest = {
-        "task": "price",
-        "name": recipe.model.name,
-        "inputs": [TensorSpec(name="close", shape=["batch", p.window])],
-        "outputs": [TensorSpec(name="quantiles", shape=["batch", len(horizons), len(levels)])],
-        "window": p.window,
-        "horizons": horizons,
-        "quantiles": levels,
-        "data": {
-            "source": recipe.data.source,
-            "symbol": str(data.close.name),
-            "path": str(recipe.data.path) if recipe.data.path else None,
-        },
-        "periods": periods,
-        "compression": _manifest_steps(search),
-        "metrics": {
-            "test_pinball": student_row["test"]["pinball"]["overall"],
-            "teacher_test_pinball": teacher_test,
-            "test_coverage": student_row["test"]["coverage"],
-            "bytes": student_row["bytes"],
-            "latency_us_median": student_row["latency_us_median"],
-        },
-        "created_at": datetime.now(UTC),
-    }
-    path = write_bundle(registry, manifest, chosen.graph, private_key, report, teacher_onnx)
+    teacher = fit_teacher(recipe, data, console)
+    compression = search_students(recipe, data, teacher, plan, console)
+    evaluation = evaluate_choice(recipe, data, teacher, compression)
+    report = build_report(recipe, quick, data, teacher, compression, evaluation)
+    manifest = build_manifest(recipe, data, compression, evaluation)
+    graph = compression.chosen.graph
+    path = write_bundle(registry, manifest, graph, private_key, report, teacher.graph)
     console.print(key_note)
     return path

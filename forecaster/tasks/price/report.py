@@ -225,7 +225,7 @@ def pareto_chart(report: dict[str, Any], out: Path, x_key: str, x_label: str) ->
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     for ax, split in zip(axes, ("validation", "test"), strict=True):
         scored = [r for r in rows if _score(r, split) is not None]
-        front = _front([(r[x_key], _score(r, split)) for r in scored])
+        front = _front([(r[x_key], s) for r in scored if (s := _score(r, split)) is not None])
         for r in scored:
             point = (r[x_key], _score(r, split))
             ax.scatter(*point, color=colors[r["technique"]], s=28, zorder=3)

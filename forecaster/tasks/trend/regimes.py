@@ -316,6 +316,11 @@ class RegimeFilter(nn.Module):
     probabilities `[B, k]` at the last close, started from the long-run regime shares: the
     Markov-switching teacher restricted to exactly what the device sees, exportable to ONNX."""
 
+    means: torch.Tensor
+    variances: torch.Tensor
+    transition: torch.Tensor
+    ergodic: torch.Tensor
+
     def __init__(self, params: RegimeParams, window: int) -> None:
         super().__init__()
         self.window = window

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.patches import Patch
 from rich.console import Console
@@ -101,7 +102,9 @@ def regime_chart(report: dict[str, Any], out: Path) -> Path:
         price = ax.twinx()
         price.plot(dates, close, color="black", lw=0.9)
         price.set_ylabel("close")
-    handles = [Patch(color=c, label=name) for c, name in zip(colors, classes, strict=True)]
+    handles: list[Artist] = [
+        Patch(color=c, label=name) for c, name in zip(colors, classes, strict=True)
+    ]
     handles.append(plt.Line2D([], [], color="black", lw=0.9, label="close"))
     axes[0].legend(handles=handles, loc="upper left", fontsize=8, ncol=len(handles))
     fig.suptitle(f"{report['name']}: regime probabilities over the test period")
