@@ -5,7 +5,6 @@ baselines on ex-post regime labels -> signed bundle with report and charts."""
 from __future__ import annotations
 
 import logging
-import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnxruntime
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +40,9 @@ from forecaster.training.export import (
     parity_max_abs,
     run_onnx,
 )
+from forecaster.training.loops import FitResult
 from forecaster.training.nets import count_parameters
+from forecaster.training.reports import environment, report_head, sample_counts
 from forecaster.training.sections import task_section
 
 __all__ = [
@@ -50,8 +50,18 @@ __all__ = [
     "StudentSettings",
     "TeacherSettings",
     "TrendData",
+    "TrendEvaluation",
+    "TrendGraphs",
     "TrendLabels",
     "TrendSection",
+    "TrendStudent",
+    "TrendTeacher",
+    "build_manifest",
+    "build_report",
+    "distil_student",
+    "evaluate_and_choose",
+    "export_graphs",
+    "fit_regime_teacher",
     "label_periods",
     "load_trend_data",
     "train_trend",
@@ -273,27 +283,49 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train_trend(
-    recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console | None = None
-) -> Path:
-    """Fit the regime teacher, distil, export, evaluate, sign and write one trend bundle."""
-    with _torch_threads(1):
-        return _train_trend(recipe, registry, key, quick, console or Console(stderr=True))
+@dataclass(frozen=True)
+class TrendTeacher:
+    """The fitted regime model, the train returns it saw, its regimes described, and the same
+    filter restricted to one input window (what teacher.onnx computes)."""
+
+    model: MarkovRegimeTeacher
+    fit_returns: np.ndarray
+    regimes: dict[str, Any]
+    window: RegimeFilter
 
 
-def _train_trend(
-    recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console
-) -> Path:
-    section = trend_section(recipe, quick)
-    t, s, classes = section.teacher, section.student, section.classes
-    torch.manual_seed(recipe.seed)
-    private_key, key_note = resolve_signing_key(key, registry)
-    data = load_trend_data(recipe, section)
-    console.print(
-        f"[bold]{recipe.model.name}[/]: {len(data.close)} closes of {data.close.name}; "
-        f"samples train {len(data.train)}, validation {len(data.valid)}, test {len(data.test)}"
-    )
+@dataclass(frozen=True)
+class TrendStudent:
+    model: MLPClassifier
+    fit: FitResult
 
+
+@dataclass(frozen=True)
+class TrendGraphs:
+    """The exported graphs by model name (teacher window, float and int8 student), and the
+    torch/ONNX parity of each."""
+
+    graphs: dict[str, bytes]
+    parity: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrendEvaluation:
+    """Every model's metrics per period, the probabilities behind them, the majority
+    baseline's shares, and the choice (made on validation) with its headline."""
+
+    models: dict[str, dict[str, Any]]
+    predictions: dict[str, dict[str, np.ndarray]]
+    train_share: np.ndarray
+    chosen: str
+    headline: dict[str, Any]
+
+
+def fit_regime_teacher(
+    recipe: Recipe, section: TrendSection, data: TrendData, console: Console
+) -> TrendTeacher:
+    """Maximum likelihood on the train period's returns (the last `fit_last` in quick runs)."""
+    t, classes = section.teacher, section.classes
     train_returns = data.period_returns(data.split.train_end)
     fit_returns = train_returns[-t.fit_last :] if t.fit_last else train_returns
     console.print(
@@ -317,17 +349,28 @@ def _train_trend(
             for c, r in regimes.items()
         )
     )
-    labels = label_periods(data, teacher, section.persistence_lag)
-    window_teacher = RegimeFilter(teacher.params, section.window)
+    return TrendTeacher(teacher, fit_returns, regimes, RegimeFilter(teacher.params, section.window))
 
-    student = MLPClassifier(section.window, len(classes), data.train_vol, hidden=s.hidden)
+
+def distil_student(
+    recipe: Recipe,
+    section: TrendSection,
+    data: TrendData,
+    teacher: TrendTeacher,
+    labels: TrendLabels,
+    console: Console,
+) -> TrendStudent:
+    """Hinton distillation of the window filter into the MLP classifier, early stopping on
+    validation cross-entropy against the ex-post labels."""
+    s = section.student
+    student = MLPClassifier(section.window, len(section.classes), data.train_vol, hidden=s.hidden)
     console.print(
         f"student: MLP {s.hidden} ({count_parameters(student):,} params), distilled at "
         f"T={s.temperature:g}, weight {s.distill_weight:g} ..."
     )
-    student_fit = distill_classifier(
+    fit = distill_classifier(
         student,
-        window_teacher,
+        teacher.window,
         data.train.x,
         labels.labels["train"],
         data.valid.x,
@@ -344,65 +387,62 @@ def _train_trend(
         seed=recipe.seed,
     )
     console.print(
-        f"  {student_fit.epochs} epochs, best {student_fit.best_epoch} "
-        f"(validation cross-entropy {student_fit.best_valid:.4f})"
+        f"  {fit.epochs} epochs, best {fit.best_epoch} "
+        f"(validation cross-entropy {fit.best_valid:.4f})"
     )
+    return TrendStudent(student, fit)
 
-    console.print("exporting to ONNX, quantizing, evaluating and benchmarking ...")
-    teacher_onnx = export_window_model(window_teacher, section.window, "close", "proba")
-    student_onnx = export_window_model(student, section.window, "close", "proba")
+
+def export_graphs(
+    section: TrendSection, data: TrendData, teacher: TrendTeacher, student: TrendStudent
+) -> TrendGraphs:
+    """ONNX of the window filter and the student, the student also int8-quantized."""
+    teacher_onnx = export_window_model(teacher.window, section.window, "close", "proba")
+    student_onnx = export_window_model(student.model, section.window, "close", "proba")
     student_int8 = quantize_dynamic(student_onnx)
+    x = data.test.x
     parity = {
-        "teacher_window_max_abs": parity_max_abs(window_teacher, teacher_onnx, data.test.x),
-        "student_max_abs": parity_max_abs(student, student_onnx, data.test.x),
+        "teacher_window_max_abs": parity_max_abs(teacher.window, teacher_onnx, x),
+        "student_max_abs": parity_max_abs(student.model, student_onnx, x),
         "student_int8_vs_float_max_abs": float(
-            np.abs(run_onnx(student_int8, data.test.x) - run_onnx(student_onnx, data.test.x)).max()
+            np.abs(run_onnx(student_int8, x) - run_onnx(student_onnx, x)).max()
         ),
     }
-    runs = recipe.compress.benchmark_runs
     graphs = {
         "teacher_window": teacher_onnx,
         "student_float": student_onnx,
         "student_int8": student_int8,
     }
-    n_teacher = len(teacher.sm_params_)
-    models: dict[str, dict[str, Any]] = {
+    return TrendGraphs(graphs, parity)
+
+
+def _model_rows(
+    teacher: TrendTeacher, student: TrendStudent, graphs: TrendGraphs, x: np.ndarray, runs: int
+) -> dict[str, dict[str, Any]]:
+    """Each model's kind, size and speed (benchmarked on the test windows)."""
+    n_teacher, n_student = len(teacher.model.sm_params_), count_parameters(student.model)
+    g = graphs.graphs
+    return {
         "teacher": {"kind": "markov-switching filter, full history", "parameters": n_teacher},
         "teacher_window": _graph_row(
-            "markov-switching filter, window", n_teacher, teacher_onnx, data.test.x, runs
+            "markov-switching filter, window", n_teacher, g["teacher_window"], x, runs
         ),
-        "student_float": _graph_row(
-            "mlp", count_parameters(student), student_onnx, data.test.x, runs
-        ),
-        "student_int8": _graph_row(
-            "mlp+int8-dynamic", count_parameters(student), student_int8, data.test.x, runs
-        ),
+        "student_float": _graph_row("mlp", n_student, g["student_float"], x, runs),
+        "student_int8": _graph_row("mlp+int8-dynamic", n_student, g["student_int8"], x, runs),
         "majority": {"kind": "baseline"},
         "persistence": {"kind": "baseline"},
     }
-    train_share = np.bincount(labels.labels["train"], minlength=len(classes)) / len(
-        labels.labels["train"]
-    )
-    predictions: dict[str, dict[str, np.ndarray]] = {}
-    for period, samples in (("validation", data.valid), ("test", data.test)):
-        predictions[period] = {
-            "teacher": labels.teacher[period],
-            **{name: run_onnx(graph, samples.x) for name, graph in graphs.items()},
-            "majority": np.tile(train_share, (len(samples), 1)),
-            "persistence": labels.persistence[period],
-        }
-        for name, proba in predictions[period].items():
-            models[name][period] = classification_metrics(
-                proba, labels.labels[period], labels.teacher[period], classes
-            )
 
-    chosen, within_budget = _choose_student(models, recipe.compress.budget)
+
+def _headline(
+    models: dict[str, dict[str, Any]], chosen: str, within_budget: bool, budget: float
+) -> dict[str, Any]:
     chosen_row, window_row = models[chosen], models["teacher_window"]
     test = {name: row["test"] for name, row in models.items()}
-    headline = {
+    return {
         "chosen": chosen,
         "within_budget": within_budget,
-        "budget": recipe.compress.budget,
+        "budget": budget,
         "rule": RULE,
         "size_ratio": window_row["bytes"] / chosen_row["bytes"],
         "speed_ratio": window_row["latency_us_median"] / chosen_row["latency_us_median"],
@@ -413,83 +453,162 @@ def _train_trend(
         "majority_test_accuracy": test["majority"]["accuracy"],
         "test_log_loss_ratio_vs_teacher": test[chosen]["log_loss"] / test["teacher"]["log_loss"],
     }
-    periods = {
-        "train": data.train.period(),
-        "validation": data.valid.period(),
-        "test": data.test.period(),
-    }
-    test_period = predictions["test"]
-    report = {
-        "task": "trend",
-        "name": recipe.model.name,
-        "quick": quick,
+
+
+def evaluate_and_choose(
+    recipe: Recipe,
+    section: TrendSection,
+    data: TrendData,
+    stages: tuple[TrendTeacher, TrendStudent, TrendGraphs],
+    labels: TrendLabels,
+) -> TrendEvaluation:
+    """Metrics of every model and baseline on validation and test; the student is chosen on
+    validation (`_choose_student`), the test scores only report."""
+    teacher, student, graphs = stages
+    classes = section.classes
+    models = _model_rows(teacher, student, graphs, data.test.x, recipe.compress.benchmark_runs)
+    train_labels = labels.labels["train"]
+    train_share = np.bincount(train_labels, minlength=len(classes)) / len(train_labels)
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    for period, samples in (("validation", data.valid), ("test", data.test)):
+        predictions[period] = {
+            "teacher": labels.teacher[period],
+            **{name: run_onnx(graph, samples.x) for name, graph in graphs.graphs.items()},
+            "majority": np.tile(train_share, (len(samples), 1)),
+            "persistence": labels.persistence[period],
+        }
+        for name, proba in predictions[period].items():
+            models[name][period] = classification_metrics(
+                proba, labels.labels[period], labels.teacher[period], classes
+            )
+    budget = recipe.compress.budget
+    chosen, within_budget = _choose_student(models, budget)
+    headline = _headline(models, chosen, within_budget, budget)
+    return TrendEvaluation(models, predictions, train_share, chosen, headline)
+
+
+def build_report(
+    recipe: Recipe,
+    quick: bool,
+    section: TrendSection,
+    data: TrendData,
+    stages: tuple[TrendTeacher, TrendStudent, TrendGraphs],
+    labels: TrendLabels,
+    evaluation: TrendEvaluation,
+) -> dict[str, Any]:
+    """report.json: recipe, definitions, teacher, baselines, training, parity, metrics,
+    headline and the test period's probabilities."""
+    teacher, student, graphs = stages
+    classes, idx, ev = section.classes, data.close.index, evaluation
+    return {
+        **report_head("trend", recipe, quick),
         "classes": classes,
         "recipe": recipe.model_dump(mode="json", exclude={"source_path"}),
         "trend": section.model_dump(mode="json"),
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "machine": platform.machine(),
-        },
-        "samples": {
-            "train": len(data.train),
-            "validation": len(data.valid),
-            "test": len(data.test),
-        },
+        "environment": environment(),
+        "samples": sample_counts(data.train, data.valid, data.test),
         "definitions": {
             **DEFINITIONS,
             "persistence": DEFINITIONS["persistence"].format(lag=section.persistence_lag),
         },
         "teacher": {
-            **teacher.summary(classes),
+            **teacher.model.summary(classes),
             "fit_period": [
-                data.close.index[data.split.train_end - len(fit_returns)].date().isoformat(),
-                data.close.index[data.split.train_end].date().isoformat(),
+                idx[data.split.train_end - len(teacher.fit_returns)].date().isoformat(),
+                idx[data.split.train_end].date().isoformat(),
             ],
         },
         "baselines": {
-            "majority": dict(zip(classes, train_share.tolist(), strict=True)),
+            "majority": dict(zip(classes, ev.train_share.tolist(), strict=True)),
             "persistence_lag": section.persistence_lag,
         },
-        "training": {"student": student_fit.__dict__},
-        "parity": parity,
-        "models": models,
-        "headline": headline,
+        "training": {"student": student.fit.__dict__},
+        "parity": graphs.parity,
+        "models": ev.models,
+        "headline": ev.headline,
         "test_forecasts": {
             "dates": [d.date().isoformat() for d in data.test.dates],
             "close": data.close.iloc[data.test.origins].round(4).tolist(),
-            "proba": np.round(test_period[chosen], 6).tolist(),
+            "proba": np.round(ev.predictions["test"][ev.chosen], 6).tolist(),
             "teacher": np.round(labels.teacher["test"], 6).tolist(),
             "expost": np.round(labels.expost["test"], 6).tolist(),
         },
     }
-    manifest = {
+
+
+def build_manifest(
+    recipe: Recipe,
+    section: TrendSection,
+    data: TrendData,
+    stages: tuple[TrendTeacher, TrendStudent, TrendGraphs],
+    evaluation: TrendEvaluation,
+) -> dict[str, Any]:
+    """manifest.json: the graph's interface, data, periods, compression steps, key metrics."""
+    teacher, student, _ = stages
+    chosen = evaluation.chosen
+    test = {name: row["test"] for name, row in evaluation.models.items()}
+    steps = _compression_steps(chosen, section, student.fit.best_epoch, teacher.regimes)
+    return {
         "task": "trend",
         "name": recipe.model.name,
         "inputs": [TensorSpec(name="close", shape=["batch", section.window])],
-        "outputs": [TensorSpec(name="proba", shape=["batch", len(classes)])],
+        "outputs": [TensorSpec(name="proba", shape=["batch", len(section.classes)])],
         "window": section.window,
-        "classes": classes,
+        "classes": section.classes,
         "data": {
             "source": recipe.data.source,
             "symbol": str(data.close.name),
             "path": str(recipe.data.path) if recipe.data.path else None,
         },
-        "periods": periods,
-        "compression": _compression_steps(chosen, section, student_fit.best_epoch, regimes),
+        "periods": {
+            "train": data.train.period(),
+            "validation": data.valid.period(),
+            "test": data.test.period(),
+        },
+        "compression": steps,
         "metrics": {
             "test_accuracy": test[chosen]["accuracy"],
             "test_brier": test[chosen]["brier"],
             "test_log_loss": test[chosen]["log_loss"],
             "test_agreement": test[chosen]["agreement"],
             "teacher_test_accuracy": test["teacher"]["accuracy"],
-            "bytes": chosen_row["bytes"],
-            "latency_us_median": chosen_row["latency_us_median"],
+            "bytes": evaluation.models[chosen]["bytes"],
+            "latency_us_median": evaluation.models[chosen]["latency_us_median"],
         },
         "created_at": datetime.now(UTC),
     }
-    path = write_bundle(registry, manifest, graphs[chosen], private_key, report, teacher_onnx)
+
+
+def train_trend(
+    recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console | None = None
+) -> Path:
+    """Fit the regime teacher, distil, export, evaluate, sign and write one trend bundle."""
+    with _torch_threads(1):
+        return _train_trend(recipe, registry, key, quick, console or Console(stderr=True))
+
+
+def _train_trend(
+    recipe: Recipe, registry: Path, key: Path | None, quick: bool, console: Console
+) -> Path:
+    section = trend_section(recipe, quick)
+    torch.manual_seed(recipe.seed)
+    private_key, key_note = resolve_signing_key(key, registry)
+    data = load_trend_data(recipe, section)
+    console.print(
+        f"[bold]{recipe.model.name}[/]: {len(data.close)} closes of {data.close.name}; "
+        f"samples train {len(data.train)}, validation {len(data.valid)}, test {len(data.test)}"
+    )
+    teacher = fit_regime_teacher(recipe, section, data, console)
+    labels = label_periods(data, teacher.model, section.persistence_lag)
+    student = distil_student(recipe, section, data, teacher, labels, console)
+    console.print("exporting to ONNX, quantizing, evaluating and benchmarking ...")
+    graphs = export_graphs(section, data, teacher, student)
+    stages = (teacher, student, graphs)
+    evaluation = evaluate_and_choose(recipe, section, data, stages, labels)
+    report = build_report(recipe, quick, section, data, stages, labels, evaluation)
+    manifest = build_manifest(recipe, section, data, stages, evaluation)
+    shipped, teacher_graph = graphs.graphs[evaluation.chosen], graphs.graphs["teacher_window"]
+    path = write_bundle(registry, manifest, shipped, private_key, report, teacher_graph)
     from forecaster.tasks.trend.report import write_trend_plots
 
     for png in write_trend_plots(path, report):
