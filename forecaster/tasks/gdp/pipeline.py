@@ -6,7 +6,6 @@ against AR(1) and the historical mean -> news decomposition -> signed bundle wit
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnxruntime
 import pandas as pd
 import statsmodels
 import torch
@@ -62,17 +60,29 @@ from forecaster.tasks.gdp.teacher import (
 )
 from forecaster.training.bundles import resolve_signing_key, write_bundle
 from forecaster.training.loops import LoopSettings
+from forecaster.training.nets import count_parameters
+from forecaster.training.reports import environment, report_head
 from forecaster.training.sections import task_section
 
 __all__ = [
     "QUICK",
     "DfmCandidate",
     "GdpData",
+    "GdpEvaluation",
+    "GdpRun",
     "GdpSection",
     "GdpStudentSettings",
     "GdpTeacherSettings",
+    "StudentRun",
+    "TeacherRun",
+    "build_manifest",
+    "build_report",
+    "distil_student",
+    "evaluate_models",
+    "fit_teacher",
     "gdp_section",
     "load_gdp_data",
+    "teacher_news",
     "train_gdp",
 ]
 
@@ -460,13 +470,15 @@ class TeacherRun:
     filter_check_max_abs: float
 
 
-def _run_teacher(
+def fit_teacher(
     data: GdpData,
     section: GdpSection,
     valid_infos: list[InfoSet],
     test_infos: list[InfoSet],
     console: Console,
 ) -> TeacherRun:
+    """Choose the DFM on validation, re-estimate it at the end of validation (the student's
+    teacher) and nowcast the test information sets under the refit policy."""
     console.print("teacher: DynamicFactorMQ candidates fitted on the train period ...")
     spec, candidates = _select_teacher(data, section, valid_infos, console)
     frozen = DfmTeacher(spec, section.window_quarters).fit(data.panel, data.valid_cut)
@@ -509,7 +521,7 @@ class StudentRun:
     band: dict[str, Any]
 
 
-def _run_student(
+def distil_student(
     data: GdpData,
     section: GdpSection,
     teacher: TeacherRun,
@@ -606,14 +618,177 @@ PROTOCOL = {
 }
 
 
-def _manifest(
-    recipe: Recipe,
-    section: GdpSection,
+@dataclass(frozen=True)
+class GdpEvaluation:
+    """Every model's nowcasts and metrics on validation and test (the test only reported),
+    the headline RMSEs, the verdict and the student's latency."""
+
+    test_y: np.ndarray
+    test_forecasts: dict[str, np.ndarray]
+    evaluation: dict[str, Any]
+    headline: dict[str, float]
+    verdict: dict[str, Any]
+    latency: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GdpRun:
+    """What the report and the manifest are built from: the stages' results, the test
+    information sets, the last quarter's news and the stages' timings."""
+
+    teacher: TeacherRun
+    student: StudentRun
+    evaluation: GdpEvaluation
+    test_infos: list[InfoSet]
+    news: dict[str, Any]
+    timings: dict[str, float]
+
+
+def _forecasts(
+    panel: MacroPanel, section: GdpSection, teacher: TeacherRun, student: StudentRun,
+    infos: tuple[list[InfoSet], list[InfoSet]],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    """Validation and test nowcasts by model name, baselines included."""
+    valid_infos, test_infos = infos
+    valid_fc = {"teacher": teacher.valid, "student": student.valid[:, 0]}
+    valid_fc |= _baselines(panel, valid_infos)
+    test_fc = {"teacher": teacher.test}
+    if section.teacher.refit != "once":
+        test_fc["teacher_frozen"] = teacher.frozen_test
+    test_fc |= {"student": student.test[:, 0]} | _baselines(panel, test_infos)
+    return valid_fc, test_fc
+
+
+def evaluate_models(
     data: GdpData,
+    section: GdpSection,
     teacher: TeacherRun,
     student: StudentRun,
-    metrics: dict[str, Any],
+    infos: tuple[list[InfoSet], list[InfoSet]],
+) -> GdpEvaluation:
+    """RMSE/MAE by month of the quarter, band coverage, DM tests, the student's fidelity to
+    its teacher, the headline and the verdict."""
+    panel, (valid_infos, test_infos) = data.panel, infos
+    valid_fc, test_fc = _forecasts(panel, section, teacher, student, infos)
+    valid_y = np.array([panel.gdp[i.quarter] for i in valid_infos])
+    test_y = np.array([panel.gdp[i.quarter] for i in test_infos])
+    months = {
+        "validation": np.array([i.month for i in valid_infos]),
+        "test": np.array([i.month for i in test_infos]),
+    }
+    evaluation = {
+        "validation": _evaluate(valid_y, months["validation"], valid_fc, student.valid[:, 1:]),
+        "test": _evaluate(test_y, months["test"], test_fc, student.test[:, 1:]),
+    }
+    # distillation fidelity: the student against the exact teacher it learned from
+    for split, frozen, own in (
+        ("validation", teacher.valid, student.valid[:, 0]),
+        ("test", teacher.frozen_test, student.test[:, 0]),
+    ):
+        evaluation[split]["student_vs_teacher_frozen"] = _by_month(frozen, own, months[split])
+    tm = evaluation["test"]["metrics"]
+    headline = {
+        f"{name}_rmse_m3": tm[name]["month_3"]["rmse"]
+        for name in ("teacher", "student", "ar1", "mean")
+    }
+    headline["student_vs_teacher_rmse_m3"] = (
+        headline["student_rmse_m3"] / headline["teacher_rmse_m3"]
+    )
+    verdict = _verdict(headline, _gdp_loadings(teacher.frozen), test_y, teacher.test)
+    latency = latency_us(student.onnx, stack_inputs(test_infos), section.student.latency_runs)
+    return GdpEvaluation(test_y, test_fc, evaluation, headline, verdict, latency)
+
+
+def teacher_news(data: GdpData, section: GdpSection, teacher: TeacherRun) -> dict[str, Any]:
+    """The revision the cloud's teacher made between month 2 and month 3 of the last test
+    quarter, with the parameter vintage in use for that quarter."""
+    panel, wq, last = data.panel, section.window_quarters, data.test[-1]
+    news = teacher.latest.news(
+        panel,
+        panel.info_set(last, information_cut(last, 2), wq, 2),
+        panel.info_set(last, information_cut(last, 3), wq, 3),
+    )
+    news["vintage"] = teacher.latest.fit_info["vintage"]
+    return news
+
+
+_NO_TEACHER_ONNX = (
+    "none: the teacher is a statsmodels state-space model (Kalman filter over a "
+    "ragged panel) with no ONNX form; it is scored in Python on the same "
+    "information sets as the student"
+)
+
+
+def build_report(
+    recipe: Recipe, quick: bool, section: GdpSection, data: GdpData, run: GdpRun
 ) -> dict[str, Any]:
+    """report.json: data and protocol, teacher and student, evaluation, headline, verdict,
+    news, every test nowcast and the timings."""
+    panel, wq = data.panel, section.window_quarters
+    teacher, student, ev = run.teacher, run.student, run.evaluation
+    periods = (("train", data.train), ("validation", data.valid), ("test", data.test))
+    return {
+        **report_head("gdp", recipe, quick),
+        "region": section.region,
+        "recipe": recipe.model_dump(mode="json", exclude={"source_path"}),
+        "environment": environment(statsmodels=statsmodels.__version__),
+        "data": {
+            **panel.describe(),
+            "window_months": 3 * wq,
+            "gdp_lags": wq - 1,
+            "periods": {name: [str(q[0]), str(q[-1])] for name, q in periods},
+        },
+        "protocol": PROTOCOL,
+        "teacher": {
+            "kind": "statsmodels DynamicFactorMQ",
+            "candidates": teacher.candidates,
+            "chosen": teacher.spec.label,
+            "refit": section.teacher.refit,
+            "vintages": teacher.vintages,
+            "gdp_loadings": _gdp_loadings(teacher.frozen),
+            "window_filter_vs_statsmodels_max_abs": teacher.filter_check_max_abs,
+            "teacher_onnx": _NO_TEACHER_ONNX,
+        },
+        "student": {
+            "kind": "mlp",
+            "hidden": section.student.hidden,
+            "parameters": count_parameters(student.model),
+            "bytes": len(student.onnx),
+            "training": student.fit.__dict__,
+            "simulation_policy": student.policy.__dict__,
+            "band": student.band,
+            "parity": student.parity,
+            **ev.latency,
+        },
+        "evaluation": ev.evaluation,
+        "headline": ev.headline,
+        "verdict": ev.verdict,
+        "news": run.news,
+        "nowcasts": _nowcast_rows(
+            run.test_infos, ev.test_y, ev.test_forecasts, student.test[:, 1:]
+        ),
+        "timings_s": {k: round(v, 2) for k, v in run.timings.items()},
+    }
+
+
+def _manifest_metrics(run: GdpRun) -> dict[str, Any]:
+    tm = run.evaluation.evaluation["test"]["metrics"]
+    return {
+        **{f"test_rmse_m{k}": tm["student"][f"month_{k}"]["rmse"] for k in MONTHS},
+        **{f"teacher_test_rmse_m{k}": tm["teacher"][f"month_{k}"]["rmse"] for k in MONTHS},
+        **{f"ar1_test_rmse_m{k}": tm["ar1"][f"month_{k}"]["rmse"] for k in MONTHS},
+        "test_mae_m3": tm["student"]["month_3"]["mae"],
+        "band_coverage_m3": run.evaluation.evaluation["test"]["band_coverage"]["month_3"],
+        "bytes": len(run.student.onnx),
+        "latency_us_median": run.evaluation.latency["latency_us_median"],
+    }
+
+
+def build_manifest(
+    recipe: Recipe, section: GdpSection, data: GdpData, run: GdpRun
+) -> dict[str, Any]:
+    """manifest.json: the two inputs and two outputs, data layout, periods, the distillation
+    step and key metrics."""
     wq, series = section.window_quarters, data.panel.series
     window = 3 * wq
     return {
@@ -646,14 +821,14 @@ def _manifest(
             {
                 "name": "distill",
                 "params": {
-                    "teacher": f"DynamicFactorMQ {teacher.spec.label}",
-                    "information_sets": student.train_sets,
+                    "teacher": f"DynamicFactorMQ {run.teacher.spec.label}",
+                    "information_sets": run.student.train_sets,
                     "distill_weight": section.student.distill_weight,
-                    "best_epoch": student.fit.best_epoch,
+                    "best_epoch": run.student.fit.best_epoch,
                 },
             }
         ],
-        "metrics": metrics,
+        "metrics": _manifest_metrics(run),
         "created_at": datetime.now(UTC),
     }
 
@@ -673,131 +848,22 @@ def train_gdp(
         f"{len(panel.series)} monthly indicators; quarters train {len(data.train)}, "
         f"validation {len(data.valid)}, test {len(data.test)}"
     )
-    valid_infos = panel.calendar_info_sets(data.valid, wq)
-    test_infos = panel.calendar_info_sets(data.test, wq)
+    infos = panel.calendar_info_sets(data.valid, wq), panel.calendar_info_sets(data.test, wq)
     lap = time.perf_counter()
-    teacher = _run_teacher(data, section, valid_infos, test_infos, console)
+    teacher = fit_teacher(data, section, *infos, console)
     timings = {"teacher": time.perf_counter() - lap}
     lap = time.perf_counter()
-    student = _run_student(data, section, teacher, valid_infos, test_infos, recipe.seed, console)
+    student = distil_student(data, section, teacher, *infos, recipe.seed, console)
     timings["student"] = time.perf_counter() - lap
-
-    valid_fc = {"teacher": teacher.valid, "student": student.valid[:, 0]}
-    valid_fc |= _baselines(panel, valid_infos)
-    test_fc = {"teacher": teacher.test}
-    if section.teacher.refit != "once":
-        test_fc["teacher_frozen"] = teacher.frozen_test
-    test_fc |= {"student": student.test[:, 0]} | _baselines(panel, test_infos)
-    valid_y = np.array([panel.gdp[i.quarter] for i in valid_infos])
-    test_y = np.array([panel.gdp[i.quarter] for i in test_infos])
-    months = {
-        "validation": np.array([i.month for i in valid_infos]),
-        "test": np.array([i.month for i in test_infos]),
-    }
-    evaluation = {
-        "validation": _evaluate(valid_y, months["validation"], valid_fc, student.valid[:, 1:]),
-        "test": _evaluate(test_y, months["test"], test_fc, student.test[:, 1:]),
-    }
-    # distillation fidelity: the student against the exact teacher it learned from
-    for split, frozen, own in (
-        ("validation", teacher.valid, student.valid[:, 0]),
-        ("test", teacher.frozen_test, student.test[:, 0]),
-    ):
-        evaluation[split]["student_vs_teacher_frozen"] = _by_month(frozen, own, months[split])
-    last = data.test[-1]
-    # the revision the cloud's teacher made: the parameter vintage in use for the last quarter
-    news = teacher.latest.news(
-        panel,
-        panel.info_set(last, information_cut(last, 2), wq, 2),
-        panel.info_set(last, information_cut(last, 3), wq, 3),
-    )
-    news["vintage"] = teacher.latest.fit_info["vintage"]
-
-    tm = evaluation["test"]["metrics"]
-    headline = {
-        f"{name}_rmse_m3": tm[name]["month_3"]["rmse"]
-        for name in ("teacher", "student", "ar1", "mean")
-    }
-    headline["student_vs_teacher_rmse_m3"] = (
-        headline["student_rmse_m3"] / headline["teacher_rmse_m3"]
-    )
-    verdict = _verdict(headline, _gdp_loadings(teacher.frozen), test_y, teacher.test)
-    latency = latency_us(student.onnx, stack_inputs(test_infos), section.student.latency_runs)
-    report = {
-        "task": "gdp",
-        "name": recipe.model.name,
-        "region": section.region,
-        "quick": quick,
-        "recipe": recipe.model_dump(mode="json", exclude={"source_path"}),
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "statsmodels": statsmodels.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "machine": platform.machine(),
-        },
-        "data": {
-            **panel.describe(),
-            "window_months": 3 * wq,
-            "gdp_lags": wq - 1,
-            "periods": {
-                name: [str(q[0]), str(q[-1])]
-                for name, q in (
-                    ("train", data.train),
-                    ("validation", data.valid),
-                    ("test", data.test),
-                )
-            },
-        },
-        "protocol": PROTOCOL,
-        "teacher": {
-            "kind": "statsmodels DynamicFactorMQ",
-            "candidates": teacher.candidates,
-            "chosen": teacher.spec.label,
-            "refit": section.teacher.refit,
-            "vintages": teacher.vintages,
-            "gdp_loadings": _gdp_loadings(teacher.frozen),
-            "window_filter_vs_statsmodels_max_abs": teacher.filter_check_max_abs,
-            "teacher_onnx": (
-                "none: the teacher is a statsmodels state-space model (Kalman filter over a "
-                "ragged panel) with no ONNX form; it is scored in Python on the same "
-                "information sets as the student"
-            ),
-        },
-        "student": {
-            "kind": "mlp",
-            "hidden": section.student.hidden,
-            "parameters": sum(p.numel() for p in student.model.parameters()),
-            "bytes": len(student.onnx),
-            "training": student.fit.__dict__,
-            "simulation_policy": student.policy.__dict__,
-            "band": student.band,
-            "parity": student.parity,
-            **latency,
-        },
-        "evaluation": evaluation,
-        "headline": headline,
-        "verdict": verdict,
-        "news": news,
-        "nowcasts": _nowcast_rows(test_infos, test_y, test_fc, student.test[:, 1:]),
-        "timings_s": {
-            **{k: round(v, 2) for k, v in timings.items()},
-            "total": round(time.perf_counter() - started, 2),
-        },
-    }
-    metrics = {
-        **{f"test_rmse_m{k}": tm["student"][f"month_{k}"]["rmse"] for k in MONTHS},
-        **{f"teacher_test_rmse_m{k}": tm["teacher"][f"month_{k}"]["rmse"] for k in MONTHS},
-        **{f"ar1_test_rmse_m{k}": tm["ar1"][f"month_{k}"]["rmse"] for k in MONTHS},
-        "test_mae_m3": tm["student"]["month_3"]["mae"],
-        "band_coverage_m3": evaluation["test"]["band_coverage"]["month_3"],
-        "bytes": len(student.onnx),
-        "latency_us_median": latency["latency_us_median"],
-    }
-    manifest = _manifest(recipe, section, data, teacher, student, metrics)
+    evaluation = evaluate_models(data, section, teacher, student, infos)
+    news = teacher_news(data, section, teacher)
+    timings["total"] = time.perf_counter() - started
+    run = GdpRun(teacher, student, evaluation, infos[1], news, timings)
+    report = build_report(recipe, quick, section, data, run)
+    manifest = build_manifest(recipe, section, data, run)
     path = write_bundle(registry, manifest, student.onnx, private_key, report)
     for plot in write_gdp_plots(path, report):
         logger.info("wrote %s", plot)
-    console.print(f"[bold]verdict[/]: {verdict['text']}")
+    console.print(f"[bold]verdict[/]: {evaluation.verdict['text']}")
     console.print(key_note)
     return path
