@@ -645,9 +645,12 @@ class GdpRun:
 
 
 def _forecasts(
-    panel: MacroPanel, section: GdpSection, teacher: TeacherRun, student: StudentRun,
+    panel: MacroPanel,
+    section: GdpSection,
+    teacher: TeacherRun,
+    student: StudentRun,
     infos: tuple[list[InfoSet], list[InfoSet]],
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Validation and test nowcasts by model name, baselines included."""
     valid_infos, test_infos = infos
     valid_fc = {"teacher": teacher.valid, "student": student.valid[:, 0]}
