@@ -1,5 +1,5 @@
-"""What every task's report.json shares: its opening keys, the software it was built with,
-the sample counts per period, and reading it back from a bundle."""
+"""What every task's report.json and manifest share: the report's opening keys, the software it
+was built with, sample counts and periods, the series a model read, and reading a report back."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime
+import pandas as pd
 import torch
 
 from device.manifest import REPORT_FILE
+from forecaster.data import PriceSamples
 from forecaster.errors import ForecasterError
 from forecaster.recipe import Recipe
 
-__all__ = ["environment", "load_report", "report_head", "sample_counts"]
+__all__ = [
+    "environment",
+    "load_report",
+    "report_head",
+    "sample_counts",
+    "sample_periods",
+    "series_source",
+]
 
 
 def report_head(task: str, recipe: Recipe, quick: bool) -> dict[str, Any]:
@@ -38,6 +47,21 @@ def environment(**libraries: str) -> dict[str, str]:
 
 def sample_counts(train: Sized, valid: Sized, test: Sized) -> dict[str, int]:
     return {"train": len(train), "validation": len(valid), "test": len(test)}
+
+
+def series_source(recipe: Recipe, close: pd.Series) -> dict[str, str | None]:
+    """The manifest's `data` for a task that reads one close series."""
+    path = recipe.data.path
+    return {
+        "source": recipe.data.source,
+        "symbol": str(close.name),
+        "path": str(path) if path else None,
+    }
+
+
+def sample_periods(train: PriceSamples, valid: PriceSamples, test: PriceSamples) -> dict[str, Any]:
+    """The manifest's `periods`: first and last origin date of each period's samples."""
+    return {"train": train.period(), "validation": valid.period(), "test": test.period()}
 
 
 def load_report(bundle: Path) -> dict[str, Any]:

@@ -38,7 +38,13 @@ from forecaster.training.bundles import resolve_signing_key, write_bundle
 from forecaster.training.export import export_window_model, run_onnx
 from forecaster.training.loops import FitResult, LoopSettings, fit_quantile_model, predict_torch
 from forecaster.training.nets import count_parameters
-from forecaster.training.reports import environment, report_head, sample_counts
+from forecaster.training.reports import (
+    environment,
+    report_head,
+    sample_counts,
+    sample_periods,
+    series_source,
+)
 
 __all__ = [
     "Compression",
@@ -463,16 +469,8 @@ def build_manifest(
         "window": p.window,
         "horizons": p.horizons,
         "quantiles": p.quantiles,
-        "data": {
-            "source": recipe.data.source,
-            "symbol": str(data.close.name),
-            "path": str(recipe.data.path) if recipe.data.path else None,
-        },
-        "periods": {
-            "train": data.train.period(),
-            "validation": data.valid.period(),
-            "test": data.test.period(),
-        },
+        "data": series_source(recipe, data.close),
+        "periods": sample_periods(data.train, data.valid, data.test),
         "compression": _manifest_steps(compression.search),
         "metrics": {
             "test_pinball": student["test"]["pinball"]["overall"],

@@ -42,7 +42,13 @@ from forecaster.training.export import (
 )
 from forecaster.training.loops import FitResult
 from forecaster.training.nets import count_parameters
-from forecaster.training.reports import environment, report_head, sample_counts
+from forecaster.training.reports import (
+    environment,
+    report_head,
+    sample_counts,
+    sample_periods,
+    series_source,
+)
 from forecaster.training.sections import task_section
 
 __all__ = [
@@ -555,16 +561,8 @@ def build_manifest(
         "outputs": [TensorSpec(name="proba", shape=["batch", len(section.classes)])],
         "window": section.window,
         "classes": section.classes,
-        "data": {
-            "source": recipe.data.source,
-            "symbol": str(data.close.name),
-            "path": str(recipe.data.path) if recipe.data.path else None,
-        },
-        "periods": {
-            "train": data.train.period(),
-            "validation": data.valid.period(),
-            "test": data.test.period(),
-        },
+        "data": series_source(recipe, data.close),
+        "periods": sample_periods(data.train, data.valid, data.test),
         "compression": steps,
         "metrics": {
             "test_accuracy": test[chosen]["accuracy"],
