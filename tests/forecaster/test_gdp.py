@@ -29,7 +29,7 @@ from forecaster.data.macro import (
 )
 from forecaster.errors import DataError, RecipeError
 from forecaster.recipe import load_recipe
-from forecaster.tasks.gdp.pipeline import gdp_section, train_gdp
+from forecaster.tasks.gdp import gdp_section, train_gdp
 from forecaster.tasks.gdp.report import print_gdp_report
 from forecaster.tasks.gdp.student import (
     NowcastStudent,

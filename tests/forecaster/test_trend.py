@@ -19,9 +19,9 @@ from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 from device import OnnxModel, load_bundle, load_trusted_keys
 from forecaster.errors import RecipeError, TrainError
 from forecaster.recipe import load_recipe
+from forecaster.tasks.trend import TrendData, load_trend_data, trend_section
 from forecaster.tasks.trend.metrics import brier_score, classification_metrics, log_loss
 from forecaster.tasks.trend.nets import MLPClassifier
-from forecaster.tasks.trend.pipeline import TrendData, load_trend_data, trend_section
 from forecaster.tasks.trend.regimes import MarkovRegimeTeacher, RegimeFilter, percent_returns
 from forecaster.training.export import export_window_model, parity_max_abs, run_onnx
 

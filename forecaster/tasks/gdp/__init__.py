@@ -2,8 +2,9 @@
 indicators. A dynamic factor model teacher distilled into an MLP that reads NaNs."""
 
 from forecaster.tasks import Task
-from forecaster.tasks.gdp.pipeline import GdpData, GdpSection, gdp_section, load_gdp_data, train_gdp
+from forecaster.tasks.gdp.pipeline import GdpData, load_gdp_data, train_gdp
 from forecaster.tasks.gdp.report import print_gdp_report
+from forecaster.tasks.gdp.settings import GdpSection, gdp_section
 
 __all__ = [
     "TASK",
