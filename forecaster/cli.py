@@ -19,7 +19,7 @@ from device.mqtt import BrokerAddress
 from forecaster.errors import FeedError, ForecasterError
 
 if TYPE_CHECKING:
-    from forecaster.feeds import FeedItem, ReplayResult
+    from forecaster.ops.feeds import FeedItem, ReplayResult
 
 __all__ = ["app", "main"]
 
@@ -234,7 +234,7 @@ def publish(
     ca: CaOption = None,
 ) -> None:
     """Verify, pack and send a signed bundle to agents over MQTT; print each agent's answer."""
-    from forecaster.fleet import collect_statuses, publish_bundle
+    from forecaster.ops.fleet import collect_statuses, publish_bundle
 
     address = _broker(broker, ca)
     targets = list(agent or [])
@@ -250,7 +250,7 @@ def publish(
 @fleet_app.command("status")
 def fleet_status(broker: BrokerOption = "mqtt://127.0.0.1:1883", ca: CaOption = None) -> None:
     """Every agent from its retained status: online, models, heartbeat, counters, latency."""
-    from forecaster.fleet import collect_statuses, fleet_table
+    from forecaster.ops.fleet import collect_statuses, fleet_table
 
     console.print(fleet_table(collect_statuses(_broker(broker, ca))))
 
@@ -266,7 +266,7 @@ def fleet_rollback(
     ca: CaOption = None,
 ) -> None:
     """Roll an agent's model back to its previous (or a named) version."""
-    from forecaster.fleet import send_rollback
+    from forecaster.ops.fleet import send_rollback
 
     _print_events({agent: send_rollback(_broker(broker, ca), agent, model, version)})
 
@@ -334,7 +334,7 @@ def feed_replay(
     client_id: Annotated[str, typer.Option(help="MQTT client id (default: random).")] = "",
 ) -> None:
     """Publish real daily bars on market/<symbol>/bar in time order, seq +1 per bar, paced."""
-    from forecaster.feeds import copy_bars, csv_bars, dataset_bars, interleave
+    from forecaster.ops.feeds import copy_bars, csv_bars, dataset_bars, interleave
 
     address = _broker(broker, ca, cert, key)
     names = [n.strip() for item in symbol or [] for n in item.split(",") if n.strip()]
@@ -394,7 +394,7 @@ def _replay_all(
     """Replay `items` over a connection of its own, with a progress bar; the ReplayResult."""
     from device.mqtt import connect
     from device.topics import Topics
-    from forecaster.feeds import replay
+    from forecaster.ops.feeds import replay
 
     client = connect(address, client_id)
     try:
@@ -456,7 +456,7 @@ def feed_macro(
 ) -> None:
     """Replay the US macro panel's releases (monthly indicators, quarterly GDP) on
     macro/<series> in release order, as their calendar released them, paced."""
-    from forecaster.macro_feed import macro_releases
+    from forecaster.ops.macro_feed import macro_releases
 
     address = _broker(broker, ca, cert, key)
     releases = macro_releases(start.date() if start else None, end.date() if end else None, limit)
@@ -490,7 +490,7 @@ def nowcast_command(
     """Pull the current GDP nowcast: ask the agents on nowcast/gdp/<region>/get (MQTT v5
     request/response); if none answers in time, show the retained nowcast."""
     from device.topics import Topics
-    from forecaster.nowcast_client import nowcast_panel, request_nowcast
+    from forecaster.ops.nowcast import nowcast_panel, request_nowcast
 
     answer = request_nowcast(_broker(broker, ca, cert, key), region, Topics(prefix), timeout)
     if json_output:
@@ -534,7 +534,7 @@ def watch_command(
     """Live table of the latest forecast per symbol: last price, median and band per horizon,
     trend regime, model, latency and age; agents' heartbeats below."""
     from device.topics import Topics
-    from forecaster.watch import watch
+    from forecaster.ops.watch import watch
 
     watch(
         _broker(broker, ca, cert, key),
@@ -577,7 +577,7 @@ def demo_command(
 ) -> None:
     """Everything on one machine: train quick models if needed, start a broker and an agent,
     replay real S&P 500 bars, show live forecasts, then print a summary and stop it all."""
-    from forecaster.demo import run_demo
+    from forecaster.ops.demo import run_demo
 
     run_demo(
         registry=registry,
@@ -607,8 +607,8 @@ def schedule_command(
 ) -> None:
     """Retrain recipes on cron schedules (and when their data files change); publish a new bundle
     only where it beats the deployed one on the validation metric. Runs until SIGTERM / Ctrl-C."""
-    from forecaster.schedule import run_once, serve
-    from forecaster.trainer_settings import load_trainer_settings
+    from forecaster.ops.schedule import run_once, serve
+    from forecaster.ops.settings import load_trainer_settings
 
     settings = load_trainer_settings(config)
     root = logging.getLogger()

@@ -30,17 +30,17 @@ from device.mqtt import connect, parse_broker_url
 from device.schemas import AgentStatus, FleetEvent, ModelRef
 from device.topics import Topics
 from forecaster.bundles import SIGNING_KEY_ENV, write_bundle
-from forecaster.promote import (
+from forecaster.errors import ScheduleError
+from forecaster.ops.promote import (
     bundle_metric,
     gdp_validation_metric,
     price_validation_metric,
     trend_validation_metric,
     validation_metric,
 )
-from forecaster.schedule import DataFile, ScheduleService, Trainer
-from forecaster.trainer_settings import (
+from forecaster.ops.schedule import DataFile, ScheduleService, Trainer
+from forecaster.ops.settings import (
     RecipeEntry,
-    ScheduleError,
     TrainerBroker,
     TrainerSettings,
     load_trainer_settings,
@@ -459,7 +459,7 @@ def test_publishes_only_when_better_than_the_deployed_bundle(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     agent = fleet.agent("kiosk-1", running)
-    caplog.set_level("INFO", logger="forecaster.schedule")
+    caplog.set_level("INFO", logger="forecaster.ops.schedule")
     outcome = fleet.trainer(agents=["kiosk-1"]).promote(fleet.new)
     new = "price/spx@20300101T000000000000Z"
     assert agent.received == ([new] if published else [])
@@ -483,7 +483,7 @@ def test_fleet_decides_per_agent_and_reports_rejections(
     worse = fleet.agent("a-worse", "worse")
     better = fleet.agent("b-better", "better")
     empty = fleet.agent("c-empty", None, accept=False)
-    caplog.set_level("WARNING", logger="forecaster.schedule")
+    caplog.set_level("WARNING", logger="forecaster.ops.schedule")
     outcome = fleet.trainer().promote(fleet.new)  # fleet = true: every agent with a status
     assert sorted(outcome.decision.publish) == ["a-worse", "c-empty"]
     assert worse.received and empty.received and not better.received

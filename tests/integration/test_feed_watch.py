@@ -22,8 +22,8 @@ from rich.console import Console
 from device.mqtt import connect, parse_broker_url
 from device.schemas import AgentStatus, Bar
 from device.topics import Topics
-from forecaster.feeds import dataset_bars, interleave, replay
-from forecaster.watch import ForecastBoard, watch
+from forecaster.ops.feeds import dataset_bars, interleave, replay
+from forecaster.ops.watch import ForecastBoard, watch
 from tests.conftest import Broker
 from tests.forecaster.test_watch import price_forecast
 

@@ -32,8 +32,8 @@ from device.schemas import AgentStatus, Bar, PriceForecast
 from device.topics import Topics
 from forecaster.bundles import DEV_KEY_DIR, SIGNING_KEY_ENV
 from forecaster.errors import FeedError, ForecasterError
-from forecaster.feeds import ReplayResult, dataset_bars, replay
-from forecaster.watch import ForecastBoard, Received, watch
+from forecaster.ops.feeds import ReplayResult, dataset_bars, replay
+from forecaster.ops.watch import ForecastBoard, Received, watch
 
 __all__ = [
     "Coverage",
