@@ -22,17 +22,19 @@ from pathlib import Path
 from types import FrameType
 
 import numpy as np
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from device.bundle import find_bundles
 from device.manifest import MANIFEST_FILE, BundleManifest
-from device.mqtt import connect, parse_broker_url
+from device.mqtt import parse_broker_url
 from device.schemas import AgentStatus, Bar, PriceForecast
 from device.topics import Topics
 from forecaster.bundles import DEV_KEY_DIR, SIGNING_KEY_ENV
 from forecaster.errors import FeedError, ForecasterError
 from forecaster.ops.feeds import ReplayResult, dataset_bars, replay
+from forecaster.ops.mqtt import tool_client
 from forecaster.ops.watch import ForecastBoard, Received, watch
 
 __all__ = [
@@ -337,32 +339,30 @@ def start_agent(
             env=env,
         )
     stack.callback(_stop_process, process, "the agent")
-    topics = Topics()
-    ready = threading.Event()
-    latest: list[AgentStatus] = []
-
-    def on_status(_c: object, _u: object, msg: object) -> None:
-        status = AgentStatus.model_validate_json(msg.payload)  # type: ignore[attr-defined]
-        latest[:] = [status]
-        if status.online and status.models:
-            ready.set()
-
-    client = connect(parse_broker_url(broker_url), "forecaster-demo-agent-check")
-    try:
-        client.on_message = on_status
-        client.subscribe(topics.status(AGENT_ID), qos=1)
+    latest: AgentStatus | None = None
+    with tool_client(parse_broker_url(broker_url), "forecaster-demo-agent-check") as tool:
+        tool.subscribe([Topics().status(AGENT_ID)])
         deadline = time.monotonic() + timeout
-        while not ready.wait(0.2):
+        while latest is None or not (latest.online and latest.models):
             if process.poll() is not None:
                 raise FeedError(f"the agent exited with status {process.returncode}: {_tail(log)}")
             if time.monotonic() > deadline:
-                rejected = latest[0].rejected if latest else []
-                why = f"; it rejected {rejected}" if rejected else f": {_tail(log)}"
-                raise FeedError(f"the agent served no model within {timeout:g} s{why}")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return latest[0]
+                why = f"; it rejected {latest.rejected}" if latest and latest.rejected else ""
+                raise FeedError(
+                    f"the agent served no model within {timeout:g} s{why or ': ' + _tail(log)}"
+                )
+            msg = tool.inbox.get(0.2)
+            if msg is not None:
+                latest = _status(msg.payload) or latest
+    return latest
+
+
+def _status(payload: bytes) -> AgentStatus | None:
+    try:
+        return AgentStatus.model_validate_json(payload)
+    except ValidationError:
+        logger.warning("ignoring a malformed agent status")
+        return None
 
 
 # ----- models -------------------------------------------------------------------------------
@@ -454,19 +454,12 @@ def _replay_thread(
         results.append(FeedError("the live view did not subscribe within 10 s"))
         return
     try:
-        client = connect(parse_broker_url(broker_url), "forecaster-demo-feed")
+        with tool_client(parse_broker_url(broker_url), "forecaster-demo-feed") as tool:
+            # The agent forecasts once a symbol has `window` closes: send those at once, then pace.
+            results.append(replay(warmup, tool.client, 0.0, Topics(), stop=stop, on_sent=on_sent))
+            results.append(replay(paced, tool.client, rate, Topics(), stop=stop, on_sent=on_sent))
     except Exception as exc:  # reported by the main thread
         results.append(exc)
-        return
-    try:
-        # The agent forecasts once a symbol has `window` closes: send those at once, then pace.
-        results.append(replay(warmup, client, 0.0, Topics(), stop=stop, on_sent=on_sent))
-        results.append(replay(paced, client, rate, Topics(), stop=stop, on_sent=on_sent))
-    except Exception as exc:
-        results.append(exc)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def run_demo(

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from device.bars import validation_reason
 from device.schemas import Bar, MacroRelease
 from device.topics import Topics
-from forecaster.data.loaders import DATASETS, load_dataset, validate_series
+from forecaster.data.loaders import DATASETS, load_dataset, read_dated_csv
 from forecaster.errors import DataError, FeedError
 
 __all__ = [
@@ -101,54 +101,20 @@ def dataset_bars(
     )
 
 
-def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = ~np.isfinite(values.to_numpy(dtype=float))
-    if bad.any():
-        row = int(bad.argmax())
-        raise DataError(
-            f"{path}: column {column!r} row {row + 2} is not a number ({frame[column].iloc[row]!r})"
-        )
-    return values.to_numpy(dtype=float)
-
-
 def read_ohlcv_csv(
     path: Path, date_column: str = "date", close_column: str = "close"
 ) -> pd.DataFrame:
     """A date-indexed frame with columns open..volume from a CSV holding at least a date and a
-    close column; missing open/high/low become the close and a missing volume becomes 0.
-    Column names match case-insensitively; every problem is a one-line DataError."""
-    try:
-        raw = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise DataError(f"CSV file {path} does not exist") from exc
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read CSV {path}: {exc}".splitlines()[0]) from exc
-    columns = {str(c).strip().lower(): c for c in raw.columns}
-    missing = [c for c in (date_column, close_column) if c.lower() not in columns]
-    if missing:
-        raise DataError(
-            f"{path}: no column {', '.join(map(repr, missing))}; columns are {list(raw.columns)}"
-        )
-    try:
-        dates = pd.DatetimeIndex(pd.to_datetime(raw[columns[date_column.lower()]], format="mixed"))
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: column {date_column!r} holds values that are not dates") from exc
-    if dates.isna().any():
-        row = int(np.argmax(dates.isna()))
-        raise DataError(f"{path}: column {date_column!r} row {row + 2} has no date")
-    if dates.tz is not None:
-        dates = dates.tz_convert(None)
-    close = _numeric(raw, columns[close_column.lower()], path)
-    # The same checks as training data: sorted, unique dates and positive closes.
-    validate_series(pd.Series(close, index=dates.normalize()), str(path))
-    out = {"close": close}
-    for name in ("open", "high", "low"):
-        out[name] = _numeric(raw, columns[name], path) if name in columns else close
-    out["volume"] = (
-        _numeric(raw, columns["volume"], path) if "volume" in columns else np.zeros(len(raw))
+    close column (read as training data is, `read_dated_csv`); missing open/high/low become the
+    close and a missing volume becomes 0."""
+    frame = read_dated_csv(
+        path, date_column, close_column, optional=("open", "high", "low", "volume")
     )
-    return pd.DataFrame(out, index=dates.normalize())[list(OHLCV)]
+    close = frame[close_column]
+    out = {name: frame[name] if name in frame else close for name in ("open", "high", "low")}
+    out["close"] = close
+    out["volume"] = frame["volume"] if "volume" in frame else pd.Series(0.0, index=frame.index)
+    return pd.DataFrame(out)[list(OHLCV)]
 
 
 def csv_bars(

@@ -18,9 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from device.mqtt import BrokerAddress, connect
+from device.mqtt import BrokerAddress
 from device.schemas import AgentStatus, PriceForecast, TrendForecast, utcnow
 from device.topics import Topics
+from forecaster.ops.mqtt import tool_client
 
 __all__ = ["ForecastBoard", "Received", "render_board", "watch"]
 
@@ -262,20 +263,25 @@ def watch(
     board = board or ForecastBoard(topics)
     stop = stop or threading.Event()
 
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def on_message(msg: mqtt.MQTTMessage) -> None:
         board.add(msg.topic, msg.payload)
 
-    def on_connect(client: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
-        # Also after an automatic reconnect, whose session starts clean.
-        if not getattr(rc, "is_failure", False):
-            client.subscribe([(topics.forecast_filter(), 1), (topics.status_filter(), 1)])
+    with tool_client(address, client_id, on_message=on_message) as tool:
+        tool.subscribe([topics.forecast_filter(), topics.status_filter()])
+        if subscribed is not None:
+            subscribed.set()
+        _show(board, stop, duration, console, refresh_per_second)
+    return board
 
-    client = connect(address, client_id)
-    client.on_message = on_message
-    client.on_connect = on_connect
-    if subscribed is not None:
-        client.on_subscribe = lambda *_args: subscribed.set()
-    client.subscribe([(topics.forecast_filter(), 1), (topics.status_filter(), 1)])
+
+def _show(
+    board: ForecastBoard,
+    stop: threading.Event,
+    duration: float | None,
+    console: Console | None,
+    refresh_per_second: float,
+) -> None:
+    """Redraw the table until `duration` passes, `stop` is set or Ctrl-C."""
     deadline = math.inf if not duration else time.monotonic() + duration
     try:
         with Live(
@@ -288,7 +294,3 @@ def watch(
             live.console.line()  # rich ends the last frame with a newline only on a terminal
     except KeyboardInterrupt:
         logger.info("watch stopped by the user")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return board
