@@ -353,7 +353,7 @@ def start_agent(
                 )
             msg = tool.inbox.get(0.2)
             if msg is not None:
-                latest = _status(msg.payload) or latest
+                latest = _status(bytes(msg.payload)) or latest
     return latest
 
 
@@ -462,34 +462,43 @@ def _replay_thread(
         results.append(exc)
 
 
-def run_demo(
-    *,
-    registry: Path,
-    recipes_dir: Path,
-    duration: float = 30.0,
-    rate: float = 20.0,
-    dataset: str = "sp500",
-    start: date = date(2016, 1, 1),
-    broker_kind: str = "auto",
-    trusted_keys: Sequence[Path] = (),
-    console: Console | None = None,
-) -> DemoSummary:
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `forecaster demo` runs: the registry (trained from `recipes_dir` when it has no price
+    model), the replayed dataset from `start` at `rate` bars/s, `duration` s of live view."""
+
+    registry: Path
+    recipes_dir: Path
+    duration: float = 30.0
+    rate: float = 20.0
+    dataset: str = "sp500"
+    start: date = date(2016, 1, 1)
+    broker_kind: str = "auto"
+    trusted_keys: Sequence[Path] = ()
+
+
+def _demo_bars(options: DemoOptions, window: int) -> tuple[list[Bar], list[Bar]]:
+    """The warm-up bars (one model window before `start`, sent at once) and the paced ones."""
+    bars = dataset_bars(options.dataset)
+    first = next((i for i, b in enumerate(bars) if b.ts.date() >= options.start), None)
+    if first is None:
+        raise FeedError(f"{options.dataset} has no bars on or after {options.start}")
+    # A margin so the replay outlasts the live view; what is not sent by then is never scored.
+    paced = bars[first : first + int(options.duration * options.rate * 1.2) + 10]
+    return bars[max(0, first - window) : first], paced
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
     """Train if needed, start a broker and an agent, replay real bars, show the live view for
     `duration` seconds, then print and return the summary. Everything started is stopped, also
     on Ctrl-C, SIGTERM or an error."""
     console = console or Console()
-    if duration <= 0 or rate <= 0:
+    if options.duration <= 0 or options.rate <= 0:
         raise FeedError("duration and rate must be positive")
-    manifests = ensure_models(registry, recipes_dir, console)
-    window = max(m.window or 0 for m in manifests)
-    bars = dataset_bars(dataset)
-    first = next((i for i, b in enumerate(bars) if b.ts.date() >= start), None)
-    if first is None:
-        raise FeedError(f"{dataset} has no bars on or after {start}")
-    warmup = bars[max(0, first - window) : first]
-    # A margin so the replay outlasts the live view; what is not sent by then is never scored.
-    paced = bars[first : first + int(duration * rate * 1.2) + 10]
-    trusted = list(trusted_keys) or _default_trusted(registry)
+    registry, rate, duration = options.registry, options.rate, options.duration
+    manifests = ensure_models(registry, options.recipes_dir, console)
+    warmup, paced = _demo_bars(options, max(m.window or 0 for m in manifests))
+    trusted = list(options.trusted_keys) or _default_trusted(registry)
 
     sent_at: dict[tuple[str, int], float] = {}
     stop, viewer_ready = threading.Event(), threading.Event()
@@ -501,7 +510,7 @@ def run_demo(
         contextlib.ExitStack() as stack,
     ):
         workdir = Path(tmp)
-        url, what = start_broker(workdir, stack, broker_kind)
+        url, what = start_broker(workdir, stack, options.broker_kind)
         console.print(f"broker: {what} at {url}")
         config = write_agent_config(
             workdir / "agent.toml", url, registry, trusted, workdir / "state"
@@ -512,7 +521,7 @@ def run_demo(
             + ", ".join(f"{m.get('id')} {m.get('version')}" for m in status.models)
         )
         console.print(
-            f"replaying {bars[0].symbol} from {start} at {rate:g} bars/s "
+            f"replaying {paced[0].symbol} from {options.start} at {rate:g} bars/s "
             f"(first {len(warmup)} bars at once to fill the model window)"
         )
 

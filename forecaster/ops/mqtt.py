@@ -10,9 +10,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from device.errors import DeviceError
 from device.mqtt import BrokerAddress, connect
@@ -70,7 +72,7 @@ class ToolClient:
         self.client = client
         self.inbox = inbox
         self._handler = on_message or inbox.put
-        self._acked: dict[int, list[object]] = {}
+        self._acked: dict[int, list[ReasonCode]] = {}
         self._filters: list[tuple[str, int]] = []
         self._cond = threading.Condition()
         client.on_message = lambda _c, _u, msg: self._handler(msg)
@@ -78,7 +80,7 @@ class ToolClient:
         client.on_connect = self._on_connect
 
     def _on_subscribe(
-        self, _c: mqtt.Client, _u: object, mid: int, reasons: list[object], _p: object
+        self, _c: mqtt.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties
     ) -> None:
         with self._cond:
             self._acked[mid] = list(reasons)
@@ -94,7 +96,7 @@ class ToolClient:
         pairs = [(f, qos) for f in filters]
         with self._cond:
             rc, mid = self.client.subscribe(pairs)
-            if rc != mqtt.MQTT_ERR_SUCCESS:
+            if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
                 raise FeedError(
                     f"cannot subscribe to {', '.join(filters)}: {mqtt.error_string(rc)}"
                 )
@@ -102,7 +104,7 @@ class ToolClient:
             if not self._cond.wait_for(lambda: mid in self._acked, timeout):
                 raise FeedError(f"the broker did not acknowledge the subscription in {timeout:g} s")
             reasons = self._acked.pop(mid)
-        refused = [f for f, r in zip(filters, reasons, strict=False) if getattr(r, "is_failure", 0)]
+        refused = [f for f, r in zip(filters, reasons, strict=False) if r.is_failure]
         if refused:  # e.g. an ACL: the tool then sees only what it may read, as before
             logger.warning("the broker refused the subscription to %s", ", ".join(refused))
 
