@@ -32,9 +32,9 @@ from device.schemas import (
 )
 from device.settings import load_settings
 from forecaster.data.macro import load_macro_panel
+from forecaster.nowcast_student import stack_inputs
 from forecaster.ops.macro_feed import macro_releases
 from forecaster.ops.nowcast import request_nowcast
-from forecaster.nowcast_student import stack_inputs
 from tests.conftest import TrainedBundle
 from tests.integration.conftest import ROOT, Collector, agent_config, sp500_closes
 
