@@ -51,6 +51,10 @@ TlsKeyOption = Annotated[
 PrefixOption = Annotated[
     str, typer.Option("--prefix", help="Topic prefix shared with the agents, e.g. site1/.")
 ]
+AckTimeoutOption = Annotated[
+    float, typer.Option(min=0.0, help="Seconds to wait for the broker's acknowledgements.")
+]
+ClientIdOption = Annotated[str, typer.Option(help="MQTT client id (default: random).")]
 
 
 def _broker(
@@ -195,15 +199,13 @@ def feed_replay(  # noqa: PLR0913 (one parameter per command-line option)
     date_column: Annotated[str, typer.Option(help="CSV date column.")] = "date",
     close_column: Annotated[str, typer.Option(help="CSV close column.")] = "close",
     qos: Annotated[int, typer.Option(min=0, max=2, help="MQTT QoS of the bars.")] = 1,
-    ack_timeout: Annotated[
-        float, typer.Option(min=0.0, help="Seconds to wait for the broker's acknowledgements.")
-    ] = 30.0,
+    ack_timeout: AckTimeoutOption = 30.0,
     broker: BrokerOption = "mqtt://127.0.0.1:1883",
     ca: CaOption = None,
     cert: CertOption = None,
     key: TlsKeyOption = None,
     prefix: PrefixOption = "",
-    client_id: Annotated[str, typer.Option(help="MQTT client id (default: random).")] = "",
+    client_id: ClientIdOption = "",
 ) -> None:
     """Publish real daily bars on market/<symbol>/bar in time order, seq +1 per bar, paced."""
     from forecaster.ops.feeds import BarSources, check_delivery, interleave, load_sources
@@ -271,15 +273,13 @@ def feed_macro(  # noqa: PLR0913 (one parameter per command-line option)
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many releases.")] = None,
     qos: Annotated[int, typer.Option(min=0, max=2, help="MQTT QoS of the releases.")] = 1,
-    ack_timeout: Annotated[
-        float, typer.Option(min=0.0, help="Seconds to wait for the broker's acknowledgements.")
-    ] = 30.0,
+    ack_timeout: AckTimeoutOption = 30.0,
     broker: BrokerOption = "mqtt://127.0.0.1:1883",
     ca: CaOption = None,
     cert: CertOption = None,
     key: TlsKeyOption = None,
     prefix: PrefixOption = "",
-    client_id: Annotated[str, typer.Option(help="MQTT client id (default: random).")] = "",
+    client_id: ClientIdOption = "",
 ) -> None:
     """Replay the US macro panel's releases (monthly indicators, quarterly GDP) on
     macro/<series> in release order, as their calendar released them, paced."""
