@@ -59,10 +59,6 @@ class Inbox:
                 self._ready.wait(left)
             return self._items.popleft()
 
-    def __len__(self) -> int:
-        with self._ready:
-            return len(self._items)
-
 
 class ToolClient:
     """A connected client (see `tool_client`); `client` is the paho client for what this does not
