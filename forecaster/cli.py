@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from device.errors import DeviceError
-from forecaster.console import REGISTRY_DEFAULT, console, err_console, trusted_or_fail
+from forecaster.console import REGISTRY_DEFAULT, console, err_console
+from forecaster.console import trusted_or_fail as _trusted
 from forecaster.errors import ForecasterError
 from forecaster.ops.cli import register as register_operator_commands
 
@@ -92,7 +93,7 @@ def evaluate(
     from forecaster.report import metrics_table
 
     series = load_csv_series(csv, date_column, value_column)
-    result = evaluate_bundle(bundle, series, trusted_or_fail(registry, trusted_key), fit_fraction)
+    result = evaluate_bundle(bundle, series, _trusted(registry, trusted_key), fit_fraction)
     start, end = result["period"]
     console.print(metrics_table(result["models"], title=f"{result['series']}: {start} .. {end}"))
 
