@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "FeedError", "ForecasterError", "RecipeError", "TrainError"]
+__all__ = [
+    "DataError",
+    "FeedError",
+    "ForecasterError",
+    "RecipeError",
+    "ScheduleError",
+    "TrainError",
+]
 
 
 class ForecasterError(Exception):
@@ -23,3 +30,7 @@ class TrainError(ForecasterError):
 
 class FeedError(ForecasterError):
     """A feed replay, the live view or the demo cannot do what was asked."""
+
+
+class ScheduleError(ForecasterError):
+    """The trainer's settings are wrong, or a scheduled run could not train or publish."""

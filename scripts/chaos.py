@@ -53,7 +53,7 @@ import psutil
 
 from device.schemas import Bar
 from device.topics import Topics, forecast_key
-from forecaster.feeds import Pacer, dataset_bars
+from forecaster.ops.feeds import Pacer, dataset_bars
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

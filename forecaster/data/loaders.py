@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,14 @@ import pandas as pd
 from forecaster.errors import DataError
 from forecaster.recipe import DataSection
 
-__all__ = ["DATASETS", "load_close_series", "load_csv_series", "load_dataset", "validate_series"]
+__all__ = [
+    "DATASETS",
+    "load_close_series",
+    "load_csv_series",
+    "load_dataset",
+    "read_dated_csv",
+    "validate_series",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,32 +56,65 @@ def validate_series(series: pd.Series, origin: str) -> pd.Series:
     return series.astype(float)
 
 
-def load_csv_series(path: Path, date_column: str, value_column: str) -> pd.Series:
-    """A close series from a CSV file; every problem becomes a one-line DataError."""
+def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path)
+        return pd.read_csv(path)
     except FileNotFoundError as exc:
         raise DataError(f"CSV file {path} does not exist") from exc
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read CSV {path}: {exc}".splitlines()[0]) from exc
-    missing = [c for c in (date_column, value_column) if c not in frame.columns]
+
+
+def _numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(bad.argmax())
+        raise DataError(
+            f"{path}: column {column!r} row {row + 2} is not a number ({frame[column].iloc[row]!r})"
+        )
+    return values
+
+
+def _dates(frame: pd.DataFrame, column: str, path: Path) -> pd.DatetimeIndex:
+    """The date column as naive midnight timestamps (a daily series has no time of day)."""
+    try:
+        dates = pd.DatetimeIndex(pd.to_datetime(frame[column], format="mixed"))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: column {column!r} holds values that are not dates") from exc
+    if dates.isna().any():
+        row = int(np.argmax(dates.isna()))
+        raise DataError(f"{path}: column {column!r} row {row + 2} has no date")
+    if dates.tz is not None:
+        dates = dates.tz_convert(None)
+    return dates.normalize()
+
+
+def read_dated_csv(
+    path: Path, date_column: str, value_column: str, optional: Sequence[str] = ()
+) -> pd.DataFrame:
+    """A date-indexed frame from a CSV of dated closes: `value_column` (checked as prices are:
+    sorted unique dates, positive values) and those `optional` numeric columns the file has.
+    Column names match case-insensitively (`Close` is `close`), as a user expects of a
+    spreadsheet export; the frame's columns are named as asked. Problems are one-line DataErrors."""
+    raw = _read_csv(path)
+    columns = {str(c).strip().lower(): c for c in raw.columns}
+    missing = [c for c in (date_column, value_column) if c.lower() not in columns]
     if missing:
         raise DataError(
-            f"{path}: no column {', '.join(map(repr, missing))}; columns are {list(frame.columns)}"
+            f"{path}: no column {', '.join(map(repr, missing))}; columns are {list(raw.columns)}"
         )
-    try:
-        dates = pd.to_datetime(frame[date_column], format="mixed")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: column {date_column!r} holds values that are not dates") from exc
-    values = pd.to_numeric(frame[value_column], errors="coerce")
-    if values.isna().any():
-        row = int(values.isna().to_numpy().argmax())
-        raise DataError(
-            f"{path}: column {value_column!r} row {row + 2} is not a number "
-            f"({frame[value_column].iloc[row]!r})"
-        )
-    series = pd.Series(values.to_numpy(dtype=float), index=pd.DatetimeIndex(dates), name=path.stem)
-    return validate_series(series, str(path))
+    dates = _dates(raw, columns[date_column.lower()], path)
+    values = _numeric(raw, columns[value_column.lower()], path)
+    validate_series(pd.Series(values, index=dates), str(path))
+    out = {value_column: values}
+    out |= {c: _numeric(raw, columns[c.lower()], path) for c in optional if c.lower() in columns}
+    return pd.DataFrame(out, index=dates)
+
+
+def load_csv_series(path: Path, date_column: str, value_column: str) -> pd.Series:
+    """A close series from a CSV file, named by the file's stem; see `read_dated_csv`."""
+    return read_dated_csv(path, date_column, value_column)[value_column].rename(path.stem)
 
 
 def load_close_series(data: DataSection, csv_path: Path | None = None) -> pd.Series:

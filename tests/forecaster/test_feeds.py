@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.errors import DataError, FeedError
-from forecaster.feeds import Pacer, copy_bars, csv_bars, dataset_bars, interleave
+from forecaster.ops.feeds import Pacer, copy_bars, csv_bars, dataset_bars, interleave
 
 ROOT = Path(__file__).resolve().parents[2]
 NASDAQ_CSV = ROOT / "models" / "data" / "nasdaq_close.csv"

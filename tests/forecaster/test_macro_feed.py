@@ -9,7 +9,7 @@ import pytest
 
 from device.schemas import MacroRelease
 from forecaster.errors import FeedError
-from forecaster.macro_feed import macro_releases
+from forecaster.ops.macro_feed import macro_releases
 
 
 def test_releases_come_in_release_order_within_the_dates() -> None:

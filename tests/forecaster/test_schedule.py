@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,17 +30,17 @@ from device.keys import TrustedKeys, generate_keypair, key_id, load_private_key
 from device.mqtt import connect, parse_broker_url
 from device.schemas import AgentStatus, FleetEvent, ModelRef
 from device.topics import Topics
-from forecaster.promote import (
+from forecaster.errors import ScheduleError
+from forecaster.ops.promote import (
     bundle_metric,
     gdp_validation_metric,
     price_validation_metric,
     trend_validation_metric,
     validation_metric,
 )
-from forecaster.schedule import DataFile, ScheduleService, Trainer
-from forecaster.trainer_settings import (
+from forecaster.ops.schedule import DataFile, ScheduleService, Trainer
+from forecaster.ops.settings import (
     RecipeEntry,
-    ScheduleError,
     TrainerBroker,
     TrainerSettings,
     load_trainer_settings,
@@ -459,7 +460,7 @@ def test_publishes_only_when_better_than_the_deployed_bundle(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     agent = fleet.agent("kiosk-1", running)
-    caplog.set_level("INFO", logger="forecaster.schedule")
+    caplog.set_level("INFO", logger="forecaster.ops.schedule")
     outcome = fleet.trainer(agents=["kiosk-1"]).promote(fleet.new)
     new = "price/spx@20300101T000000000000Z"
     assert agent.received == ([new] if published else [])
@@ -483,7 +484,7 @@ def test_fleet_decides_per_agent_and_reports_rejections(
     worse = fleet.agent("a-worse", "worse")
     better = fleet.agent("b-better", "better")
     empty = fleet.agent("c-empty", None, accept=False)
-    caplog.set_level("WARNING", logger="forecaster.schedule")
+    caplog.set_level("WARNING", logger="forecaster.ops.schedule")
     outcome = fleet.trainer().promote(fleet.new)  # fleet = true: every agent with a status
     assert sorted(outcome.decision.publish) == ["a-worse", "c-empty"]
     assert worse.received and empty.received and not better.received
@@ -549,6 +550,20 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def count_polls(data: DataFile) -> list[str | None]:
+    """Every digest the service asks of `data` (one per poll): a sentinel for "it looked"."""
+    seen: list[str | None] = []
+    real = data.digest
+
+    def digest() -> str | None:
+        value = real()
+        seen.append(value)
+        return value
+
+    data.digest = digest  # type: ignore[method-assign]
+    return seen
+
+
 def test_changed_data_file_retrains_the_recipe_now(
     tmp_path: Path, broker: Broker, keyfile: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -561,11 +576,17 @@ def test_changed_data_file_retrains_the_recipe_now(
         [{"path": "ndx.toml", "cron": NEVER, "watch": True, "quick": True}],
     )
     caplog.set_level("INFO", logger="forecaster")
-    service = ScheduleService(load_trainer_settings(config)).start()
+    service = ScheduleService(load_trainer_settings(config))
+    polls = count_polls(next(iter(service.watched.values())))
+    service.start()
     registry = tmp_path / "models" / "registry"
     try:
         os.utime(csv, (time.time() + 5, time.time() + 5))  # touched, same content
-        time.sleep(1.0)
+        # A change must hold for one poll before it retrains: two polls after the touch are
+        # enough to know that it was not taken for one.
+        after_touch = len(polls)
+        wait_for(lambda: len(polls) >= after_touch + 2, 30, "two polls of the touched file")
+        assert not any("retraining now" in m for m in caplog.messages)
         assert not list(registry.glob("*/*/*/manifest.json")), "unchanged data must not retrain"
         with csv.open("a") as fh:
             fh.write("2019-01-02,6665.94\n")
@@ -691,7 +712,8 @@ def test_sigterm_stops_the_service_and_a_training_at_once(
     try:
         ready = "retraining " if once else "scheduler started with 1 recipe(s)"
         wait_for(lambda: any(ready in x for x in lines), 60, ready)
-        time.sleep(1.0 if once else 0.0)  # let the training child get going
+        if once:  # the training child is running
+            wait_for(lambda: bool(psutil.Process(process.pid).children()), 60, "the training")
         process.send_signal(signal.SIGTERM)
         rc = process.wait(timeout=20)
     finally:

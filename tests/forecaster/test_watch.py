@@ -15,9 +15,9 @@ from rich.console import Console
 
 from device.schemas import AgentStatus, Bar, ModelRef, PriceForecast, TrendForecast, utcnow
 from device.topics import Topics, forecast_key
-from forecaster.demo import band_coverage, print_summary, summarize
-from forecaster.feeds import dataset_bars
-from forecaster.watch import ForecastBoard, render_board
+from forecaster.ops.demo import band_coverage, print_summary, summarize
+from forecaster.ops.feeds import dataset_bars
+from forecaster.ops.watch import ForecastBoard, render_board
 
 QUANTILES = [0.05, 0.1, 0.5, 0.9, 0.95]
 HORIZONS = [1, 5]

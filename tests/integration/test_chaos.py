@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @functools.cache
 def real_bars() -> list[Bar]:
-    from forecaster.feeds import dataset_bars
+    from forecaster.ops.feeds import dataset_bars
 
     return dataset_bars("sp500", limit=300)
 

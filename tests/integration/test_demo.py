@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from device.mqtt import connect, parse_broker_url
-from forecaster.demo import start_broker
+from forecaster.ops.demo import start_broker
 from tests.conftest import TrainedBundle
 
 ROOT = Path(__file__).resolve().parents[2]

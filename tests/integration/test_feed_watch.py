@@ -22,13 +22,14 @@ from rich.console import Console
 from device.mqtt import connect, parse_broker_url
 from device.schemas import AgentStatus, Bar
 from device.topics import Topics
-from forecaster.feeds import dataset_bars, interleave, replay
-from forecaster.watch import ForecastBoard, watch
+from forecaster.ops.feeds import dataset_bars, interleave, replay
+from forecaster.ops.watch import ForecastBoard, watch
 from tests.conftest import Broker
 from tests.forecaster.test_watch import price_forecast
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
+SENTINEL = "nowcast/gdp/sentinel/get"
 
 
 def subscribe(broker: Broker, topic: str) -> tuple[mqtt.Client, queue.Queue[mqtt.MQTTMessage]]:
@@ -42,7 +43,15 @@ def subscribe(broker: Broker, topic: str) -> tuple[mqtt.Client, queue.Queue[mqtt
     return client, inbox
 
 
-def drain(inbox: queue.Queue[mqtt.MQTTMessage], count: int, timeout: float = 10.0) -> list:
+def drain(
+    inbox: queue.Queue[mqtt.MQTTMessage],
+    count: int,
+    sentinel: tuple[mqtt.Client, str],
+    timeout: float = 10.0,
+) -> list:
+    """`count` messages, then every other one before the sentinel: the collector's own publish on
+    `sentinel[1]`, a topic it reads. The broker hands a subscriber its messages in order, so what
+    was sent before the sentinel arrives before it: proof that nothing more followed."""
     got = []
     deadline = time.monotonic() + timeout
     while len(got) < count and time.monotonic() < deadline:
@@ -50,9 +59,10 @@ def drain(inbox: queue.Queue[mqtt.MQTTMessage], count: int, timeout: float = 10.
             got.append(inbox.get(timeout=0.1))
         except queue.Empty:
             continue
-    time.sleep(0.3)  # nothing more may follow
-    while not inbox.empty():
-        got.append(inbox.get_nowait())
+    client, topic = sentinel
+    client.publish(topic, b"sentinel", qos=1).wait_for_publish(5)
+    while (msg := inbox.get(timeout=max(0.1, deadline - time.monotonic()))).topic != topic:
+        got.append(msg)
     return got
 
 
@@ -69,7 +79,7 @@ def test_replay_delivers_every_bar_once_in_order(broker: Broker) -> None:
         feed.loop_stop()
     assert (result.published, result.acknowledged) == (300, 300)
     assert result.per_symbol == {"SPX": 150, "NDX": 150}
-    got = drain(inbox, 300)
+    got = drain(inbox, 300, (collector, "site1/market/SENTINEL/bar"))
     collector.disconnect()
     assert len(got) == 300
     bars = [Bar.model_validate_json(m.payload) for m in got]
@@ -108,13 +118,19 @@ def test_watch_drops_redeliveries_and_reads_heartbeats(broker: Broker) -> None:
     publisher.publish(topics.status("a1"), status.model_dump_json(), qos=1, retain=True)
     board = ForecastBoard(topics, history=10)
     out = io.StringIO()
+    subscribed = threading.Event()
     viewer = threading.Thread(
         target=watch,
         args=(address,),
-        kwargs={"duration": 2.5, "board": board, "console": Console(file=out, width=160)},
+        kwargs={
+            "duration": 2.5,
+            "board": board,
+            "console": Console(file=out, width=160),
+            "subscribed": subscribed,
+        },
     )
     viewer.start()
-    time.sleep(1.0)  # subscribed by now
+    assert subscribed.wait(10)
     for bar in bars:
         payload = price_forecast(bar).model_dump_json()
         for _ in range(2):  # the same forecast twice, as a QoS 1 redelivery would arrive
@@ -158,7 +174,10 @@ def test_cli_replay_publishes_csv_and_dataset_bars(broker: Broker) -> None:
     assert result.returncode == 0, result.stderr
     assert "published 120 bars" in result.stdout
     assert "120 acknowledged" in result.stdout
-    got = [Bar.model_validate_json(m.payload) for m in drain(inbox, 120)]
+    got = [
+        Bar.model_validate_json(m.payload)
+        for m in drain(inbox, 120, (collector, "market/SENTINEL/bar"))
+    ]
     collector.disconnect()
     assert len(got) == 120
     symbols = {b.symbol for b in got}
@@ -195,8 +214,12 @@ def test_cli_replay_over_tls_with_a_client_certificate(secured: tuple[Broker, Pa
     inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
     agent = connect(agent_addr, "kiosk-01")
     agent.on_message = lambda _c, _u, msg: inbox.put(msg)
-    agent.subscribe("market/+/bar", qos=1)
-    time.sleep(0.5)
+    subscribed = threading.Event()
+    agent.on_subscribe = lambda *_a: subscribed.set()
+    # The kiosk account reads market/+/bar and nowcast requests, and may write nowcast/#: its
+    # own request on SENTINEL marks the end of what the feed sent before it.
+    agent.subscribe([("market/+/bar", 1), (SENTINEL, 1)])
+    assert subscribed.wait(5)
 
     def replay_as(user: str) -> subprocess.CompletedProcess[str]:
         password = (creds / "accounts" / f"{user}.password").read_text().strip()
@@ -211,8 +234,11 @@ def test_cli_replay_over_tls_with_a_client_certificate(secured: tuple[Broker, Pa
     ok = replay_as("feed")
     assert ok.returncode == 0, ok.stderr
     assert "published 10 bars" in ok.stdout
-    assert [Bar.model_validate_json(m.payload).seq for m in drain(inbox, 10)] == list(range(10))
+    assert [
+        Bar.model_validate_json(m.payload).seq for m in drain(inbox, 10, (agent, SENTINEL))
+    ] == list(range(10))
     refused = replay_as("analyst")
+    late = drain(inbox, 0, (agent, SENTINEL))
     agent.disconnect()
     agent.loop_stop()
     assert refused.returncode == 1
@@ -221,4 +247,4 @@ def test_cli_replay_over_tls_with_a_client_certificate(secured: tuple[Broker, Pa
         r"account may publish on market/<symbol>/bar\n",
         refused.stderr,
     ), refused.stderr
-    assert inbox.empty()
+    assert late == []

@@ -32,8 +32,8 @@ from device.schemas import (
 )
 from device.settings import load_settings
 from forecaster.data.macro import load_macro_panel
-from forecaster.macro_feed import macro_releases
-from forecaster.nowcast_client import request_nowcast
+from forecaster.ops.macro_feed import macro_releases
+from forecaster.ops.nowcast import request_nowcast
 from forecaster.tasks.gdp.student import stack_inputs
 from tests.conftest import TrainedBundle
 from tests.integration.conftest import ROOT, Collector, agent_config, sp500_closes

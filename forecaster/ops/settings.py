@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,24 +11,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from device.configio import ConfigFileError, describe_validation, read_toml, resolve_path
 from device.settings import BrokerAccess
-from forecaster.errors import ForecasterError, RecipeError
+from forecaster.errors import RecipeError, ScheduleError
 from forecaster.recipe import Recipe, load_recipe
 from forecaster.training.bundles import SIGNING_KEY_ENV
 
 __all__ = [
     "RecipeEntry",
-    "ScheduleError",
     "TrainerBroker",
     "TrainerSettings",
     "load_trainer_settings",
 ]
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
-
-
-class ScheduleError(ForecasterError):
-    """The trainer's settings are wrong, or a scheduled run could not train or publish."""
 
 
 class _Section(BaseModel):
@@ -93,38 +88,25 @@ class TrainerSettings(_Section):
         return self
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        parts.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
-def _resolve(path: Path, base: Path) -> Path:
-    path = path.expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def _resolved(settings: TrainerSettings, base: Path) -> TrainerSettings:
     """Relative paths are taken from the config file's directory, as in the agent's settings."""
     broker = settings.broker
     key = settings.signing_key
     if key is None and os.environ.get(SIGNING_KEY_ENV):
-        key = _resolve(Path(os.environ[SIGNING_KEY_ENV]), Path.cwd())
+        key = resolve_path(Path(os.environ[SIGNING_KEY_ENV]), Path.cwd())
     return settings.model_copy(
         update={
-            "registry": _resolve(settings.registry, base),
-            "signing_key": _resolve(key, base) if key is not None else None,
+            "registry": resolve_path(settings.registry, base),
+            "signing_key": resolve_path(key, base) if key is not None else None,
             "broker": broker.model_copy(
                 update={
-                    name: _resolve(getattr(broker, name), base)
+                    name: resolve_path(getattr(broker, name), base)
                     for name in ("ca_file", "cert_file", "key_file")
                     if getattr(broker, name) is not None
                 }
             ),
             "recipes": [
-                r.model_copy(update={"path": _resolve(r.path, base)}) for r in settings.recipes
+                r.model_copy(update={"path": resolve_path(r.path, base)}) for r in settings.recipes
             ],
         }
     )
@@ -156,17 +138,11 @@ def _check_recipes(settings: TrainerSettings, config: Path) -> None:
 def load_trainer_settings(config: Path) -> TrainerSettings:
     """Parse, validate and resolve `config`; raises ScheduleError with a one-line message."""
     try:
-        raw = tomllib.loads(config.read_text())
-    except FileNotFoundError as exc:
-        raise ScheduleError(f"config file {config} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScheduleError(f"cannot read config file {config}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ScheduleError(f"{config}: not valid TOML: {exc}") from exc
-    try:
-        settings = TrainerSettings.model_validate(raw)
+        settings = TrainerSettings.model_validate(read_toml(config, "config file"))
+    except ConfigFileError as exc:
+        raise ScheduleError(str(exc)) from exc
     except ValidationError as exc:
-        raise ScheduleError(f"{config}: {_describe(exc)}") from exc
+        raise ScheduleError(f"{config}: {describe_validation(exc)}") from exc
     settings = _resolved(settings, config.resolve().parent)
     if settings.signing_key is None:
         raise ScheduleError(

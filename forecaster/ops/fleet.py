@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
@@ -16,7 +14,7 @@ from rich.table import Table
 
 from device.bundle import load_bundle, pack_bundle
 from device.keys import TrustedKeys
-from device.mqtt import BrokerAddress, connect
+from device.mqtt import BrokerAddress
 from device.schemas import (
     BUNDLE_CONTENT_TYPE,
     COMMAND_CONTENT_TYPE,
@@ -25,7 +23,8 @@ from device.schemas import (
     FleetEvent,
 )
 from device.topics import Topics
-from forecaster.errors import ForecasterError
+from forecaster.errors import FeedError, ForecasterError
+from forecaster.ops.mqtt import tool_client
 
 __all__ = ["collect_statuses", "fleet_table", "publish_bundle", "send_rollback"]
 
@@ -40,18 +39,10 @@ def collect_statuses(
 ) -> dict[str, AgentStatus]:
     """Every agent's retained status, keyed by agent id (malformed statuses are skipped)."""
     topics = topics or Topics()
-    inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=100_000)
-    client = connect(address, f"fleet-status-{time.time_ns()}")
-    client.on_message = lambda _c, _u, msg: inbox.put_nowait(msg)
     statuses: dict[str, AgentStatus] = {}
-    try:
-        client.subscribe(topics.status_filter(), qos=1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = inbox.get(timeout=_QUIET_S)
-            except queue.Empty:
-                break
+    with tool_client(address, f"fleet-status-{time.time_ns()}", inbox_size=100_000) as tool:
+        tool.subscribe([topics.status_filter()])
+        for msg in tool.messages(timeout, quiet=_QUIET_S):
             if not msg.payload:
                 continue  # a cleared retained status
             try:
@@ -60,9 +51,6 @@ def collect_statuses(
                 logger.warning("skipping malformed status on %s", msg.topic)
                 continue
             statuses[status.agent] = status
-    finally:
-        client.disconnect()
-        client.loop_stop()
     return statuses
 
 
@@ -119,35 +107,27 @@ def _send_and_wait(
     wait_s: float,
 ) -> dict[str, FleetEvent | None]:
     """Publish `payload` to each agent's deploy topic and wait for each agent's next event."""
-    events: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=10_000)
-    client = connect(address, f"fleet-publish-{time.time_ns()}")
-    client.on_message = lambda _c, _u, msg: events.put_nowait(msg)
     results: dict[str, FleetEvent | None] = dict.fromkeys(agents)
-    try:
-        for agent in agents:
-            client.subscribe(topics.events(agent), qos=1)
+    with tool_client(address, f"fleet-publish-{time.time_ns()}") as tool:
+        tool.subscribe([topics.events(agent) for agent in agents])
         props = Properties(PacketTypes.PUBLISH)
         props.ContentType = content_type
         for agent in agents:
-            info = client.publish(topics.deploy(agent), payload, qos=1, properties=props)
-            info.wait_for_publish(timeout=30)
-            if not info.is_published():
-                raise ForecasterError(f"the broker did not acknowledge the deploy to {agent}")
-        deadline = time.monotonic() + wait_s
-        while any(v is None for v in results.values()) and time.monotonic() < deadline:
             try:
-                msg = events.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                break
+                tool.publish(topics.deploy(agent), payload, properties=props, timeout=30)
+            except FeedError as exc:
+                raise ForecasterError(
+                    f"the broker did not acknowledge the deploy to {agent}"
+                ) from exc
+        for msg in tool.messages(wait_s):
             try:
                 event = FleetEvent.model_validate_json(msg.payload)
             except ValidationError:
                 continue
             if event.agent in results and event.kind in ("deploy", "rollback"):
                 results[event.agent] = event
-    finally:
-        client.disconnect()
-        client.loop_stop()
+            if all(v is not None for v in results.values()):
+                break
     return results
 
 

@@ -4,9 +4,6 @@ topic + correlation data), falling back to the retained `nowcast/gdp/<region>`."
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -18,10 +15,11 @@ from pydantic import ValidationError
 from rich.panel import Panel
 from rich.table import Table
 
-from device.mqtt import BrokerAddress, connect
+from device.mqtt import BrokerAddress
 from device.schemas import Nowcast, NowcastError
 from device.topics import Topics
 from forecaster.errors import ForecasterError
+from forecaster.ops.mqtt import tool_client
 
 __all__ = ["NowcastAnswer", "nowcast_panel", "request_nowcast"]
 
@@ -37,15 +35,6 @@ class NowcastAnswer:
     note: str = ""
 
 
-def _subscribe(client: mqtt.Client, filters: list[str], timeout: float) -> None:
-    """Subscribe and wait for the SUBACK, so the request cannot be answered before we listen."""
-    done = threading.Event()
-    client.on_subscribe = lambda *_: done.set()
-    client.subscribe([(f, 1) for f in filters])
-    if not done.wait(timeout):
-        raise ForecasterError(f"the broker did not acknowledge the subscription in {timeout:g} s")
-
-
 def request_nowcast(
     address: BrokerAddress,
     region: str = "us",
@@ -59,45 +48,27 @@ def request_nowcast(
     # The deploy ACL lets an account read only reply/<its user name>/#.
     response = f"{topics.prefix}reply/{address.username or 'analyst'}/{token}"
     correlation = token.encode()
-    inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=1000)
-    client = connect(address, f"nowcast-{token[:12]}")
-    client.on_message = lambda _c, _u, msg: None if inbox.full() else inbox.put_nowait(msg)
     retained: Nowcast | None = None
     refusal: NowcastError | None = None
-    try:
-        _subscribe(client, [response, topics.nowcast(region)], timeout)
+    with tool_client(address, f"nowcast-{token[:12]}", inbox_size=1000) as tool:
+        tool.subscribe([response, topics.nowcast(region)], timeout=timeout)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = response
         props.CorrelationData = correlation
         props.ContentType = "application/json"
-        client.publish(topics.nowcast_request(region), b"{}", qos=1, properties=props)
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = inbox.get(timeout=left)
-            except queue.Empty:
+        tool.publish(topics.nowcast_request(region), b"{}", properties=props, timeout=timeout)
+        for msg in tool.messages(timeout):
+            if msg.topic != response:
+                retained = _retained(msg) or retained
+                continue
+            if getattr(msg.properties, "CorrelationData", None) != correlation:
+                continue  # not an answer to this request
+            answer = _reply(msg)
+            if isinstance(answer, Nowcast):
+                return NowcastAnswer(answer, "reply")
+            if answer is not None:
+                refusal = answer
                 break
-            if msg.topic == response:
-                if getattr(msg.properties, "CorrelationData", None) != correlation:
-                    continue  # not an answer to this request
-                try:
-                    return NowcastAnswer(Nowcast.model_validate_json(msg.payload), "reply")
-                except ValidationError:
-                    pass
-                try:
-                    refusal = NowcastError.model_validate_json(msg.payload)
-                except ValidationError:
-                    logger.warning("ignoring a malformed reply on %s", response)
-                    continue
-                break
-            if msg.payload:
-                try:
-                    retained = Nowcast.model_validate_json(msg.payload)
-                except ValidationError:
-                    logger.warning("ignoring a malformed retained nowcast on %s", msg.topic)
-    finally:
-        client.disconnect()
-        client.loop_stop()
     why = (
         f"agent {refusal.agent}: {refusal.error}"
         if refusal
@@ -106,6 +77,30 @@ def request_nowcast(
     if retained is not None:
         return NowcastAnswer(retained, "retained", why)
     raise ForecasterError(f"no GDP nowcast for region {region!r}: {why}, and none is retained")
+
+
+def _retained(msg: mqtt.MQTTMessage) -> Nowcast | None:
+    """The retained nowcast in `msg`, or None for a cleared or malformed one."""
+    if not msg.payload:
+        return None
+    try:
+        return Nowcast.model_validate_json(msg.payload)
+    except ValidationError:
+        logger.warning("ignoring a malformed retained nowcast on %s", msg.topic)
+        return None
+
+
+def _reply(msg: mqtt.MQTTMessage) -> Nowcast | NowcastError | None:
+    """An agent's answer: a nowcast, its refusal, or None for a malformed reply."""
+    try:
+        return Nowcast.model_validate_json(msg.payload)
+    except ValidationError:
+        pass
+    try:
+        return NowcastError.model_validate_json(msg.payload)
+    except ValidationError:
+        logger.warning("ignoring a malformed reply on %s", msg.topic)
+        return None
 
 
 def _signed(x: float) -> str:

@@ -18,9 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from device.mqtt import BrokerAddress, connect
+from device.mqtt import BrokerAddress
 from device.schemas import AgentStatus, PriceForecast, TrendForecast, utcnow
 from device.topics import Topics
+from forecaster.ops.mqtt import tool_client
 
 __all__ = ["ForecastBoard", "Received", "render_board", "watch"]
 
@@ -169,6 +170,60 @@ def _price(value: float) -> str:
     return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4g}"
 
 
+def _row(
+    symbol: str,
+    price: Received | None,
+    trend: Received | None,
+    horizons: list[int],
+    now: datetime,
+) -> list[str | Text]:
+    """The cells of one symbol's row (its price model's forecast, else its trend's)."""
+    shown = price or trend
+    assert shown is not None
+    f = shown.forecast
+    cells: list[str | Text] = [symbol, f"{f.ts:%Y-%m-%d}\n#{f.seq}"]
+    if price is not None:
+        pf = price.forecast
+        assert isinstance(pf, PriceForecast)
+        cells.append(_price(pf.last_close))
+        for h in horizons:
+            if h not in pf.horizons:
+                cells.append("")
+                continue
+            median, low, high = _band(pf, pf.horizons.index(h))
+            style = "green" if median >= pf.last_close else "red"
+            cells.append(Text(f"{_price(median)}\n{_price(low)}–{_price(high)}", style=style))
+    else:
+        cells += [""] * (1 + len(horizons))
+    cells.append(_trend_cell(trend))
+    cells.append(
+        "\n".join(
+            f"{kind} {e.forecast.model.name}"
+            for kind, e in (("price", price), ("trend", trend))
+            if e is not None
+        )
+    )
+    cells.append(f"{f.latency_ms:.2f}")
+    cells.append(_age(f.produced_at, now))
+    return cells
+
+
+def _caption(board: ForecastBoard) -> str:
+    """Counts, the band's meaning, problems, then one line per agent."""
+    quantiles = sorted({q for e in board.price.values() for q in e.forecast.quantiles})  # type: ignore[union-attr]
+    notes = [f"{board.received} forecasts"]
+    if quantiles:
+        notes.append(
+            f"+Nd: median, and {quantiles[0]:.0%}–{quantiles[-1]:.0%} band, N trading days ahead"
+        )
+    if board.duplicates:
+        notes.append(f"{board.duplicates} redeliveries dropped")
+    if board.invalid:
+        notes.append(f"[yellow]{board.invalid} invalid[/] ({escape(board.last_invalid)})")
+    lines = [" · ".join(notes)] + [_status_line(s) for _, s in sorted(board.statuses.items())]
+    return "\n".join(lines)
+
+
 def render_board(board: ForecastBoard, now: datetime | None = None) -> Table:
     """One row per symbol and price model: last close, median and band per horizon, the trend
     regime when a trend model serves the symbol, inference latency and age."""
@@ -196,49 +251,11 @@ def render_board(board: ForecastBoard, now: datetime | None = None) -> Table:
     priced = {symbol for symbol, _, _ in rows}
     rows += [(s, None, e) for s, e in sorted(trend_by_symbol.items()) if s not in priced]
     for symbol, price, trend in sorted(rows, key=lambda r: r[0]):
-        shown = price or trend
-        assert shown is not None
-        f = shown.forecast
-        cells: list[str | Text] = [symbol, f"{f.ts:%Y-%m-%d}\n#{f.seq}"]
-        if price is not None:
-            pf = price.forecast
-            assert isinstance(pf, PriceForecast)
-            cells.append(_price(pf.last_close))
-            for h in horizons:
-                if h not in pf.horizons:
-                    cells.append("")
-                    continue
-                median, low, high = _band(pf, pf.horizons.index(h))
-                style = "green" if median >= pf.last_close else "red"
-                cells.append(Text(f"{_price(median)}\n{_price(low)}–{_price(high)}", style=style))
-        else:
-            cells += [""] * (1 + len(horizons))
-        cells.append(_trend_cell(trend))
-        cells.append(
-            "\n".join(
-                f"{kind} {e.forecast.model.name}"
-                for kind, e in (("price", price), ("trend", trend))
-                if e is not None
-            )
-        )
-        cells.append(f"{f.latency_ms:.2f}")
-        cells.append(_age(f.produced_at, now))
-        table.add_row(*cells)
+        table.add_row(*_row(symbol, price, trend, horizons, now))
     if not rows:
         table.add_row("[dim]waiting for forecasts[/]", *[""] * (len(table.columns) - 1))
 
-    quantiles = sorted({q for e in board.price.values() for q in e.forecast.quantiles})  # type: ignore[union-attr]
-    notes = [f"{board.received} forecasts"]
-    if quantiles:
-        notes.append(
-            f"+Nd: median, and {quantiles[0]:.0%}–{quantiles[-1]:.0%} band, N trading days ahead"
-        )
-    if board.duplicates:
-        notes.append(f"{board.duplicates} redeliveries dropped")
-    if board.invalid:
-        notes.append(f"[yellow]{board.invalid} invalid[/] ({escape(board.last_invalid)})")
-    lines = [" · ".join(notes)] + [_status_line(s) for _, s in sorted(board.statuses.items())]
-    table.caption = "\n".join(lines)
+    table.caption = _caption(board)
     table.caption_justify = "left"
     return table
 
@@ -251,7 +268,6 @@ def watch(
     console: Console | None = None,
     board: ForecastBoard | None = None,
     refresh_per_second: float = 4.0,
-    client_id: str = "",
     stop: threading.Event | None = None,
     subscribed: threading.Event | None = None,
 ) -> ForecastBoard:
@@ -262,20 +278,25 @@ def watch(
     board = board or ForecastBoard(topics)
     stop = stop or threading.Event()
 
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        board.add(msg.topic, msg.payload)
+    def on_message(msg: mqtt.MQTTMessage) -> None:
+        board.add(msg.topic, bytes(msg.payload))
 
-    def on_connect(client: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
-        # Also after an automatic reconnect, whose session starts clean.
-        if not getattr(rc, "is_failure", False):
-            client.subscribe([(topics.forecast_filter(), 1), (topics.status_filter(), 1)])
+    with tool_client(address, on_message=on_message) as tool:
+        tool.subscribe([topics.forecast_filter(), topics.status_filter()])
+        if subscribed is not None:
+            subscribed.set()
+        _show(board, stop, duration, console, refresh_per_second)
+    return board
 
-    client = connect(address, client_id)
-    client.on_message = on_message
-    client.on_connect = on_connect
-    if subscribed is not None:
-        client.on_subscribe = lambda *_args: subscribed.set()
-    client.subscribe([(topics.forecast_filter(), 1), (topics.status_filter(), 1)])
+
+def _show(
+    board: ForecastBoard,
+    stop: threading.Event,
+    duration: float | None,
+    console: Console | None,
+    refresh_per_second: float,
+) -> None:
+    """Redraw the table until `duration` passes, `stop` is set or Ctrl-C."""
     deadline = math.inf if not duration else time.monotonic() + duration
     try:
         with Live(
@@ -288,7 +309,3 @@ def watch(
             live.console.line()  # rich ends the last frame with a newline only on a terminal
     except KeyboardInterrupt:
         logger.info("watch stopped by the user")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return board

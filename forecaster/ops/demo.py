@@ -22,18 +22,20 @@ from pathlib import Path
 from types import FrameType
 
 import numpy as np
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from device.bundle import find_bundles
 from device.manifest import MANIFEST_FILE, BundleManifest
-from device.mqtt import connect, parse_broker_url
+from device.mqtt import parse_broker_url
 from device.schemas import AgentStatus, Bar, PriceForecast
 from device.topics import Topics
 from forecaster.errors import FeedError, ForecasterError
-from forecaster.feeds import ReplayResult, dataset_bars, replay
+from forecaster.ops.feeds import ReplayResult, dataset_bars, replay
+from forecaster.ops.mqtt import tool_client
+from forecaster.ops.watch import ForecastBoard, Received, watch
 from forecaster.training.bundles import DEV_KEY_DIR, SIGNING_KEY_ENV
-from forecaster.watch import ForecastBoard, Received, watch
 
 __all__ = [
     "Coverage",
@@ -337,32 +339,30 @@ def start_agent(
             env=env,
         )
     stack.callback(_stop_process, process, "the agent")
-    topics = Topics()
-    ready = threading.Event()
-    latest: list[AgentStatus] = []
-
-    def on_status(_c: object, _u: object, msg: object) -> None:
-        status = AgentStatus.model_validate_json(msg.payload)  # type: ignore[attr-defined]
-        latest[:] = [status]
-        if status.online and status.models:
-            ready.set()
-
-    client = connect(parse_broker_url(broker_url), "forecaster-demo-agent-check")
-    try:
-        client.on_message = on_status
-        client.subscribe(topics.status(AGENT_ID), qos=1)
+    latest: AgentStatus | None = None
+    with tool_client(parse_broker_url(broker_url), "forecaster-demo-agent-check") as tool:
+        tool.subscribe([Topics().status(AGENT_ID)])
         deadline = time.monotonic() + timeout
-        while not ready.wait(0.2):
+        while latest is None or not (latest.online and latest.models):
             if process.poll() is not None:
                 raise FeedError(f"the agent exited with status {process.returncode}: {_tail(log)}")
             if time.monotonic() > deadline:
-                rejected = latest[0].rejected if latest else []
-                why = f"; it rejected {rejected}" if rejected else f": {_tail(log)}"
-                raise FeedError(f"the agent served no model within {timeout:g} s{why}")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return latest[0]
+                why = f"; it rejected {latest.rejected}" if latest and latest.rejected else ""
+                raise FeedError(
+                    f"the agent served no model within {timeout:g} s{why or ': ' + _tail(log)}"
+                )
+            msg = tool.inbox.get(0.2)
+            if msg is not None:
+                latest = _status(bytes(msg.payload)) or latest
+    return latest
+
+
+def _status(payload: bytes) -> AgentStatus | None:
+    try:
+        return AgentStatus.model_validate_json(payload)
+    except ValidationError:
+        logger.warning("ignoring a malformed agent status")
+        return None
 
 
 # ----- models -------------------------------------------------------------------------------
@@ -454,49 +454,51 @@ def _replay_thread(
         results.append(FeedError("the live view did not subscribe within 10 s"))
         return
     try:
-        client = connect(parse_broker_url(broker_url), "forecaster-demo-feed")
+        with tool_client(parse_broker_url(broker_url), "forecaster-demo-feed") as tool:
+            # The agent forecasts once a symbol has `window` closes: send those at once, then pace.
+            results.append(replay(warmup, tool.client, 0.0, Topics(), stop=stop, on_sent=on_sent))
+            results.append(replay(paced, tool.client, rate, Topics(), stop=stop, on_sent=on_sent))
     except Exception as exc:  # reported by the main thread
         results.append(exc)
-        return
-    try:
-        # The agent forecasts once a symbol has `window` closes: send those at once, then pace.
-        results.append(replay(warmup, client, 0.0, Topics(), stop=stop, on_sent=on_sent))
-        results.append(replay(paced, client, rate, Topics(), stop=stop, on_sent=on_sent))
-    except Exception as exc:
-        results.append(exc)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
-def run_demo(
-    *,
-    registry: Path,
-    recipes_dir: Path,
-    duration: float = 30.0,
-    rate: float = 20.0,
-    dataset: str = "sp500",
-    start: date = date(2016, 1, 1),
-    broker_kind: str = "auto",
-    trusted_keys: Sequence[Path] = (),
-    console: Console | None = None,
-) -> DemoSummary:
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `forecaster demo` runs: the registry (trained from `recipes_dir` when it has no price
+    model), the replayed dataset from `start` at `rate` bars/s, `duration` s of live view."""
+
+    registry: Path
+    recipes_dir: Path
+    duration: float = 30.0
+    rate: float = 20.0
+    dataset: str = "sp500"
+    start: date = date(2016, 1, 1)
+    broker_kind: str = "auto"
+    trusted_keys: Sequence[Path] = ()
+
+
+def _demo_bars(options: DemoOptions, window: int) -> tuple[list[Bar], list[Bar]]:
+    """The warm-up bars (one model window before `start`, sent at once) and the paced ones."""
+    bars = dataset_bars(options.dataset)
+    first = next((i for i, b in enumerate(bars) if b.ts.date() >= options.start), None)
+    if first is None:
+        raise FeedError(f"{options.dataset} has no bars on or after {options.start}")
+    # A margin so the replay outlasts the live view; what is not sent by then is never scored.
+    paced = bars[first : first + int(options.duration * options.rate * 1.2) + 10]
+    return bars[max(0, first - window) : first], paced
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
     """Train if needed, start a broker and an agent, replay real bars, show the live view for
     `duration` seconds, then print and return the summary. Everything started is stopped, also
     on Ctrl-C, SIGTERM or an error."""
     console = console or Console()
-    if duration <= 0 or rate <= 0:
+    if options.duration <= 0 or options.rate <= 0:
         raise FeedError("duration and rate must be positive")
-    manifests = ensure_models(registry, recipes_dir, console)
-    window = max(m.window or 0 for m in manifests)
-    bars = dataset_bars(dataset)
-    first = next((i for i, b in enumerate(bars) if b.ts.date() >= start), None)
-    if first is None:
-        raise FeedError(f"{dataset} has no bars on or after {start}")
-    warmup = bars[max(0, first - window) : first]
-    # A margin so the replay outlasts the live view; what is not sent by then is never scored.
-    paced = bars[first : first + int(duration * rate * 1.2) + 10]
-    trusted = list(trusted_keys) or _default_trusted(registry)
+    registry, rate, duration = options.registry, options.rate, options.duration
+    manifests = ensure_models(registry, options.recipes_dir, console)
+    warmup, paced = _demo_bars(options, max(m.window or 0 for m in manifests))
+    trusted = list(options.trusted_keys) or _default_trusted(registry)
 
     sent_at: dict[tuple[str, int], float] = {}
     stop, viewer_ready = threading.Event(), threading.Event()
@@ -508,7 +510,7 @@ def run_demo(
         contextlib.ExitStack() as stack,
     ):
         workdir = Path(tmp)
-        url, what = start_broker(workdir, stack, broker_kind)
+        url, what = start_broker(workdir, stack, options.broker_kind)
         console.print(f"broker: {what} at {url}")
         config = write_agent_config(
             workdir / "agent.toml", url, registry, trusted, workdir / "state"
@@ -519,7 +521,7 @@ def run_demo(
             + ", ".join(f"{m.get('id')} {m.get('version')}" for m in status.models)
         )
         console.print(
-            f"replaying {bars[0].symbol} from {start} at {rate:g} bars/s "
+            f"replaying {paced[0].symbol} from {options.start} at {rate:g} bars/s "
             f"(first {len(warmup)} bars at once to fill the model window)"
         )
 

@@ -24,10 +24,10 @@ from device.errors import DeviceError
 from device.keys import key_id, load_private_key
 from device.schemas import FleetEvent
 from device.topics import Topics
-from forecaster.errors import ForecasterError
-from forecaster.fleet import collect_statuses, publish_bundle
-from forecaster.promote import Decision, decide, describe
-from forecaster.trainer_settings import RecipeEntry, ScheduleError, TrainerSettings
+from forecaster.errors import ForecasterError, ScheduleError
+from forecaster.ops.fleet import collect_statuses, publish_bundle
+from forecaster.ops.promote import Decision, decide, describe
+from forecaster.ops.settings import RecipeEntry, TrainerSettings
 
 __all__ = ["DataFile", "RunOutcome", "ScheduleService", "Trainer", "run_once", "serve"]
 
