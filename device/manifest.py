@@ -20,7 +20,7 @@ __all__ = [
     "TensorSpec",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"

@@ -216,8 +216,11 @@ def _unknown_env_keys() -> list[str]:
             unknown.append(name)
         elif len(parts) > 1:
             section = field.annotation
-            is_section = isinstance(section, type) and issubclass(section, _Section)
-            if not is_section or len(parts) != 2 or parts[1] not in section.model_fields:
+            if (
+                not (isinstance(section, type) and issubclass(section, _Section))
+                or len(parts) != 2
+                or parts[1] not in section.model_fields
+            ):
                 unknown.append(name)
     return sorted(unknown)
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.bundle import load_bundle
-from device.deploy import check_fits, served_model, smoke_check, with_model
+from device.plugins.deploy import check_fits, served_model, smoke_check, with_model
 from device.errors import BundleError, ModelError
 from device.keys import load_private_key, load_trusted_keys
 from device.manifest import MANIFEST_FILE, MODEL_FILE, TensorSpec

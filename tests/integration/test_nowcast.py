@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from device.agent import Agent
+from device.plugins import DEFAULT_PLUGINS
 from device.bundle import load_bundle
 from device.keys import load_trusted_keys
 from device.mqtt import parse_broker_url
@@ -237,7 +238,7 @@ def test_the_cron_job_republishes_the_nowcast(tmp_path, broker, quick_bundles, c
     settings = load_settings(
         nowcast_config(tmp_path, broker.url, quick_bundles["gdp"], "0 6 * * *")
     )
-    agent = Agent(settings)
+    agent = Agent(settings, DEFAULT_PLUGINS)
     agent.start()
     try:
         releases = macro_releases(START, END)[-12:]

@@ -21,13 +21,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from device.agent import Outcome, Ticket
+from device.agent.host import Host, Outcome, Ticket
 from device.bars import validation_reason
 from device.bundle import load_bundle, unpack_bundle
 from device.errors import BundleError, DeviceError, ModelError, SignatureError
@@ -51,10 +50,7 @@ from device.slots import (
     write_current,
 )
 
-if TYPE_CHECKING:
-    from device.agent import Agent
-
-__all__ = ["Deployer", "check_fits", "served_model", "smoke_check", "with_model"]
+__all__ = ["Deployer", "check_fits", "deploy_plugin", "served_model", "smoke_check", "with_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +167,12 @@ class _Candidate:
 class Deployer:
     """The deploy/rollback handler of one agent and its worker thread."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.settings = agent.settings.models
+    # Serves no bundle task itself: it accepts bundles of the tasks the host's handlers serve.
+    tasks: tuple[str, ...] = ()
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.settings = host.settings.models
         self.staging = self.settings.dir / STAGING_DIR
         # Left by a crash in the middle of a deploy; nothing in it was ever installed.
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -182,11 +181,7 @@ class Deployer:
 
     def install(self) -> None:
         """Subscribe the agent to its own deploy topic."""
-        self.agent.route(self.agent.topics.deploy(self.agent.agent_id), self.handle)
-
-    def served_tasks(self) -> tuple[str, ...]:
-        """Tasks with a handler running: the bar handler's, and gdp when the nowcast serves."""
-        return (*WINDOW_TASKS, "gdp") if self.agent.nowcast is not None else WINDOW_TASKS
+        self.host.route(self.host.topics.deploy(self.host.agent_id), self.handle)
 
     # ----- network thread -------------------------------------------------------------------
 
@@ -210,11 +205,11 @@ class Deployer:
                 f"{what}: a deploy is {BUNDLE_CONTENT_TYPE} (a packed bundle) or "
                 f"{COMMAND_CONTENT_TYPE} (a command)",
             )
-        states = sorted(self.agent.window_states(), key=lambda s: len(s.closes), reverse=True)
+        states = sorted(self.host.window_states(), key=lambda s: len(s.closes), reverse=True)
         job = _Job(
             kind=kind,
-            ticket=self.agent.defer(msg),
-            payload=msg.payload,
+            ticket=self.host.defer(msg),
+            payload=bytes(msg.payload),
             command=command,
             windows={s.symbol: s.closes for s in states[:SMOKE_WINDOWS]},
             received=time.perf_counter(),
@@ -234,7 +229,7 @@ class Deployer:
     def _refuse(self, msg: mqtt.MQTTMessage, kind: str, reason: str) -> Outcome:
         """Bad input on the deploy topic: a rejected event and a dead letter."""
         event = self._event(kind, _Attempt(), False, reason)
-        return Outcome([self._message(event), self.agent.dead_letter(msg, reason)])
+        return Outcome([self._message(event), self.host.dead_letter(msg, reason)])
 
     def _swap(self, job: _Job, c: _Candidate) -> FleetEvent:
         """Swap `c` in if its slot still serves what the checks saw (the worker has already
@@ -242,7 +237,7 @@ class Deployer:
         started = time.perf_counter()
         slot, new = c.model.model_id, c.model.ref
         attempt = _Attempt(slot, new)
-        current = served_model(self.agent.models, slot)
+        current = served_model(self.host.models, slot)
         if (current.ref if current else None) != c.expected:
             now = current.ref.version if current else "nothing"
             return self._event(
@@ -251,10 +246,10 @@ class Deployer:
                 False,
                 f"{slot} changed to {now} while this was checked; send again",
             )
-        self.agent.update_models(lambda models: with_model(models, c.model))
+        self.host.update_models(lambda models: with_model(models, c.model))
         after = {}
         if c.model.manifest.task in WINDOW_TASKS:
-            after = {s.symbol: s.last_seq for s in self.agent.window_states() if s.last_seq >= 0}
+            after = {s.symbol: s.last_seq for s in self.host.window_states() if s.last_seq >= 0}
         done = time.perf_counter()
         timing = f"swapped in {(done - started) * 1000:.2f} ms, {(done - job.received) * 1000:.0f} ms after receipt"
         if job.kind == "deploy":
@@ -270,7 +265,7 @@ class Deployer:
     # ----- worker thread --------------------------------------------------------------------
 
     def _work(self) -> None:
-        while not self.agent.wait(0):
+        while not self.host.wait(0):
             try:
                 job = self._jobs.get(timeout=0.5)
             except queue.Empty:
@@ -313,7 +308,7 @@ class Deployer:
 
     def _restore_current(self, slot: str) -> None:
         """Make CURRENT name what the slot serves (after a swap that did not happen)."""
-        served = served_model(self.agent.models, slot)
+        served = served_model(self.host.models, slot)
         slot_dir = self.settings.dir / slot
         if served is not None:
             write_current(slot_dir, served.model.bundle.path.name)
@@ -338,21 +333,21 @@ class Deployer:
                 event = result if isinstance(result, FleetEvent) else self._swap(job, result)
             except Exception as exc:  # a bug: answer, keep serving
                 logger.exception("applying a %s failed", job.kind)
-                self.agent.counters["errors"] += 1
+                self.host.counters["errors"] += 1
                 event = self._event(
                     job.kind, _Attempt(), False, f"internal error: {self._reason(exc)}"
                 )
             box.append(event)
-            self.agent.finish(job.ticket, Outcome([self._message(event)]))
+            self.host.finish(job.ticket, Outcome([self._message(event)]))
             if event.ok:
                 # Operators read versions from the retained status; don't make them wait a beat.
-                self.agent.publish_status()
+                self.host.publish_status()
             done.set()
 
-        self.agent.call_soon(apply)
+        self.host.call_soon(apply)
         deadline = time.monotonic() + APPLY_TIMEOUT_S
         while not done.wait(0.2):
-            if self.agent.wait(0) or time.monotonic() > deadline:
+            if self.host.wait(0) or time.monotonic() > deadline:
                 with lock:
                     if done.is_set():
                         break
@@ -375,7 +370,7 @@ class Deployer:
 
     def _deploy(self, job: _Job, attempt: _Attempt) -> _Candidate | FleetEvent:
         trusted = self._trusted()
-        models = self.agent.models
+        models = self.host.models
         self.staging.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.staging))
         try:
@@ -385,7 +380,7 @@ class Deployer:
                 m.model_id,
                 ModelRef(name=m.name, version=m.version, sha256=m.model_sha256),
             )
-            check_fits(m, models, self.served_tasks())
+            check_fits(m, models, self.host.served_tasks())
             current = served_model(models, m.model_id)
             if current is not None and current.ref == attempt.model:
                 return self._event(
@@ -417,7 +412,7 @@ class Deployer:
         assert command is not None
         slot = attempt.slot = command.model
         trusted = self._trusted()
-        models = self.agent.models
+        models = self.host.models
         current = served_model(models, slot)
         versions = installed_versions(self.settings.dir / slot)
         have = ", ".join(p.name for p in versions) or "none"
@@ -448,7 +443,7 @@ class Deployer:
                 bundle = load_bundle(path, trusted)
                 m = bundle.manifest
                 attempt.model = ModelRef(name=m.name, version=m.version, sha256=m.model_sha256)
-                check_fits(m, models, self.served_tasks())
+                check_fits(m, models, self.host.served_tasks())
                 model = load_model(bundle, self.settings.intra_op_threads)
                 smoke = smoke_check(model, job.windows, self.settings.latency_budget_ms)
             except DeviceError as exc:
@@ -475,11 +470,11 @@ class Deployer:
         after_seq: dict[str, int] | None = None,
     ) -> FleetEvent:
         if not ok:
-            served = served_model(self.agent.models, attempt.slot) if attempt.slot else None
+            served = served_model(self.host.models, attempt.slot) if attempt.slot else None
             kept = f"still serving {attempt.slot}@{served.ref.version}" if served else None
             detail = f"{detail}; {kept or 'the served models are unchanged'}"
         return FleetEvent(
-            agent=self.agent.agent_id,
+            agent=self.host.agent_id,
             kind=kind,
             ok=ok,
             detail=detail,
@@ -492,5 +487,10 @@ class Deployer:
         log = logger.info if event.ok else logger.warning
         log("%s: %s", event.kind, event.detail)
         return OutMessage(
-            self.agent.topics.events(self.agent.agent_id), event.model_dump_json().encode()
+            self.host.topics.events(self.host.agent_id), event.model_dump_json().encode()
         )
+
+
+def deploy_plugin(host: Host) -> Deployer:
+    """The deploy/rollback handler; every agent runs one."""
+    return Deployer(host)
