@@ -27,7 +27,7 @@ from device.schemas import (
     MacroRelease,
     ModelRef,
     Nowcast,
-    NowcastError,
+    NowcastFailure,
     PriceForecast,
     TrendForecast,
 )
@@ -51,7 +51,7 @@ __all__ = [
     "ModelError",
     "ModelRef",
     "Nowcast",
-    "NowcastError",
+    "NowcastFailure",
     "OnnxModel",
     "PayloadError",
     "PriceForecast",

@@ -22,6 +22,7 @@ __all__ = [
     "Nowcast",
     "NowcastBand",
     "NowcastError",
+    "NowcastFailure",
     "PriceForecast",
     "TrendForecast",
     "utcnow",
@@ -221,7 +222,7 @@ class Nowcast(BaseModel):
     latency_ms: float
 
 
-class NowcastError(BaseModel):
+class NowcastFailure(BaseModel):
     """The reply to a nowcast request the agent cannot answer (unknown region, no data yet)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -230,3 +231,7 @@ class NowcastError(BaseModel):
     region: str
     error: str
     ts: datetime = Field(default_factory=utcnow)
+
+
+# The name the cloud side (forecaster/nowcast_client.py) still imports; the JSON is the same.
+NowcastError = NowcastFailure

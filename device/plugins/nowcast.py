@@ -40,7 +40,7 @@ from device.panel import (
     quarter_label,
     quarter_of,
 )
-from device.schemas import InformationSet, MacroRelease, Nowcast, NowcastBand, NowcastError
+from device.schemas import InformationSet, MacroRelease, Nowcast, NowcastBand, NowcastFailure
 
 __all__ = ["NowcastService", "compute_nowcast", "nowcast_plugin"]
 
@@ -210,26 +210,28 @@ class NowcastService:
             logger.warning("could not answer the nowcast request on %s", response)
         return outcome
 
-    def _answer(self, region: str, outcome: Outcome) -> Nowcast | NowcastError:
+    def _answer(self, region: str, outcome: Outcome) -> Nowcast | NowcastFailure:
         """The region's nowcast; recomputed (and republished through `outcome`) when the model
         changed since it was made."""
         models = self._models()
         mine = [(m, layout) for m, layout in models if layout.region == region]
         if not mine:
             served = ", ".join(sorted(layout.region for _, layout in models)) or "none"
-            return self._error(region, f"no GDP nowcast for region {region!r} (serving: {served})")
+            return self._failure(
+                region, f"no GDP nowcast for region {region!r} (serving: {served})"
+            )
         if self.panel.as_of is None:
-            return self._error(region, "no macro release received yet")
+            return self._failure(region, "no macro release received yet")
         current = self._latest.get(region)
         if current is None or current.model != mine[0][0].ref:
             outcome.messages.extend(self._compute(mine[:1]))
             current = self._latest.get(region)
         if current is None or current.model != mine[0][0].ref:
-            return self._error(region, "the nowcast failed; see the agent's events")
+            return self._failure(region, "the nowcast failed; see the agent's events")
         return current
 
-    def _error(self, region: str, reason: str) -> NowcastError:
-        return NowcastError(agent=self.host.agent_id, region=region, error=reason)
+    def _failure(self, region: str, reason: str) -> NowcastFailure:
+        return NowcastFailure(agent=self.host.agent_id, region=region, error=reason)
 
     def refresh(self) -> None:
         """Recompute and republish every region's nowcast (the cron job and start-up); `as_of`

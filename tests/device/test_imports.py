@@ -55,7 +55,9 @@ def _cycle(edges: dict[str, set[str]]) -> list[str]:
 
 def test_no_cycle_between_the_modules_or_subpackages_of_device() -> None:
     graph = _graph()
-    packages = [p for p in sorted(graph.modules) if p.startswith("device") and graph.find_children(p)]
+    packages = [
+        p for p in sorted(graph.modules) if p.startswith("device") and graph.find_children(p)
+    ]
     assert "device.agent" in packages and "device.plugins" in packages
     cycles = {p: c for p in packages if (c := _cycle(_sibling_edges(graph, p)))}
     assert cycles == {}
