@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.bundle import load_bundle
-from device.plugins.deploy import check_fits, served_model, smoke_check, with_model
 from device.errors import BundleError, ModelError
 from device.keys import load_private_key, load_trusted_keys
 from device.manifest import MANIFEST_FILE, MODEL_FILE, TensorSpec
 from device.modelset import LoadedModel, ModelSet, load_model, load_model_set
+from device.plugins.deploy import check_fits, served_model, smoke_check, with_model
 from device.slots import (
     CURRENT_FILE,
     installed_versions,
