@@ -1,4 +1,4 @@
-"""Read, verify, pack and find signed model bundles (DESIGN.md, "Bundle format")."""
+"""Read, verify, pack and find signed model bundles (docs/ARCHITECTURE.md, "The contracts")."""
 
 from __future__ import annotations
 

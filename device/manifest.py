@@ -1,4 +1,4 @@
-"""`BundleManifest`: the signed description of a model bundle (DESIGN.md, "Bundle format")."""
+"""`BundleManifest`: the signed description of a model bundle (docs/ARCHITECTURE.md, "The contracts")."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ from device.slots import (
     write_current,
 )
 
-__all__ = ["Deployer", "check_fits", "deploy_plugin", "served_model", "smoke_check", "with_model"]
+__all__ = ["Deployer", "check_fits", "check_latency", "deploy_plugin", "served_model", "with_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ DETAIL_SYMBOLS = 3
 
 
 def served_model(models: ModelSet, model_id: str) -> LoadedModel | None:
-    """The model a set serves in slot `<task>/<name>`, if any."""
+    """The model a set serves as `model_id` (`<task>/<name>`, the slot on disk), if any."""
     return next((m for m in models.models if m.model_id == model_id), None)
 
 
@@ -116,7 +116,7 @@ def check_fits(m: BundleManifest, models: ModelSet, tasks: tuple[str, ...]) -> N
         )
 
 
-def smoke_check(model: LoadedModel, windows: Mapping[str, np.ndarray], budget_ms: float) -> str:
+def check_latency(model: LoadedModel, windows: Mapping[str, np.ndarray], budget_ms: float) -> str:
     """Smoke-test on the live windows and the latency budget; the summary for the event."""
     latencies = smoke_test(model.model, windows)
     if not latencies:
@@ -151,7 +151,7 @@ class _Job:
 class _Attempt:
     """What is known so far about the bundle or command being processed, for its event."""
 
-    slot: str | None = None
+    model_id: str | None = None
     model: ModelRef | None = None
 
 
@@ -235,16 +235,16 @@ class Deployer:
         """Swap `c` in if its slot still serves what the checks saw (the worker has already
         recorded it as CURRENT). Nothing here touches the disk: bars wait while this runs."""
         started = time.perf_counter()
-        slot, new = c.model.model_id, c.model.ref
-        attempt = _Attempt(slot, new)
-        current = served_model(self.host.models, slot)
+        model_id, new = c.model.model_id, c.model.ref
+        attempt = _Attempt(model_id, new)
+        current = served_model(self.host.models, model_id)
         if (current.ref if current else None) != c.expected:
             now = current.ref.version if current else "nothing"
             return self._event(
                 job.kind,
                 attempt,
                 False,
-                f"{slot} changed to {now} while this was checked; send again",
+                f"{model_id} changed to {now} while this was checked; send again",
             )
         self.host.update_models(lambda models: with_model(models, c.model))
         after = {}
@@ -259,7 +259,9 @@ class Deployer:
         else:
             verb = "rolled forward"
         old = c.expected.version if c.expected else "(new slot)"
-        detail = f"{slot} {verb} {old} -> {new.version}: {c.checks}; {_boundary(after)}; {timing}"
+        detail = (
+            f"{model_id} {verb} {old} -> {new.version}: {c.checks}; {_boundary(after)}; {timing}"
+        )
         return self._event(job.kind, attempt, True, detail, previous=c.expected, after_seq=after)
 
     # ----- worker thread --------------------------------------------------------------------
@@ -297,19 +299,19 @@ class Deployer:
         try:
             if recorded is not None and not swapped:
                 self._restore_current(recorded)
-            elif swapped and job.kind == "deploy" and attempt.slot and attempt.model:
+            elif swapped and job.kind == "deploy" and attempt.model_id and attempt.model:
                 prune(
-                    self.settings.dir / attempt.slot,
+                    self.settings.dir / attempt.model_id,
                     self.settings.keep_versions,
                     attempt.model.version,
                 )
         except OSError as exc:
-            logger.error("cannot tidy %s after the %s: %s", attempt.slot, job.kind, exc)
+            logger.error("cannot tidy %s after the %s: %s", attempt.model_id, job.kind, exc)
 
-    def _restore_current(self, slot: str) -> None:
+    def _restore_current(self, model_id: str) -> None:
         """Make CURRENT name what the slot serves (after a swap that did not happen)."""
-        served = served_model(self.host.models, slot)
-        slot_dir = self.settings.dir / slot
+        served = served_model(self.host.models, model_id)
+        slot_dir = self.settings.dir / model_id
         if served is not None:
             write_current(slot_dir, served.model.bundle.path.name)
         elif slot_dir.is_dir():
@@ -376,7 +378,7 @@ class Deployer:
         try:
             staged = unpack_bundle(job.payload, trusted, staging)
             m = staged.manifest
-            attempt.slot, attempt.model = (
+            attempt.model_id, attempt.model = (
                 m.model_id,
                 ModelRef(name=m.name, version=m.version, sha256=m.model_sha256),
             )
@@ -393,7 +395,7 @@ class Deployer:
                     "give the new one a new version"
                 )
             model = load_model(replace(staged, path=dest), self.settings.intra_op_threads)
-            smoke = smoke_check(model, job.windows, self.settings.latency_budget_ms)
+            smoke = check_latency(model, job.windows, self.settings.latency_budget_ms)
             install(staged.path, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -410,31 +412,31 @@ class Deployer:
     def _rollback(self, job: _Job, attempt: _Attempt) -> _Candidate | FleetEvent:
         command = job.command
         assert command is not None
-        slot = attempt.slot = command.model
+        model_id = attempt.model_id = command.model
         trusted = self._trusted()
         models = self.host.models
-        current = served_model(models, slot)
-        versions = installed_versions(self.settings.dir / slot)
+        current = served_model(models, model_id)
+        versions = installed_versions(self.settings.dir / model_id)
         have = ", ".join(p.name for p in versions) or "none"
         if command.version is not None:
             if current is not None and current.ref.version == command.version:
                 attempt.model = current.ref
                 return self._event(
-                    job.kind, attempt, True, f"{slot} {command.version} is already served"
+                    job.kind, attempt, True, f"{model_id} {command.version} is already served"
                 )
             targets = [p for p in versions if p.name == command.version]
             if not targets:
                 raise BundleError(
-                    f"version {command.version} of {slot} is not installed (installed: {have})"
+                    f"version {command.version} of {model_id} is not installed (installed: {have})"
                 )
         elif current is None:
-            raise BundleError(f"this agent serves no {slot}; name the version to roll back to")
+            raise BundleError(f"this agent serves no {model_id}; name the version to roll back to")
         else:
             served_at = (current.manifest.created_at, current.ref.version)
             targets = [p for p in versions if (created_at(p), p.name) < served_at]
             if not targets:
                 raise BundleError(
-                    f"no version of {slot} older than {current.ref.version} is installed "
+                    f"no version of {model_id} older than {current.ref.version} is installed "
                     f"(installed: {have})"
                 )
         skipped = []
@@ -445,9 +447,9 @@ class Deployer:
                 attempt.model = ModelRef(name=m.name, version=m.version, sha256=m.model_sha256)
                 check_fits(m, models, self.host.served_tasks())
                 model = load_model(bundle, self.settings.intra_op_threads)
-                smoke = smoke_check(model, job.windows, self.settings.latency_budget_ms)
+                smoke = check_latency(model, job.windows, self.settings.latency_budget_ms)
             except DeviceError as exc:
-                logger.warning("cannot roll %s back to %s: %s", slot, path.name, exc)
+                logger.warning("cannot roll %s back to %s: %s", model_id, path.name, exc)
                 skipped.append(f"{path.name} ({self._reason(exc)})")
                 continue
             checks = f"key {m.key_id}, {smoke}"
@@ -455,7 +457,7 @@ class Deployer:
                 checks += f"; skipped {', '.join(skipped)}"
             return _Candidate(model, current.ref if current else None, checks)
         raise BundleError(
-            f"no version of {slot} to roll back to passes the checks: {'; '.join(skipped)}"
+            f"no version of {model_id} to roll back to passes the checks: {'; '.join(skipped)}"
         )
 
     # ----- events ---------------------------------------------------------------------------
@@ -470,8 +472,8 @@ class Deployer:
         after_seq: dict[str, int] | None = None,
     ) -> FleetEvent:
         if not ok:
-            served = served_model(self.host.models, attempt.slot) if attempt.slot else None
-            kept = f"still serving {attempt.slot}@{served.ref.version}" if served else None
+            served = served_model(self.host.models, attempt.model_id) if attempt.model_id else None
+            kept = f"still serving {attempt.model_id}@{served.ref.version}" if served else None
             detail = f"{detail}; {kept or 'the served models are unchanged'}"
         return FleetEvent(
             agent=self.host.agent_id,
