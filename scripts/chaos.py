@@ -1,6 +1,6 @@
 """Reliability of the edge agent under load, faults and bad input (docs/BENCHMARKS.md, "Reliability").
 
-    python scripts/chaos.py [--symbols 50] [--bars 1500] [--malformed 10000] [--kills 3]
+    python -m scripts.chaos [--symbols 50] [--bars 1500] [--malformed 10000] [--kills 3]
                             [--broker-restarts 1] [--partition-s 30] [--rate 1000]
                             [--sustained-s 600] [--warmup-s 60] [--registry DIR] [--seed 7]
                             [--out results.json]
@@ -54,13 +54,12 @@ import psutil
 from device.schemas import Bar
 from device.topics import Topics, forecast_key
 from forecaster.feeds import Pacer, dataset_bars
+from tests.support.agents import AgentProcess
+from tests.support.broker import Broker, start_broker
+from tests.support.bundles import TrainedBundle
+from tests.support.clients import Feed, persistent_client
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the broker, agent and feed helpers live in tests/
-
-from tests.conftest import Broker, TrainedBundle, free_port  # noqa: E402
-from tests.integration.conftest import AgentProcess, Feed, persistent_client  # noqa: E402
 
 __all__ = [
     "BROKER_KEYS",
@@ -130,11 +129,10 @@ def broker_config(workdir: Path, port: int, deploy_conf: Path = DEPLOY / "mosqui
     return path
 
 
-def start_broker(workdir: Path) -> Broker:
-    port = free_port()
-    broker = Broker(port=port, config=broker_config(workdir, port), workdir=workdir)
-    broker.start()
-    return broker
+def start_chaos_broker(workdir: Path) -> Broker:
+    """The chaos broker (see `broker_config`) on a free port, retried if the port was taken."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return start_broker(workdir, broker_config)
 
 
 def _toml(settings: dict[str, Any]) -> str:
@@ -695,7 +693,7 @@ def run_chaos(
     base = dataset_bars("sp500")
     symbols = symbol_names(cfg.symbols)
     with ExitStack() as stack:
-        broker = start_broker(workdir / "broker")
+        broker = start_chaos_broker(workdir / "broker")
         stack.callback(broker.stop)
         acct = Accountant(broker.url, AGENT_ID)
         stack.callback(acct.close)
@@ -971,7 +969,7 @@ def run_sustained(
     symbols = symbol_names(cfg.symbols)
     sent_at: dict[tuple[str, int], float] = {}
     with ExitStack() as stack:
-        broker = start_broker(workdir / "broker")
+        broker = start_chaos_broker(workdir / "broker")
         stack.callback(broker.stop)
         acct = Accountant(broker.url, AGENT_ID, sent_at)
         stack.callback(acct.close)

@@ -19,7 +19,7 @@ from device.modelset import ModelSet
 from device.mqtt import backoff_delay
 from device.outbox import Outbox, WindowState
 from device.settings import ENV_PREFIX, load_settings
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from device.plugins.nowcast import nowcast_plugin
 from device.schemas import BUNDLE_CONTENT_TYPE, FleetEvent, Nowcast, NowcastFailure
 from device.settings import load_settings
 from forecaster.macro_feed import macro_releases
-from tests.conftest import TrainedBundle
+from tests.support.bundles import TrainedBundle
 from tests.support.fake_host import FakeHost, message
 
 AGENT = "unit"

@@ -31,7 +31,8 @@ from scripts.chaos import (
     run_chaos,
     symbol_names,
 )
-from tests.integration.conftest import agent_config, bar_payload, sp500_closes
+from tests.support.agents import agent_config
+from tests.support.clients import bar_payload, sp500_closes
 from tests.integration.test_agent import AGENT, outbox_rows, wait_status
 
 pytestmark = pytest.mark.integration

@@ -36,7 +36,7 @@ from forecaster.data.macro import load_macro_panel
 from forecaster.macro_feed import macro_releases
 from forecaster.nowcast_client import request_nowcast
 from forecaster.nowcast_student import stack_inputs
-from tests.conftest import TrainedBundle
+from tests.support.bundles import TrainedBundle
 from tests.integration.conftest import ROOT, Collector, agent_config, sp500_closes
 
 pytestmark = pytest.mark.integration
