@@ -10,7 +10,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from datetime import date, datetime
 from pathlib import Path
 
@@ -19,10 +18,10 @@ import pandas as pd
 import pytest
 
 from device.agent import Agent
-from device.plugins import DEFAULT_PLUGINS
 from device.bundle import load_bundle
 from device.keys import load_trusted_keys
 from device.mqtt import parse_broker_url
+from device.plugins import DEFAULT_PLUGINS
 from device.runtime import OnnxModel
 from device.schemas import (
     DeadLetter,
@@ -36,8 +35,8 @@ from forecaster.data.macro import load_macro_panel
 from forecaster.macro_feed import macro_releases
 from forecaster.nowcast_client import request_nowcast
 from forecaster.nowcast_student import stack_inputs
-from tests.support.bundles import TrainedBundle
 from tests.integration.conftest import ROOT, Collector, agent_config, sp500_closes
+from tests.support.bundles import TrainedBundle
 
 pytestmark = pytest.mark.integration
 
@@ -221,9 +220,12 @@ def test_one_agent_serves_price_trend_and_the_gdp_nowcast(
         update={"value": releases[-1].value + 1.0, "released_at": datetime(2008, 9, 2, 12, 0)}
     )
     feed.raw(f"macro/{revised.series}", revised.model_dump_json().encode())
+    # The sentinel: the revision again, a redelivery handled after it. The status that counts
+    # it follows every nowcast the messages before it led to.
+    feed.raw(f"macro/{revised.series}", revised.model_dump_json().encode())
     feed.flush()
     after = sub.wait_for("nowcast/gdp/us", lambda n: len(n) > before, 20)
-    time.sleep(0.5)
+    wait_online(sub, lambda s: s["counters"].get("redelivered", 0) >= 2)
     assert len(sub.on("nowcast/gdp/us")) == before + 1  # only the revision made one
     update = Nowcast.model_validate(after[-1])
     assert update.as_of.replace(tzinfo=None) == revised.released_at

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from typing import Any
 
 from tests.support.bundles import TrainedBundle
 
-__all__ = ["EDGE_ONLY", "ROOT", "AgentProcess", "agent_config"]
+__all__ = ["EDGE_ONLY", "ROOT", "AgentProcess", "agent_config", "unread_bytes"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE_ONLY = ROOT / "tests" / "integration" / "edge_only.py"
@@ -78,3 +80,22 @@ class AgentProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def unread_bytes(pid: int, remote_port: int) -> int:
+    """Bytes the kernel holds, not yet read, on `pid`'s TCP connections to `remote_port` (from
+    /proc/net/tcp): how a test knows the broker has written to a frozen agent's socket."""
+    fds = Path(f"/proc/{pid}/fd")
+    inodes = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, queues, inode = fields[2], fields[4], fields[9]
+        if inode in inodes and int(remote.split(":")[1], 16) == remote_port:
+            total += int(queues.split(":")[1], 16)
+    return total

@@ -149,6 +149,10 @@ class Link:
         self.port = int(self._server.getsockname()[1])
         self._server.settimeout(0.2)
         self._cut = threading.Event()
+        # Client-to-broker pipes running, and those that have seen the cut (see `cut`).
+        self._forwarding: set[int] = set()
+        self._paused: set[int] = set()
+        self._paused_changed = threading.Condition()
         self._closed = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
@@ -174,10 +178,32 @@ class Link:
 
     def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         src.settimeout(0.1)
+        me = threading.get_ident()
+        if from_client:
+            with self._paused_changed:
+                self._forwarding.add(me)
+        try:
+            self._forward(src, dst, from_client, me)
+        finally:
+            with self._paused_changed:
+                self._forwarding.discard(me)
+                self._paused.discard(me)
+                self._paused_changed.notify_all()
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _forward(self, src: socket.socket, dst: socket.socket, from_client: bool, me: int) -> None:
         while not self._closed.is_set():
             if from_client and self._cut.is_set():
-                time.sleep(0.05)
+                with self._paused_changed:
+                    self._paused.add(me)
+                    self._paused_changed.notify_all()
+                time.sleep(0.05)  # polling for the end of the cut
                 continue
+            if from_client and me in self._paused:
+                with self._paused_changed:
+                    self._paused.discard(me)
             try:
                 data = src.recv(65536)
             except TimeoutError:
@@ -190,16 +216,22 @@ class Link:
                 dst.sendall(data)
             except OSError:
                 break
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
 
-    def cut(self) -> None:
+    def cut(self, timeout: float = 5.0) -> None:
+        """Stop forwarding the client's bytes; returns once every client-to-broker pipe has
+        stopped (a read it had under way is forwarded first)."""
         self._cut.set()
+        with self._paused_changed:
+            stopped = self._paused_changed.wait_for(
+                lambda: self._forwarding <= self._paused, timeout
+            )
+        assert stopped, "the link kept forwarding after the cut"
 
     def reset(self) -> None:
         with self._lock:
             pairs, self._pairs = self._pairs, []
+        with self._paused_changed:
+            self._paused.clear()  # the pipes of these pairs end; new ones start forwarding
         for a, b in pairs:
             for s in (a, b):
                 s.close()
