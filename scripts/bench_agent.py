@@ -320,7 +320,7 @@ def install_sizes(work: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     relay = sub.add_parser("relay", help="(internal) run the baseline relay")
@@ -332,7 +332,11 @@ def main() -> None:
     parser.add_argument("--registry", type=Path, help="registry with the three bundles")
     parser.add_argument("--install-size", action="store_true")
     parser.add_argument("--json", type=Path, help="write the results here too")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.command == "relay":
         relay_main(args.broker)
         return

@@ -90,7 +90,7 @@ def same_nowcast(a: Nowcast, b: Nowcast) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in SAME)
 
 
-def test_one_agent_serves_price_trend_and_the_gdp_nowcast(
+def test_one_agent_serves_price_trend_and_the_gdp_nowcast(  # noqa: PLR0915 (one agent's life, step on step)
     tmp_path, broker, quick_bundles, agent_process, collector, feed
 ) -> None:
     sub = collector("forecast/#", "nowcast/#", f"fleet/{AGENT}/#")

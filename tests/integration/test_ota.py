@@ -518,7 +518,7 @@ def forecaster(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_rollback_restores_the_previous_version_and_survives_a_restart(fleet: Fleet) -> None:
+def test_rollback_restores_the_previous_version_and_survives_a_restart(fleet: Fleet) -> None:  # noqa: PLR0915 (deploy, roll back, restart: each step needs the last)
     agent = fleet.start_agent()
     v1 = fleet.v1.name
     fleet.status(lambda s: s.online and fleet.served(s) == v1)
