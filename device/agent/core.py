@@ -112,17 +112,21 @@ class Agent:
         self._delivery = Delivery(
             self._client, self.outbox, settings.outbox.max_inflight, self.counters
         )
+        saved = self.outbox.windows()
         self._bars = BarHandler(
-            settings, lambda: self._models, self.outbox.windows(), self.counters,
-            self.inference_ms, self.event,
-        )  # fmt: skip
+            settings, self._model_set, saved, self.counters, self.inference_ms, self.event
+        )
         self._routes = [
             Route(self.topics.bar_filter(), self._bars.subscriptions(), self._bars.handle)
         ]
         self._init_network_state()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.plugins: list[Plugin] = []
-        for factory in plugins:
+        self._install(plugins)
+
+    def _install(self, factories: Sequence[PluginFactory]) -> None:
+        """Build each plugin for this host and let it add its routes and jobs, in order."""
+        for factory in factories:
             plugin = factory(self)
             if plugin is not None:
                 plugin.install()
@@ -179,10 +183,6 @@ class Agent:
     def state_path(self) -> Path:
         return self.outbox.path
 
-    def plugin(self, kind: type[Plugin]) -> Plugin | None:
-        """The installed plugin of class `kind`, if any (for tests and tools)."""
-        return next((p for p in self.plugins if isinstance(p, kind)), None)
-
     def served_tasks(self) -> tuple[str, ...]:
         """Bundle tasks with a handler: the bar handler's, then each plugin's."""
         tasks = [*WINDOW_TASKS, *(t for p in self.plugins for t in p.tasks)]
@@ -195,6 +195,10 @@ class Agent:
 
     @property
     def models(self) -> ModelSet:
+        return self._models
+
+    def _model_set(self) -> ModelSet:
+        """The set served now, read by the bar handler at each bar (a swap replaces it)."""
         return self._models
 
     def update_models(self, change: Callable[[ModelSet], ModelSet]) -> ModelSet:
