@@ -31,6 +31,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from device.agent.bar_handler import BarHandler
 from device.agent.delivery import Delivery
 from device.agent.host import Handler, Outcome, Plugin, PluginFactory, Route, Ticket
+from device.agent.messages import dead_letter, failure_event
 from device.errors import AgentError, ConfigError, PayloadError
 from device.health import COUNTERS, LatencyWindow
 from device.keys import TrustedKeys, load_trusted_keys
@@ -39,7 +40,7 @@ from device.modelset import WINDOW_TASKS, LoadedModel, ModelSet, load_model_set
 from device.mqtt import backoff_delay, new_client, new_properties, read_available, write_pending
 from device.outbox import Outbox, OutMessage, StateWrite, WindowState
 from device.redelivery import CommittedInputs, input_digest
-from device.schemas import AgentStatus, DeadLetter, FleetEvent
+from device.schemas import AgentStatus
 from device.settings import AgentSettings
 from device.topics import Topics
 
@@ -54,7 +55,6 @@ ACK_FLUSH_S = 0.2
 # stall a pass can hold a backlog; these bounds keep the first of them from waiting on the rest.
 MAX_BATCH = 64
 MAX_BATCH_WAIT_S = 0.002
-DEADLETTER_PAYLOAD_BYTES = 1024
 MAX_PENDING_CALLS = 256
 SUBSCRIPTIONS_META = "subscriptions"
 
@@ -599,24 +599,11 @@ class Agent:
     def dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> OutMessage:
         self.counters["dead_letters"] += 1
         logger.warning("dead letter from %s: %s", msg.topic, reason)
-        letter = DeadLetter(
-            agent=self.agent_id,
-            topic=msg.topic,
-            reason=reason,
-            payload=msg.payload[:DEADLETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
-        )
-        return OutMessage(self.topics.deadletter(self.agent_id), letter.model_dump_json().encode())
+        return dead_letter(self.agent_id, self.topics, msg, reason)
 
     def event(self, kind: str, detail: str, model: LoadedModel | None = None) -> OutMessage:
         """A failed FleetEvent on this agent's events topic (e.g. an inference error)."""
-        event = FleetEvent(
-            agent=self.agent_id,
-            kind=kind,
-            ok=False,
-            detail=detail,
-            model=model.ref if model else None,
-        )
-        return OutMessage(self.topics.events(self.agent_id), event.model_dump_json().encode())
+        return failure_event(self.agent_id, self.topics, kind, detail, model)
 
     # ----- status ---------------------------------------------------------------------------
 

@@ -16,11 +16,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from paho.mqtt.properties import Properties
 
 from device.agent.host import Handler, Outcome, Route, Ticket
+from device.agent.messages import dead_letter, failure_event
 from device.health import COUNTERS, LatencyWindow
 from device.modelset import WINDOW_TASKS, LoadedModel, ModelSet
 from device.mqtt import new_properties
 from device.outbox import OutMessage, WindowState
-from device.schemas import DeadLetter, FleetEvent
 from device.settings import AgentSettings
 from device.topics import Topics
 
@@ -101,18 +101,10 @@ class FakeHost:
 
     def dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> OutMessage:
         self.counters["dead_letters"] += 1
-        letter = DeadLetter(agent=self.agent_id, topic=msg.topic, reason=reason, payload="")
-        return OutMessage(self.topics.deadletter(self.agent_id), letter.model_dump_json().encode())
+        return dead_letter(self.agent_id, self.topics, msg, reason)
 
     def event(self, kind: str, detail: str, model: LoadedModel | None = None) -> OutMessage:
-        event = FleetEvent(
-            agent=self.agent_id,
-            kind=kind,
-            ok=False,
-            detail=detail,
-            model=model.ref if model else None,
-        )
-        return OutMessage(self.topics.events(self.agent_id), event.model_dump_json().encode())
+        return failure_event(self.agent_id, self.topics, kind, detail, model)
 
     def publish_now(self, topic: str, payload: bytes, properties: Properties | None = None) -> bool:
         self.published.append(Published(topic, payload, properties))
