@@ -36,7 +36,7 @@ lint: $(STAMP)
 CHAOS_ARGS ?= --symbols 50 --bars 1500 --rate 1000 --malformed 10000 --kills 3 \
 	--broker-restarts 1 --partition-s 30 --sustained-s 600 --warmup-s 60
 chaos: $(STAMP)
-	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS) --out docs/chaos-results.json
+	$(BIN)/python -m scripts.chaos $(CHAOS_ARGS) --out docs/chaos-results.json
 
 clean:
 	rm -rf $(VENV) models/registry .pytest_cache

@@ -1,6 +1,11 @@
 """Edge side of Forecaster: the bundle and MQTT contracts, the ONNX runtime and the agent.
 
-Nothing here imports torch, pandas, statsmodels, arch or `forecaster`.
+The contract the cloud side imports (keep these names stable): `device.bundle`, `device.manifest`,
+`device.keys` (the signed bundle), `device.schemas`, `device.topics` (the MQTT messages),
+`device.mqtt` (broker URLs and clients), `device.settings` (`AgentSettings`, `load_settings`),
+`device.errors` and `device.configio`. The rest is the agent: `device.agent` (core, the plugin
+seam in `host.py`, delivery, the bar handler), `device.plugins` (deploy, nowcast) and the modules
+they use. Nothing here imports torch, pandas, statsmodels, arch or `forecaster`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from device.schemas import (
     MacroRelease,
     ModelRef,
     Nowcast,
-    NowcastError,
+    NowcastFailure,
     PriceForecast,
     TrendForecast,
 )
@@ -51,7 +56,7 @@ __all__ = [
     "ModelError",
     "ModelRef",
     "Nowcast",
-    "NowcastError",
+    "NowcastFailure",
     "OnnxModel",
     "PayloadError",
     "PriceForecast",

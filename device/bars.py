@@ -7,6 +7,7 @@ from enum import Enum
 import numpy as np
 from pydantic import ValidationError
 
+from device.configio import describe_validation
 from device.errors import PayloadError
 from device.outbox import WindowState
 from device.schemas import Bar
@@ -16,12 +17,7 @@ __all__ = ["SeqCheck", "SymbolWindow", "check_seq", "parse_bar", "validation_rea
 
 def validation_reason(what: str, exc: ValidationError) -> str:
     """One line naming every invalid field, e.g. `invalid bar: close: must be greater than 0`."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if where else msg)
-    return f"invalid {what}: {'; '.join(parts)}"
+    return f"invalid {what}: {describe_validation(exc)}"
 
 
 def parse_bar(payload: bytes, topic_symbol: str, accepted: frozenset[str] | None) -> Bar:

@@ -1,4 +1,4 @@
-"""Read, verify, pack and find signed model bundles (DESIGN.md, "Bundle format")."""
+"""Read, verify, pack and find signed model bundles (docs/ARCHITECTURE.md, "The contracts")."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from device.configio import describe_validation
 from device.errors import BundleError, SignatureError
 from device.keys import TrustedKeys, verify
 from device.manifest import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, BundleManifest
@@ -77,9 +78,8 @@ def load_bundle(path: Path, trusted: TrustedKeys) -> Bundle:
     try:
         manifest = BundleManifest.model_validate_json(manifest_bytes)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise BundleError(f"{path}: invalid manifest: {where}: {first['msg']}") from exc
+        reason = describe_validation(exc, first_only=True)
+        raise BundleError(f"{path}: invalid manifest: {reason}") from exc
     model_bytes = _read(path / manifest.model_file)
     if sha256_hex(model_bytes) != manifest.model_sha256:
         raise SignatureError(f"{path}: {manifest.model_file} does not match the signed SHA-256")

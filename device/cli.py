@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imported here so `--help` stays fast on small devices.
     from device.agent import Agent
+    from device.plugins import DEFAULT_PLUGINS
     from device.settings import load_settings
 
     try:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         # apscheduler logs every heartbeat run at INFO.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        agent = Agent(settings)
+        agent = Agent(settings, DEFAULT_PLUGINS)
     except DeviceError as exc:
         print(f"forecaster-agent: error: {exc}", file=sys.stderr)
         return 1

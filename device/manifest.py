@@ -1,4 +1,4 @@
-"""`BundleManifest`: the signed description of a model bundle (DESIGN.md, "Bundle format")."""
+"""`BundleManifest`: the signed description of a model bundle (docs/ARCHITECTURE.md, "The contracts")."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ __all__ = [
     "TensorSpec",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"

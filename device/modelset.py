@@ -14,7 +14,7 @@ from device.bundle import Bundle, find_bundles, load_bundle
 from device.errors import BundleError, ModelError
 from device.keys import TrustedKeys
 from device.manifest import BundleManifest
-from device.panel import smoke_test_gdp
+from device.panel import probe_gdp_outputs
 from device.runtime import OnnxModel
 from device.schemas import ModelRef
 from device.slots import preferred_order
@@ -97,7 +97,7 @@ def smoke_test(model: OnnxModel, windows: Mapping[str, np.ndarray] | None = None
     check every output's shape and values. Returns the price/trend latencies in ms."""
     m = model.manifest
     if m.task == "gdp":
-        smoke_test_gdp(model)
+        probe_gdp_outputs(model)
         return []
     if m.task not in WINDOW_TASKS or m.window is None:
         return []
@@ -138,13 +138,13 @@ def load_model_set(directory: Path, trusted: TrustedKeys, intra_op_threads: int 
     """Per `<task>/<name>` slot, the version its CURRENT file records (the last deploy or
     rollback), else the newest, that verifies and runs; versions that fail on the way are skipped
     with an error log and listed in `rejected`, never loaded."""
-    slots: dict[str, list[Path]] = defaultdict(list)
+    by_model_id: dict[str, list[Path]] = defaultdict(list)
     for path in find_bundles(directory):
-        slots["/".join(path.relative_to(directory).parts[:2])].append(path)
+        by_model_id["/".join(path.relative_to(directory).parts[:2])].append(path)
     loaded: list[LoadedModel] = []
     rejected: list[RejectedBundle] = []
-    for slot in sorted(slots):
-        for path in preferred_order(directory / slot, slots[slot]):
+    for model_id in sorted(by_model_id):
+        for path in preferred_order(directory / model_id, by_model_id[model_id]):
             try:
                 model = load_model(load_bundle(path, trusted), intra_op_threads)
             except (BundleError, ModelError) as exc:

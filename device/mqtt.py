@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,12 +26,18 @@ __all__ = [
     "backoff_delay",
     "connect",
     "new_client",
+    "new_properties",
     "parse_broker_url",
     "read_available",
     "write_pending",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def new_properties(packet_type: int) -> Properties:
+    """MQTT v5 properties for one packet type (paho's constructor carries no annotations)."""
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def read_available(
     timeout: float,
     max_reads: int = 64,
     enough: Callable[[], bool] | None = None,
-) -> mqtt.MQTTErrorCode:
+) -> MQTTErrorCode:
     """For a client driven by its owner's thread (paho's external-loop API, no loop()): wait up to
     `timeout` for input, then read what has arrived, not just one packet; keepalive included.
 
@@ -136,7 +142,7 @@ def read_available(
     return client.loop_misc()
 
 
-def write_pending(client: mqtt.Client, packets: int) -> mqtt.MQTTErrorCode:
+def write_pending(client: mqtt.Client, packets: int) -> MQTTErrorCode:
     """Send what is queued; with several packets, cork the socket so they leave as few TCP
     segments instead of one each (Linux TCP_CORK)."""
     if not client.want_write():
@@ -179,11 +185,11 @@ def connect(
     result: dict[str, int] = {}
 
     def on_connect(_c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
-        result["rc"] = int(getattr(rc, "value", rc))  # type: ignore[arg-type]
+        result["rc"] = int(getattr(rc, "value", rc))  # type: ignore[call-overload]
         connected.set()
 
     client.on_connect = on_connect
-    props = Properties(PacketTypes.CONNECT)
+    props = new_properties(PacketTypes.CONNECT)
     if session_expiry_s:
         props.SessionExpiryInterval = session_expiry_s
     try:

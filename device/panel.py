@@ -37,10 +37,10 @@ __all__ = [
     "month_index",
     "month_label",
     "panel_write",
+    "probe_gdp_outputs",
     "quarter_index",
     "quarter_label",
     "quarter_of",
-    "smoke_test_gdp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class GdpLayout:
         return cls(series, monthly[1], gdp[1], (lo, hi), region)
 
 
-def smoke_test_gdp(model: OnnxModel) -> None:
+def probe_gdp_outputs(model: OnnxModel) -> None:
     """Run a GDP model once on an empty panel (everything NaN) and check its outputs."""
     layout = GdpLayout.from_manifest(model.manifest)
     monthly, gdp = ReleasedPanel().inputs(layout, 0)

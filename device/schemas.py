@@ -21,7 +21,7 @@ __all__ = [
     "ModelRef",
     "Nowcast",
     "NowcastBand",
-    "NowcastError",
+    "NowcastFailure",
     "PriceForecast",
     "TrendForecast",
     "utcnow",
@@ -221,7 +221,7 @@ class Nowcast(BaseModel):
     latency_ms: float
 
 
-class NowcastError(BaseModel):
+class NowcastFailure(BaseModel):
     """The reply to a nowcast request the agent cannot answer (unknown region, no data yet)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -230,3 +230,4 @@ class NowcastError(BaseModel):
     region: str
     error: str
     ts: datetime = Field(default_factory=utcnow)
+

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tomllib
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC
@@ -23,11 +22,12 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
+from device.configio import ConfigFileError, describe_validation, read_toml, resolve_path
 from device.errors import ConfigError
 from device.mqtt import BrokerAddress, parse_broker_url
 
@@ -201,7 +201,8 @@ class AgentSettings(BaseSettings):
         path = _config_file.get()
         if path is None:
             return (init_settings, env_settings)
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+        file = InitSettingsSource(settings_cls, init_kwargs=read_toml(path, "config file"))
+        return (init_settings, env_settings, file)
 
 
 def _unknown_env_keys() -> list[str]:
@@ -216,24 +217,13 @@ def _unknown_env_keys() -> list[str]:
             unknown.append(name)
         elif len(parts) > 1:
             section = field.annotation
-            is_section = isinstance(section, type) and issubclass(section, _Section)
-            if not is_section or len(parts) != 2 or parts[1] not in section.model_fields:
+            if (
+                not (isinstance(section, type) and issubclass(section, _Section))
+                or len(parts) != 2
+                or parts[1] not in section.model_fields
+            ):
                 unknown.append(name)
     return sorted(unknown)
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
-
-
-def _resolve(path: Path, base: Path) -> Path:
-    path = path.expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
 
 
 def load_settings(config: Path | None) -> AgentSettings:
@@ -247,26 +237,26 @@ def load_settings(config: Path | None) -> AgentSettings:
     token = _config_file.set(config)
     try:
         settings = AgentSettings()
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config}: not valid TOML: {exc}") from exc
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from exc
     except ValidationError as exc:
-        raise ConfigError(f"{config or 'environment'}: {_describe(exc)}") from exc
+        raise ConfigError(f"{config or 'environment'}: {describe_validation(exc)}") from exc
     finally:
         _config_file.reset(token)
     base = config.resolve().parent if config is not None else Path.cwd()
     broker = settings.broker
     return settings.model_copy(
         update={
-            "state_dir": _resolve(settings.state_dir, base),
+            "state_dir": resolve_path(settings.state_dir, base),
             "models": settings.models.model_copy(
                 update={
-                    "dir": _resolve(settings.models.dir, base),
-                    "trusted_keys": [_resolve(p, base) for p in settings.models.trusted_keys],
+                    "dir": resolve_path(settings.models.dir, base),
+                    "trusted_keys": [resolve_path(p, base) for p in settings.models.trusted_keys],
                 }
             ),
             "broker": broker.model_copy(
                 update={
-                    name: _resolve(getattr(broker, name), base)
+                    name: resolve_path(getattr(broker, name), base)
                     for name in ("ca_file", "cert_file", "key_file")
                     if getattr(broker, name) is not None
                 }

@@ -1,4 +1,4 @@
-"""MQTT topic names of the contract (DESIGN.md, "MQTT contract"), with an optional prefix."""
+"""MQTT topic names of the contract (docs/ARCHITECTURE.md, "The contracts"), with an optional prefix."""
 
 from __future__ import annotations
 

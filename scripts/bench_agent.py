@@ -1,6 +1,6 @@
 """Benchmark the edge agent on one machine with Mosquitto on loopback (docs/BENCHMARKS.md, "Agent").
 
-    python scripts/bench_agent.py [--symbols 50] [--bars 100] [--rate 1000] [--seconds 10]
+    python -m scripts.bench_agent [--symbols 50] [--bars 100] [--rate 1000] [--seconds 10]
                                   [--registry DIR] [--install-size] [--json OUT]
 
 Measures, in one run against one broker:
@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,43 +38,30 @@ import paho.mqtt.client as mqtt
 import psutil
 
 from device.mqtt import new_client, parse_broker_url
+from tests.support.broker import start_broker
 
 ROOT = Path(__file__).resolve().parents[1]
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 RECIPES = ("models/price/spx.toml", "models/price/ndx_csv.toml", "models/trend/spx.toml")
 TRAINING_STACK = ("torch", "pandas", "scipy", "statsmodels", "arch", "onnx", "matplotlib")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def mosquitto(workdir: Path) -> Iterator[str]:
-    """A loopback broker with the queue limits lifted, as in deploy/mosquitto.conf."""
-    port = free_port()
+def _bench_config(workdir: Path, port: int) -> Path:
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
     )
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    return conf
+
+
+@contextmanager
+def mosquitto(workdir: Path) -> Iterator[str]:
+    """A loopback broker with the queue limits lifted, as in deploy/mosquitto.conf."""
+    broker = start_broker(workdir, _bench_config)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.05)
-        yield f"mqtt://127.0.0.1:{port}"
+        yield broker.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        broker.stop()
 
 
 def client(url: str, client_id: str) -> mqtt.Client:
@@ -334,7 +320,7 @@ def install_sizes(work: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     relay = sub.add_parser("relay", help="(internal) run the baseline relay")
@@ -346,7 +332,11 @@ def main() -> None:
     parser.add_argument("--registry", type=Path, help="registry with the three bundles")
     parser.add_argument("--install-size", action="store_true")
     parser.add_argument("--json", type=Path, help="write the results here too")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.command == "relay":
         relay_main(args.broker)
         return

@@ -1,6 +1,6 @@
 """Reliability of the edge agent under load, faults and bad input (docs/BENCHMARKS.md, "Reliability").
 
-    python scripts/chaos.py [--symbols 50] [--bars 1500] [--malformed 10000] [--kills 3]
+    python -m scripts.chaos [--symbols 50] [--bars 1500] [--malformed 10000] [--kills 3]
                             [--broker-restarts 1] [--partition-s 30] [--rate 1000]
                             [--sustained-s 600] [--warmup-s 60] [--registry DIR] [--seed 7]
                             [--out results.json]
@@ -54,13 +54,12 @@ import psutil
 from device.schemas import Bar
 from device.topics import Topics, forecast_key
 from forecaster.ops.feeds import Pacer, dataset_bars
+from tests.support.agents import AgentProcess
+from tests.support.broker import Broker, start_broker
+from tests.support.bundles import TrainedBundle
+from tests.support.clients import Feed, persistent_client
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the broker, agent and feed helpers live in tests/
-
-from tests.conftest import Broker, TrainedBundle, free_port  # noqa: E402
-from tests.integration.conftest import AgentProcess, Feed, persistent_client  # noqa: E402
 
 __all__ = [
     "BROKER_KEYS",
@@ -130,11 +129,10 @@ def broker_config(workdir: Path, port: int, deploy_conf: Path = DEPLOY / "mosqui
     return path
 
 
-def start_broker(workdir: Path) -> Broker:
-    port = free_port()
-    broker = Broker(port=port, config=broker_config(workdir, port), workdir=workdir)
-    broker.start()
-    return broker
+def start_chaos_broker(workdir: Path) -> Broker:
+    """The chaos broker (see `broker_config`) on a free port, retried if the port was taken."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return start_broker(workdir, broker_config)
 
 
 def _toml(settings: dict[str, Any]) -> str:
@@ -695,7 +693,7 @@ def run_chaos(
     base = dataset_bars("sp500")
     symbols = symbol_names(cfg.symbols)
     with ExitStack() as stack:
-        broker = start_broker(workdir / "broker")
+        broker = start_chaos_broker(workdir / "broker")
         stack.callback(broker.stop)
         acct = Accountant(broker.url, AGENT_ID)
         stack.callback(acct.close)
@@ -740,9 +738,8 @@ def run_chaos(
         stop_agent(agent)
         samples = rss.stop()
         say(f"  feed done at {fed - t0:.1f} s; {'all' if complete else 'NOT all'} outputs in")
-    return summarize_chaos(
-        plan, acct, models, faults, samples, agent.output(), t0, drained - fed, complete
-    )
+    end = RunEnd(t0=t0, drain_s=drained - fed, complete=complete)
+    return summarize_chaos(plan, acct, models, faults, samples, agent.output(), end)
 
 
 def expected_keys(plan: Iterable[Input], models: Sequence[dict[str, Any]]) -> set[str]:
@@ -789,6 +786,15 @@ def fault_report(
     }
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """How a chaos run ended: its start (monotonic), the drain after the feed, completeness."""
+
+    t0: float
+    drain_s: float
+    complete: bool
+
+
 def summarize_chaos(
     plan: Sequence[Input],
     acct: Accountant,
@@ -796,9 +802,7 @@ def summarize_chaos(
     faults: Sequence[Fault],
     rss: Sequence[dict[str, Any]],
     agent_log: str,
-    t0: float,
-    drain_s: float,
-    complete: bool,
+    end: RunEnd,
 ) -> dict[str, Any]:
     """Loss, duplicates, dead letters per kind, time to serve after each fault, RSS."""
     expected = expected_keys(plan, models)
@@ -827,7 +831,7 @@ def summarize_chaos(
     for s in rss:
         per_pid[s["pid"]].append(s["rss_mb"])
     reprocessed = sum(1 for k in expected if len(acct.versions.get(k, ())) > 1)
-    restarts = [fault_report(f, acct.arrivals, t0) for f in faults]
+    restarts = [fault_report(f, acct.arrivals, end.t0) for f in faults]
     computing = [r["first_new_computed_s"] for r in restarts]
     delivered = [r["next_new_forecast_s"] for r in restarts]
     result = {
@@ -859,8 +863,8 @@ def summarize_chaos(
         },
         "events": dict(Counter(e.get("kind", "?") for e in acct.events)),
         "restarts": restarts,
-        "drain_after_feed_s": round(drain_s, 2),
-        "complete": complete,
+        "drain_after_feed_s": round(end.drain_s, 2),
+        "complete": end.complete,
         "rss_mb": {
             "per_process": [
                 {"first": round(v[0], 1), "max": round(max(v), 1), "last": round(v[-1], 1)}
@@ -962,6 +966,118 @@ def rss_trend(samples: Sequence[dict[str, Any]], key: str = "rss_mb") -> dict[st
     }
 
 
+def _burst_rate(
+    burst: int,
+    acct: Accountant,
+    publish: Callable[[int, float], Publisher],
+    wait_answered: Callable[[int, float], None],
+) -> float:
+    """Bars per second from `burst` bars published as fast as the agent takes them."""
+    n0 = acct.answered
+    t_start = time.monotonic()
+    publish(burst, 0).join()
+    wait_answered(n0 + burst, 300)
+    return burst / (acct.last_forecast - t_start)
+
+
+def _ramp(
+    cfg: SustainedConfig,
+    burst_rate: float,
+    acct: Accountant,
+    publish: Callable[[int, float], Publisher],
+    wait_answered: Callable[[int, float], None],
+) -> tuple[float, list[dict[str, Any]]]:
+    """Paced steps from 30 % of the burst rate up, until the agent falls behind: the highest rate
+    it kept up with, and every step."""
+    steps: list[dict[str, Any]] = []
+    max_rate, step_rate = 0.0, 0.3 * burst_rate
+    while step_rate <= 1.2 * burst_rate:
+        n0 = acct.answered
+        count = round(step_rate * cfg.ramp_step_s)
+        publish(count, step_rate).join()
+        behind = n0 + count - acct.answered  # published, not yet answered
+        kept_up = behind <= 0.5 * step_rate  # at most half a second behind
+        steps.append({"bars_per_s": round(step_rate), "behind": behind, "kept_up": kept_up})
+        wait_answered(n0 + count, 300)
+        if not kept_up:
+            break
+        max_rate, step_rate = step_rate, step_rate * cfg.ramp_growth
+    if not max_rate:
+        raise RuntimeError(f"the agent kept up with no paced rate: {steps}")
+    return max_rate, steps
+
+
+def _processes(agent: AgentProcess, broker: Broker) -> dict[str, psutil.Process]:
+    """The processes sampled, with their CPU counters started."""
+    assert agent.proc is not None and broker.process is not None
+    procs = {
+        "agent": psutil.Process(agent.proc.pid),
+        "broker": psutil.Process(broker.process.pid),
+        "harness": psutil.Process(),
+    }
+    for proc in procs.values():
+        proc.cpu_percent()
+    return procs
+
+
+def _probe(
+    acct: Accountant, procs: dict[str, psutil.Process], first: int, t0: float
+) -> Callable[[], dict[str, Any]]:
+    """One sample a second: RSS, CPU and the latency of the forecasts since the last sample."""
+    seen = [first]
+
+    def probe() -> dict[str, Any]:
+        end = len(acct.latency_ms)
+        new, seen[0] = acct.latency_ms[seen[0] : end], end
+        return {
+            "t": round(time.monotonic() - t0, 2),
+            "rss_mb": round(procs["agent"].memory_info().rss / 2**20, 2),
+            **rss_split(procs["agent"].pid),
+            **{f"cpu_pct_{k}": p.cpu_percent() for k, p in procs.items()},
+            "forecasts": len(new),
+            **percentiles(new),
+        }
+
+    return probe
+
+
+def _per_minute(
+    seconds: float,
+    at: np.ndarray,
+    ms: np.ndarray,
+    samples: Sequence[dict[str, Any]],
+    procs: dict[str, psutil.Process],
+) -> list[dict[str, Any]]:
+    """Throughput, latency, RSS and CPU per minute of the sustained run."""
+    minutes = []
+    for m in range(math.ceil(seconds / 60)):
+        inside = (at >= m * 60) & (at < (m + 1) * 60)
+        rows = [s for s in samples if m * 60 <= s["t"] < (m + 1) * 60]
+        minutes.append(
+            {
+                "minute": m + 1,
+                "forecasts_per_s": round(int(inside.sum()) / min(60.0, seconds - m * 60), 1),
+                "latency_ms": percentiles(ms[inside]),
+                "rss_mb_end": rows[-1]["rss_mb"] if rows else None,
+                **{
+                    f"cpu_pct_{k}": round(float(np.mean([s[f"cpu_pct_{k}"] for s in rows])), 1)
+                    for k in procs
+                    if rows
+                },
+            }
+        )
+    return minutes
+
+
+def _start_agent(workdir: Path, url: str, bundle: TrainedBundle) -> tuple[AgentProcess, float]:
+    """The agent started with the chaos settings (warnings only), and when it started."""
+    config = agent_config(workdir / "agent.toml", url, bundle, log_level="WARNING")
+    agent = AgentProcess(config=config, log=workdir / "agent.log")
+    started = time.time()
+    agent.start()
+    return agent, started
+
+
 def run_sustained(
     cfg: SustainedConfig, bundle: TrainedBundle, workdir: Path, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -971,16 +1087,11 @@ def run_sustained(
     symbols = symbol_names(cfg.symbols)
     sent_at: dict[tuple[str, int], float] = {}
     with ExitStack() as stack:
-        broker = start_broker(workdir / "broker")
+        broker = start_chaos_broker(workdir / "broker")
         stack.callback(broker.stop)
         acct = Accountant(broker.url, AGENT_ID, sent_at)
         stack.callback(acct.close)
-        config = agent_config(
-            workdir / "agent" / "agent.toml", broker.url, bundle, log_level="WARNING"
-        )
-        agent = AgentProcess(config=config, log=workdir / "agent" / "agent.log")
-        started = time.time()
-        agent.start()
+        agent, started = _start_agent(workdir / "agent", broker.url, bundle)
         stack.callback(stop_agent, agent)
         window = max(m["window"] for m in window_models(acct.wait_online(agent, started)))
         feed = open_feed(broker.url)
@@ -1007,27 +1118,8 @@ def run_sustained(
         # 2. Maximum throughput: a burst as fast as the agent takes it (the feed, done in a
         # moment, leaves the agent both cores), then paced steps up to the highest rate it keeps
         # up with while the feed runs beside it, which is what a sustained run competes with.
-        n0 = acct.answered
-        burst = cfg.burst_rounds * len(symbols)
-        t_start = time.monotonic()
-        publish(burst, 0).join()
-        wait_answered(n0 + burst, 300)
-        burst_rate = burst / (acct.last_forecast - t_start)
-        steps: list[dict[str, Any]] = []
-        max_rate, step_rate = 0.0, 0.3 * burst_rate
-        while step_rate <= 1.2 * burst_rate:
-            n0 = acct.answered
-            count = round(step_rate * cfg.ramp_step_s)
-            publish(count, step_rate).join()
-            behind = n0 + count - acct.answered  # published, not yet answered
-            kept_up = behind <= 0.5 * step_rate  # at most half a second behind
-            steps.append({"bars_per_s": round(step_rate), "behind": behind, "kept_up": kept_up})
-            wait_answered(n0 + count, 300)
-            if not kept_up:
-                break
-            max_rate, step_rate = step_rate, step_rate * cfg.ramp_growth
-        if not max_rate:
-            raise RuntimeError(f"the agent kept up with no paced rate: {steps}")
+        burst_rate = _burst_rate(cfg.burst_rounds * len(symbols), acct, publish, wait_answered)
+        max_rate, steps = _ramp(cfg, burst_rate, acct, publish, wait_answered)
         rate = cfg.load * max_rate
         say(
             f"sustained: burst {burst_rate:.0f} bars/s, sustainable {max_rate:.0f} bars/s; "
@@ -1038,61 +1130,22 @@ def run_sustained(
             n0, count = acct.answered, round(rate * cfg.warmup_s)
             publish(count, rate).join()
             wait_answered(n0 + count, 300)
-        assert agent.proc is not None and broker.process is not None
-        procs = {
-            "agent": psutil.Process(agent.proc.pid),
-            "broker": psutil.Process(broker.process.pid),
-            "harness": psutil.Process(),
-        }
-        for proc in procs.values():
-            proc.cpu_percent()
         n1, f1 = acct.answered, acct.forecasts
         first = len(acct.latency_ms)
-        seen = [first]
         t0 = time.monotonic()
-
-        def probe() -> dict[str, Any]:
-            end = len(acct.latency_ms)
-            new, seen[0] = acct.latency_ms[seen[0] : end], end
-            return {
-                "t": round(time.monotonic() - t0, 2),
-                "rss_mb": round(procs["agent"].memory_info().rss / 2**20, 2),
-                **rss_split(procs["agent"].pid),
-                **{f"cpu_pct_{k}": p.cpu_percent() for k, p in procs.items()},
-                "forecasts": len(new),
-                **percentiles(new),
-            }
-
-        ticker = Ticker(probe)
+        procs = _processes(agent, broker)
+        ticker = Ticker(_probe(acct, procs, first, t0))
         ticker.start()
         total = round(rate * cfg.seconds)
-        publisher = publish(total, rate)
-        publisher.join()
+        publish(total, rate).join()
         samples = ticker.stop()
         acct.wait_until(lambda: acct.answered >= n1 + total, 30, 300)
         answered = acct.answered - n1
         extra = acct.forecasts - f1 - answered
         stop_agent(agent)
         log = agent.output()
-    at = np.asarray(acct.latency_at[first:]) - t0
     ms = np.asarray(acct.latency_ms[first:])
-    minutes = []
-    for m in range(math.ceil(cfg.seconds / 60)):
-        inside = (at >= m * 60) & (at < (m + 1) * 60)
-        rows = [s for s in samples if m * 60 <= s["t"] < (m + 1) * 60]
-        minutes.append(
-            {
-                "minute": m + 1,
-                "forecasts_per_s": round(int(inside.sum()) / min(60.0, cfg.seconds - m * 60), 1),
-                "latency_ms": percentiles(ms[inside]),
-                "rss_mb_end": rows[-1]["rss_mb"] if rows else None,
-                **{
-                    f"cpu_pct_{k}": round(float(np.mean([s[f"cpu_pct_{k}"] for s in rows])), 1)
-                    for k in procs
-                    if rows
-                },
-            }
-        )
+    minutes = _per_minute(cfg.seconds, np.asarray(acct.latency_at[first:]) - t0, ms, samples, procs)
     return {
         "burst_bars_per_s": round(burst_rate, 1),
         "max_bars_per_s": round(max_rate, 1),

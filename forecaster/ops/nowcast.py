@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from device.mqtt import BrokerAddress
-from device.schemas import Nowcast, NowcastError
+from device.schemas import Nowcast, NowcastFailure
 from device.topics import Topics
 from forecaster.errors import ForecasterError
 from forecaster.ops.mqtt import tool_client
@@ -49,7 +49,7 @@ def request_nowcast(
     response = f"{topics.prefix}reply/{address.username or 'analyst'}/{token}"
     correlation = token.encode()
     retained: Nowcast | None = None
-    refusal: NowcastError | None = None
+    refusal: NowcastFailure | None = None
     with tool_client(address, f"nowcast-{token[:12]}", inbox_size=1000) as tool:
         tool.subscribe([response, topics.nowcast(region)], timeout=timeout)
         props = Properties(PacketTypes.PUBLISH)
@@ -90,14 +90,14 @@ def _retained(msg: mqtt.MQTTMessage) -> Nowcast | None:
         return None
 
 
-def _reply(msg: mqtt.MQTTMessage) -> Nowcast | NowcastError | None:
+def _reply(msg: mqtt.MQTTMessage) -> Nowcast | NowcastFailure | None:
     """An agent's answer: a nowcast, its refusal, or None for a malformed reply."""
     try:
         return Nowcast.model_validate_json(msg.payload)
     except ValidationError:
         pass
     try:
-        return NowcastError.model_validate_json(msg.payload)
+        return NowcastFailure.model_validate_json(msg.payload)
     except ValidationError:
         logger.warning("ignoring a malformed reply on %s", msg.topic)
         return None

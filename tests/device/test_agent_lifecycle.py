@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -19,7 +20,7 @@ from device.modelset import ModelSet
 from device.mqtt import backoff_delay
 from device.outbox import Outbox, WindowState
 from device.settings import ENV_PREFIX, load_settings
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -65,11 +66,15 @@ def test_jitter_spreads_a_fleet_out() -> None:
 
 
 def test_the_agent_stops_promptly_while_the_broker_is_unreachable(
-    tmp_path: Path, quick_price_bundle
+    tmp_path: Path, quick_price_bundle, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = Agent(load_settings(config(tmp_path, quick_price_bundle)))
+    caplog.set_level(logging.INFO, logger="device.agent.core")
     agent.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while not any("reconnecting in" in r.getMessage() for r in caplog.records):  # backing off
+        assert time.monotonic() < deadline, "the agent never tried the broker"
+        time.sleep(0.05)
     started = time.monotonic()
     agent.stop()
     assert time.monotonic() - started < 3.0

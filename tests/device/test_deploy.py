@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.bundle import load_bundle
-from device.deploy import check_fits, served_model, smoke_check, with_model
 from device.errors import BundleError, ModelError
 from device.keys import load_private_key, load_trusted_keys
 from device.manifest import MANIFEST_FILE, MODEL_FILE, TensorSpec
 from device.modelset import LoadedModel, ModelSet, load_model, load_model_set
+from device.plugins.deploy import check_fits, check_latency, served_model, with_model
 from device.slots import (
     CURRENT_FILE,
     installed_versions,
@@ -143,12 +143,12 @@ def test_the_smoke_check_runs_on_live_windows_within_the_latency_budget(
 ) -> None:
     w = served.manifest.window
     closes = np.linspace(1000.0, 1100.0, w + 10)
-    summary = smoke_check(served, {"SPX": closes, "NEW": closes[:3]}, budget_ms=1000.0)
+    summary = check_latency(served, {"SPX": closes, "NEW": closes[:3]}, budget_ms=1000.0)
     assert summary.startswith("smoke-tested on 1 live window(s)")  # NEW is still warming up
     with pytest.raises(ModelError, match="over the budget of 1e-06 ms"):
-        smoke_check(served, {"SPX": closes}, budget_ms=1e-6)
+        check_latency(served, {"SPX": closes}, budget_ms=1e-6)
     with pytest.raises(ModelError, match="non-finite output on the live window of BAD"):
-        smoke_check(served, {"BAD": np.full(w, np.nan)}, budget_ms=1000.0)
+        check_latency(served, {"BAD": np.full(w, np.nan)}, budget_ms=1000.0)
 
 
 def test_with_model_replaces_the_slot_and_keeps_the_rest(served: LoadedModel) -> None:

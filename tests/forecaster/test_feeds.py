@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from hypothesis import strategies as st
 
 from forecaster.errors import DataError, FeedError
 from forecaster.ops.feeds import Pacer, copy_bars, csv_bars, dataset_bars, interleave
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 NASDAQ_CSV = ROOT / "models" / "data" / "nasdaq_close.csv"
@@ -206,17 +204,6 @@ def test_pacer_rate_zero_never_waits_and_bad_rates_fail() -> None:
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(FeedError, match="rate must be"):
             Pacer(bad)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "forecaster.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 @pytest.mark.parametrize(

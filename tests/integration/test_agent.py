@@ -3,10 +3,13 @@ import torch, pandas, statsmodels, arch or forecaster."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import sqlite3
 import subprocess
 import sys
+import termios
 import threading
 import time
 from datetime import datetime
@@ -212,6 +215,13 @@ def test_bad_payloads_each_give_one_dead_letter_and_the_agent_keeps_forecasting(
     assert status.counters["errors"] == 0
 
 
+def waiting_bytes(sock: object) -> int:
+    """Bytes received on `sock` and not read yet (FIONREAD)."""
+    buf = array.array("i", [0])
+    fcntl.ioctl(sock, termios.FIONREAD, buf)
+    return buf[0]
+
+
 def test_broker_restart_mid_stream_loses_no_forecast(
     tmp_path, broker, quick_price_bundle, agent_process, collector, feed
 ) -> None:
@@ -221,16 +231,22 @@ def test_broker_restart_mid_stream_loses_no_forecast(
     wait_status(sub, lambda s: s.online)
     bars = sp500_closes(w + 150)
 
+    halfway, later = threading.Event(), threading.Event()
+
     def publish() -> None:
         for seq, (ts, close) in enumerate(bars):
             feed.bar("SPX", seq, ts, close)
-            time.sleep(0.004)
+            if seq == len(bars) // 2:
+                halfway.set()
+            elif seq == len(bars) * 3 // 4:
+                later.set()
+            time.sleep(0.004)  # a paced feed: the restart falls in the middle of the stream
 
     publisher = threading.Thread(target=publish)
     publisher.start()
-    time.sleep(len(bars) * 0.004 / 2)
+    assert halfway.wait(30)
     broker.stop()
-    time.sleep(1.0)
+    assert later.wait(30)  # bars published while the broker is down wait in the feed's client
     broker.start()
     publisher.join(30)
     feed.flush(30)
@@ -349,7 +365,14 @@ def test_reading_stops_once_the_owner_has_enough(broker, feed) -> None:
     for i in range(500):
         feed.raw(f"flood/{i}", b"x")
     feed.flush()
-    time.sleep(0.5)  # all 500 wait in the socket
+    sock = client.socket()
+    assert sock is not None
+    # Each QoS 0 PUBLISH: fixed header (2), topic length (2), topic, properties length (1), "x".
+    size = sum(2 + 2 + len(f"flood/{i}") + 1 + 1 for i in range(500))
+    deadline = time.monotonic() + 10
+    while waiting_bytes(sock) < size:  # until all 500 wait in the socket
+        assert time.monotonic() < deadline, "the broker did not send the flood"
+        time.sleep(0.02)
     read_available(client, 1.0, max_reads=1000, enough=lambda: len(got) >= 10)
     assert len(got) == 10
     read_available(client, 1.0, max_reads=1000)
@@ -394,8 +417,10 @@ def test_symbols_removed_from_the_config_are_unsubscribed_and_dead_lettered(
     status = wait_status(sub, lambda s: s.online and s.counters["received"] == 6)
     assert set(status.warming) == {"SPX"}
     feed.bar("NDX", 3, *bars[0])
+    feed.bar("SPX", 3, *bars[0])  # the sentinel: handled after NDX's bar, were it delivered
     feed.flush()
-    time.sleep(1.0)
+    status = wait_status(sub, lambda s: s.warming.get("SPX", "").startswith("4/"))
+    assert status.counters["received"] == 7
     assert len(sub.on(f"fleet/{AGENT}/deadletter")) == 3  # no longer subscribed
 
 

@@ -31,8 +31,9 @@ from scripts.chaos import (
     run_chaos,
     symbol_names,
 )
-from tests.integration.conftest import agent_config, bar_payload, sp500_closes
 from tests.integration.test_agent import AGENT, outbox_rows, wait_status
+from tests.support.agents import agent_config, unread_bytes
+from tests.support.clients import bar_payload, sp500_closes
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +173,10 @@ def test_a_duplicate_bar_in_flight_at_a_sigkill_is_still_dead_lettered(
     duplicate = json.loads(bar_payload("SPX", 2, *bars[2])) | {"note": "sent twice"}
     feed.raw("market/SPX/bar", json.dumps(duplicate).encode())
     feed.flush()
-    time.sleep(0.5)  # the broker has written it to the frozen agent's socket
+    deadline = time.monotonic() + 10
+    while unread_bytes(agent.proc.pid, broker.port) == 0:  # the broker wrote it to the socket
+        assert time.monotonic() < deadline, "the broker never sent the duplicate to the agent"
+        time.sleep(0.05)
     agent.kill()
 
     agent_process(config)
@@ -193,8 +197,7 @@ def test_a_bad_payload_committed_before_a_sigkill_gets_one_dead_letter(
     config = agent_config(tmp_path / "agent.toml", link.url, quick_price_bundle)
     agent = agent_process(config)
     wait_status(sub, lambda s: s.online)
-    link.cut()
-    time.sleep(0.3)  # a read the relay had under way still goes through
+    link.cut()  # returns once a read the relay had under way has gone through
     feed.raw("market/SPX/bar", b"\x00 not a bar")
     feed.flush()
     deadline = time.monotonic() + 20

@@ -4,11 +4,9 @@ a valid `Bar`; the view drops QoS 1 redeliveries; the CLI reports counts and one
 from __future__ import annotations
 
 import io
-import os
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -26,6 +24,7 @@ from forecaster.ops.feeds import dataset_bars, interleave, replay
 from forecaster.ops.watch import ForecastBoard, watch
 from tests.conftest import Broker
 from tests.forecaster.test_watch import price_forecast
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -145,17 +144,6 @@ def test_watch_drops_redeliveries_and_reads_heartbeats(broker: Broker) -> None:
     assert board.price[("SPX", "spx")].forecast.seq == bars[-1].seq
     text = out.getvalue()
     assert "SPX" in text and "a1 online" in text and "3 redeliveries dropped" in text
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "forecaster.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 def test_cli_replay_publishes_csv_and_dataset_bars(broker: Broker) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -38,7 +36,6 @@ from device.slots import read_current
 from forecaster.training.bundles import write_bundle
 from tests.conftest import Broker, TrainedBundle
 from tests.integration.conftest import (
-    ROOT,
     AgentProcess,
     Collector,
     Feed,
@@ -47,6 +44,7 @@ from tests.integration.conftest import (
     sp500_closes,
     start_secured,
 )
+from tests.support.cli import run_cli as forecaster
 
 pytestmark = pytest.mark.integration
 
@@ -508,17 +506,7 @@ def test_a_hundred_hot_swaps_keep_the_agent_rss_flat(fleet: Fleet) -> None:
     assert read_current(fleet.models_dir / SLOT) == "ota-100"
 
 
-def forecaster(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "forecaster.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def test_rollback_restores_the_previous_version_and_survives_a_restart(fleet: Fleet) -> None:
+def test_rollback_restores_the_previous_version_and_survives_a_restart(fleet: Fleet) -> None:  # noqa: PLR0915 (deploy, roll back, restart: each step needs the last)
     agent = fleet.start_agent()
     v1 = fleet.v1.name
     fleet.status(lambda s: s.online and fleet.served(s) == v1)

@@ -3,6 +3,7 @@
 Threads: one network thread owns the paho client, the outbox and the windows; it runs the message
 handlers, publishes the outbox in id order and runs work handed to it with `call_soon` (the
 apscheduler jobs do that). Other threads only request work, swap the model set or ask to stop.
+Plugins (device/plugins/) add handlers through the `Host` methods below (device/agent/host.py).
 """
 
 from __future__ import annotations
@@ -15,32 +16,35 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from apscheduler.schedulers.background import BackgroundScheduler
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from device.bars import SeqCheck, SymbolWindow, check_seq, parse_bar
-from device.errors import AgentError, ConfigError, ModelError, PayloadError
-from device.forecasts import price_forecast, trend_forecast
+from device.agent.bar_handler import BarHandler
+from device.agent.delivery import Delivery
+from device.agent.host import Handler, Outcome, Plugin, PluginFactory, Route, Ticket
+from device.agent.messages import dead_letter, failure_event
+from device.errors import AgentError, ConfigError, PayloadError
 from device.health import COUNTERS, LatencyWindow
 from device.keys import TrustedKeys, load_trusted_keys
 from device.memory import release_free_memory
-from device.modelset import LoadedModel, ModelSet, load_model_set
-from device.mqtt import backoff_delay, new_client, read_available, write_pending
-from device.outbox import Outbox, OutMessage, StateWrite, StoredMessage, WindowState
+from device.modelset import WINDOW_TASKS, LoadedModel, ModelSet, load_model_set
+from device.mqtt import backoff_delay, new_client, new_properties, read_available, write_pending
+from device.outbox import Outbox, OutMessage, StateWrite, WindowState
 from device.redelivery import CommittedInputs, input_digest
-from device.schemas import AgentStatus, DeadLetter, FleetEvent
+from device.schemas import AgentStatus
 from device.settings import AgentSettings
 from device.topics import Topics
 
-__all__ = ["Agent", "Handler", "Outcome", "Route", "Ticket"]
+__all__ = ["Agent"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,60 +55,8 @@ ACK_FLUSH_S = 0.2
 # stall a pass can hold a backlog; these bounds keep the first of them from waiting on the rest.
 MAX_BATCH = 64
 MAX_BATCH_WAIT_S = 0.002
-DEADLETTER_PAYLOAD_BYTES = 1024
 MAX_PENDING_CALLS = 256
 SUBSCRIPTIONS_META = "subscriptions"
-# Share of the in-flight window the backlog may fill, so a forecast made now finds room at once.
-BACKLOG_SHARE = 0.75
-
-
-@dataclass
-class Outcome:
-    """What handling one input message produced: outputs and the state they follow from (a
-    symbol's window, other handlers' `writes`), committed in one outbox transaction before the
-    input is acknowledged."""
-
-    messages: list[OutMessage] = field(default_factory=list)
-    window: WindowState | None = None
-    writes: list[StateWrite] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """An input a handler finishes off the network thread (`Agent.defer`, then `Agent.finish`)."""
-
-    mid: int
-    qos: int
-    connection: int  # which connection it came on: an ack is only valid on that one
-
-
-@dataclass
-class Lane:
-    """Outbox rows with `cursor` < id <= `through` (None: no upper bound), handed to the
-    connection in id order; `waiting` while some may not be handed yet."""
-
-    cursor: int = 0
-    through: int | None = None
-    waiting: bool = False
-
-    def holds(self, row_id: int) -> bool:
-        return self.through is None or row_id <= self.through
-
-
-# A handler gets the message and returns its Outcome, or None when there is nothing to commit (a
-# redelivery), or a Ticket from `Agent.defer` when it finishes later. It raises PayloadError to
-# dead-letter the message.
-Handler = Callable[[mqtt.MQTTMessage], Outcome | Ticket | None]
-
-
-@dataclass(frozen=True)
-class Route:
-    """Messages whose topic matches `match` go to `handler`; `subscriptions` are the filters the
-    agent subscribes to for it (e.g. a `$share/<group>/` form, or one per configured symbol)."""
-
-    match: str
-    subscriptions: tuple[str, ...]
-    handler: Handler
 
 
 def _trusted_keys(settings: AgentSettings) -> TrustedKeys:
@@ -118,82 +70,99 @@ def _trusted_keys(settings: AgentSettings) -> TrustedKeys:
     return keys
 
 
-class Agent:
-    """`Agent(settings).run()` serves until `request_stop()` (or `start()` ... `stop()`)."""
+def _load_models(settings: AgentSettings, keys: TrustedKeys) -> ModelSet:
+    if not settings.models.dir.is_dir():
+        raise ConfigError(f"models directory {settings.models.dir} does not exist")
+    models = load_model_set(settings.models.dir, keys, settings.models.intra_op_threads)
+    if not models.models:
+        logger.warning(
+            "no usable model in %s; serving nothing until one is deployed", settings.models.dir
+        )
+    return models
 
-    def __init__(self, settings: AgentSettings) -> None:
+
+def _open_outbox(settings: AgentSettings) -> Outbox:
+    outbox = Outbox(settings.outbox_path, settings.outbox.max_bytes)
+    if outbox.rows:
+        logger.info(
+            "%d message(s) (%d bytes) from before wait in the outbox", outbox.rows, outbox.bytes
+        )
+    return outbox
+
+
+class Agent:
+    """`Agent(settings, plugins).run()` serves until `request_stop()` (or `start()` ... `stop()`).
+    `plugins` are factories (device/plugins/) called with the agent as their `Host`."""
+
+    def __init__(self, settings: AgentSettings, plugins: Sequence[PluginFactory] = ()) -> None:
         self.settings = settings
         self.agent_id = settings.agent_id
         self.topics = Topics(settings.topic_prefix)
         self.trusted_keys = _trusted_keys(settings)
-        if not settings.models.dir.is_dir():
-            raise ConfigError(f"models directory {settings.models.dir} does not exist")
         self._models_lock = threading.Lock()
-        self._models = load_model_set(
-            settings.models.dir, self.trusted_keys, settings.models.intra_op_threads
-        )
-        if not self._models.models:
-            logger.warning(
-                "no usable model in %s; serving nothing until one is deployed", settings.models.dir
-            )
-        self.outbox = Outbox(settings.outbox_path, settings.outbox.max_bytes)
-        if self.outbox.rows:
-            logger.info(
-                "%d message(s) (%d bytes) from before wait in the outbox",
-                self.outbox.rows,
-                self.outbox.bytes,
-            )
+        self._models = _load_models(settings, self.trusted_keys)
+        self.outbox = _open_outbox(settings)
         self._committed = CommittedInputs(settings.outbox_path)
-        self._windows: dict[str, SymbolWindow] = {
-            # Never shorter than what was saved: closes kept for a model that is gone (or not
-            # deployed yet) are not thrown away.
-            s.symbol: SymbolWindow.from_state(s, max(self._models.window, len(s.closes)))
-            for s in self.outbox.windows()
-        }
-        self._accepted = frozenset(settings.symbols) or None
         self.counters: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
         self.inference_ms = LatencyWindow()
         self.message_ms = LatencyWindow()
         self.started_at = datetime.now(UTC)
         self._started = time.monotonic()
+        self._client = self._new_client()
+        self._delivery = Delivery(
+            self._client, self.outbox, settings.outbox.max_inflight, self.counters
+        )
+        saved = self.outbox.windows()
+        self._bars = BarHandler(
+            settings, self._model_set, saved, self.counters, self.inference_ms, self.event
+        )
+        self._routes = [
+            Route(self.topics.bar_filter(), self._bars.subscriptions(), self._bars.handle)
+        ]
+        self._init_network_state()
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.plugins: list[Plugin] = []
+        self._install(plugins)
 
-        self._routes: list[Route] = []
-        self._register_handlers()
+    def _install(self, factories: Sequence[PluginFactory]) -> None:
+        """Build each plugin for this host and let it add its routes and jobs, in order."""
+        for factory in factories:
+            plugin = factory(self)
+            if plugin is not None:
+                plugin.install()
+                self.plugins.append(plugin)
 
-        self._client = new_client(settings.broker.address(), settings.client_id, manual_ack=True)
-        self._client.connect_timeout = settings.broker.connect_timeout_s
-        # paho's own limit off: `_pump` keeps within the broker's Receive Maximum itself.
-        self._client.max_inflight_messages_set(0)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_publish = self._on_publish
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_socket_register_write = self._on_packet_queued
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = settings.broker.session_expiry_s
-        props.ReceiveMaximum = settings.broker.receive_maximum
-        address = settings.broker.address()
+    def _new_client(self) -> mqtt.Client:
+        broker = self.settings.broker
+        client = new_client(broker.address(), self.settings.client_id, manual_ack=True)
+        client.connect_timeout = broker.connect_timeout_s
+        # paho's own limit off: `Delivery.pump` keeps within the broker's Receive Maximum itself.
+        client.max_inflight_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_register_write = self._on_packet_queued
+        props = new_properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = broker.session_expiry_s
+        props.ReceiveMaximum = broker.receive_maximum
+        address = broker.address()
         # clean_start=False: the broker keeps our subscriptions and queues QoS 1 bars while we
         # are away, for `session_expiry_s`.
-        self._client.connect_async(
+        client.connect_async(
             address.host,
             address.port,
-            keepalive=settings.broker.keepalive_s,
+            keepalive=broker.keepalive_s,
             clean_start=False,
             properties=props,
         )
+        return client
 
-        # Network-thread state.
-        self._connected = False
+    def _init_network_state(self) -> None:
+        """State only the network thread touches, and the flags other threads set."""
         self._connection = 0  # counts successful connects (see Ticket)
         self._attempt = 0
-        self._window_size = settings.outbox.max_inflight
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox id, handed and awaiting PUBACK
-        # Rows stored before the current connection began, and rows stored since (see `_pump`).
-        self._backlog = Lane(waiting=self.outbox.rows > 0)
-        self._live = Lane()
-        self._acked: list[int] = []
         self._last_commit = time.monotonic()
         # The current group commit: outputs, latest window per symbol, inputs to acknowledge.
         self._batch: list[OutMessage] = []
@@ -203,34 +172,21 @@ class Agent:
         self._pump_due = False
         self._queued_packets = 0
         self._calls: queue.Queue[Callable[[], None]] = queue.Queue(MAX_PENDING_CALLS)
-
         self._stop_requested = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.fatal: BaseException | None = None
-        self.scheduler = BackgroundScheduler(timezone=UTC)
-        # Imported here: device.nowcast builds on this module's Outcome.
-        from device.nowcast import attach_nowcast
 
-        self.nowcast = attach_nowcast(self)
-        # Imported here: device.deploy builds on this module's Outcome and Ticket.
-        from device.deploy import Deployer
+    # ----- the Host protocol (device/agent/host.py): what plugins call -----------------------
 
-        self.deployer = Deployer(self)
-        self.deployer.install()
+    @property
+    def state_path(self) -> Path:
+        return self.outbox.path
 
-    # ----- seams for other handlers (fleet deploy, GDP nowcast) -------------------------------
-
-    def _register_handlers(self) -> None:
-        """Every input topic the agent serves, in one place."""
-        if self._accepted is None:
-            bar_filters: tuple[str, ...] = (self.topics.bar_filter(),)
-        else:
-            bar_filters = tuple(self.topics.bar(s) for s in sorted(self._accepted))
-        group = self.settings.share_group
-        if group:
-            bar_filters = tuple(f"$share/{group}/{f}" for f in bar_filters)
-        self.route(self.topics.bar_filter(), self._handle_bar, bar_filters)
+    def served_tasks(self) -> tuple[str, ...]:
+        """Bundle tasks with a handler: the bar handler's, then each plugin's."""
+        tasks = [*WINDOW_TASKS, *(t for p in self.plugins for t in p.tasks)]
+        return tuple(dict.fromkeys(tasks))
 
     def route(self, match: str, handler: Handler, subscriptions: tuple[str, ...] = ()) -> None:
         """Send messages whose topic matches `match` to `handler`; subscribe `subscriptions`
@@ -239,6 +195,10 @@ class Agent:
 
     @property
     def models(self) -> ModelSet:
+        return self._models
+
+    def _model_set(self) -> ModelSet:
+        """The set served now, read by the bar handler at each bar (a swap replaces it)."""
         return self._models
 
     def update_models(self, change: Callable[[ModelSet], ModelSet]) -> ModelSet:
@@ -277,13 +237,13 @@ class Agent:
 
     def window_states(self) -> list[WindowState]:
         """A copy of every symbol's window (last seq, closes). Network thread only."""
-        return [w.state() for w in self._windows.values()]
+        return [w.state() for w in self._bars.windows.values()]
 
     def publish_now(self, topic: str, payload: bytes, properties: Properties | None = None) -> bool:
         """Publish at QoS 0 straight to the connection, outside the outbox: for replies, which
         are worthless once the requester has given up (and QoS 0 takes no Receive Maximum slot).
         Network thread only; False when not connected."""
-        if not self._connected:
+        if not self._delivery.connected:
             return False
         return self._client.publish(topic, payload, qos=0, properties=properties).rc == 0
 
@@ -354,12 +314,12 @@ class Agent:
             if not self._open():
                 self._stop_requested.wait(self._next_delay())
                 continue
-            rc = mqtt.MQTT_ERR_SUCCESS
-            while rc == mqtt.MQTT_ERR_SUCCESS and not self._stop_requested.is_set():
+            rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stop_requested.is_set():
                 rc = self._loop_once()
             if self._stop_requested.is_set():
                 break
-            self._connected = False
+            self._delivery.connected = False
             self._stop_requested.wait(self._next_delay())
         self._shutdown()
 
@@ -381,7 +341,7 @@ class Agent:
         logger.info("reconnecting in %.2f s", delay)
         return delay
 
-    def _loop_once(self) -> mqtt.MQTTErrorCode:
+    def _loop_once(self) -> MQTTErrorCode:
         """Read what has arrived, commit it as one batch, then send acks and outputs together."""
         try:
             sent = self._send_queued()  # e.g. CONNECT, queued by reconnect()
@@ -399,9 +359,9 @@ class Agent:
             logger.exception("network loop failed; reconnecting")
             self.counters["errors"] += 1
             return mqtt.MQTT_ERR_CONN_LOST
-        return rc or sent
+        return rc if rc != MQTTErrorCode.MQTT_ERR_SUCCESS else sent
 
-    def _send_queued(self) -> mqtt.MQTTErrorCode:
+    def _send_queued(self) -> MQTTErrorCode:
         packets, self._queued_packets = self._queued_packets, 0
         return write_pending(self._client, packets)
 
@@ -422,14 +382,14 @@ class Agent:
                 logger.exception("scheduled call %s failed", fn)
         if self._pump_due:
             self._pump_due = False
-            self._pump()
-        if self._acked and (
-            len(self._acked) >= 512 or time.monotonic() - self._last_commit > ACK_FLUSH_S
+            self._delivery.pump()
+        if self._delivery.acked and (
+            len(self._delivery.acked) >= 512 or time.monotonic() - self._last_commit > ACK_FLUSH_S
         ):
             self._flush_acked()
 
     def _flush_acked(self) -> None:
-        acked, self._acked = self._acked, []
+        acked = self._delivery.take_acked()
         try:
             self.outbox.delete(acked)
         except sqlite3.Error as exc:
@@ -440,15 +400,15 @@ class Agent:
         """On the network thread: deliver what is pending, say offline, leave the session."""
         self._stopping = True
         deadline = time.monotonic() + self.settings.outbox.flush_timeout_s
-        while self._connected and self._unsent() and time.monotonic() < deadline:
+        while self._delivery.connected and self._delivery.unsent() and time.monotonic() < deadline:
             if self._loop_once() != mqtt.MQTT_ERR_SUCCESS:
-                self._connected = False
-        if self._unsent():
+                self._delivery.connected = False
+        if self._delivery.unsent():
             logger.warning(
                 "stopping with %d message(s) in the outbox; they are sent after the next start",
                 self.outbox.rows,
             )
-        if self._connected:
+        if self._delivery.connected:
             info = self._client.publish(
                 self.topics.status(self.agent_id), self._status(online=False), qos=1, retain=True
             )
@@ -461,7 +421,7 @@ class Agent:
             # start) and does not publish the will; the status above already says offline.
             self._client.disconnect()
             self._send_queued()
-        if self._acked:
+        if self._delivery.acked:
             self._flush_acked()
         logger.info("agent %s stopped", self.agent_id)
 
@@ -484,13 +444,12 @@ class Agent:
         if reason.is_failure:
             logger.error("broker refused the connection: %s", reason)
             return
-        self._connected = True
         self._connection += 1
         self._attempt = 0
         server_max = getattr(properties, "ReceiveMaximum", 65535)
         # Never have more unacknowledged publishes out than the broker accepts (Mosquitto's
         # max_inflight_messages); one slot stays free for the status heartbeat.
-        self._window_size = max(1, min(self.settings.outbox.max_inflight, server_max - 1))
+        window = max(1, min(self.settings.outbox.max_inflight, server_max - 1))
         logger.info(
             "connected to %s (session %s)",
             self.settings.broker.address().url,
@@ -498,9 +457,7 @@ class Agent:
         )
         # Everything stored so far (whatever this process or an earlier one left) is the backlog;
         # what is stored from now on is live.
-        boundary = self.outbox.last_id
-        self._backlog = Lane(through=boundary, waiting=self.outbox.rows > 0)
-        self._live = Lane(cursor=boundary)
+        self._delivery.connected_with(window)
         self._subscribe(client)
         # Not here: paho re-sends the publishes still unacknowledged from the last connection
         # right after this callback, and they must go out before anything newer.
@@ -540,8 +497,8 @@ class Agent:
         reason: ReasonCode,
         _properties: Properties | None,
     ) -> None:
-        was = self._connected
-        self._connected = False
+        was = self._delivery.connected
+        self._delivery.connected = False
         if was and not self._stopping:
             logger.warning(
                 "lost the broker (%s); forecasts go to the outbox until it is back", reason
@@ -555,15 +512,7 @@ class Agent:
         reason: ReasonCode,
         _properties: Properties | None,
     ) -> None:
-        row_id = self._inflight.pop(mid, None)
-        if row_id is None:
-            return  # a status heartbeat
-        if reason.is_failure:
-            # Retrying cannot help (e.g. not authorized); say so and count it.
-            logger.warning("broker refused outbox message %d: %s; dropped", row_id, reason)
-            self.counters["dropped"] += 1
-        self._acked.append(row_id)
-        if self._waiting() and len(self._inflight) <= self._window_size // 2:
+        if self._delivery.published(mid, reason):
             self._pump_due = True
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -615,13 +564,13 @@ class Agent:
         windows, self._batch_windows = self._batch_windows, {}
         writes, self._batch_writes = self._batch_writes, []
         inputs, self._batch_inputs = self._batch_inputs, []
-        acked, self._acked = self._acked, []
+        acked = self._delivery.take_acked()
         try:
             result = self.outbox.commit(
                 messages,
                 windows.values(),
                 acked=acked,
-                handed=self._inflight.values(),
+                handed=self._delivery.inflight.values(),
                 writes=writes,
             )
         except sqlite3.Error as exc:
@@ -641,135 +590,20 @@ class Agent:
                 self.outbox.max_bytes,
                 result.dropped,
             )
-        if not self._connected:
+        if not self._delivery.connected:
             self.counters["spooled"] += len(result.rows)
-        self._pump(result.rows)
+        self._delivery.pump(result.rows)
 
-    # ----- outbox -> broker -----------------------------------------------------------------
-
-    def _pump(self, fresh: list[StoredMessage] | None = None) -> None:
-        """Hand outbox rows to the connection, at most `_window_size` unacknowledged: rows stored
-        on this connection (live) before rows left from earlier (backlog), each in id order, so a
-        forecast made now does not wait behind thousands made before a restart. The backlog
-        fills at most BACKLOG_SHARE of the window, which keeps room for live rows at hand."""
-        if fresh:
-            if self._connected and not self._live.waiting:
-                self._hand(fresh, self._live)
-                self._live.waiting = self._live.cursor < fresh[-1].id
-            else:
-                self._live.waiting = True
-        while self._connected:
-            room = self._window_size - len(self._inflight)
-            if self._live.waiting:
-                lane = self._live
-            elif self._backlog.waiting:
-                lane = self._backlog
-                room = min(room, self._backlog_room())
-            else:
-                return
-            if room <= 0:
-                return
-            rows = self.outbox.pending(lane.cursor, room, lane.through)
-            self._hand(rows, lane)
-            if len(rows) < room:
-                lane.waiting = False
-
-    def _backlog_room(self) -> int:
-        in_flight = sum(1 for row_id in self._inflight.values() if self._backlog.holds(row_id))
-        return int(self._window_size * BACKLOG_SHARE) - in_flight
-
-    def _hand(self, rows: list[StoredMessage], lane: Lane) -> None:
-        # Rows handed on an earlier connection are still in flight (paho re-sends them itself)
-        # or acknowledged and not yet deleted: never publish those twice.
-        sent = set(self._inflight.values()).union(self._acked) if lane is self._backlog else ()
-        for row in rows:
-            if row.id not in sent:
-                if len(self._inflight) >= self._window_size:
-                    return
-                info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-                self._inflight[info.mid] = row.id
-            lane.cursor = row.id
-
-    def _waiting(self) -> bool:
-        """Whether outbox rows may wait to be handed to the connection."""
-        return self._live.waiting or self._backlog.waiting
-
-    def _unsent(self) -> bool:
-        """Whether anything in the outbox still waits for the broker's acknowledgement."""
-        return bool(self._inflight) or self._waiting()
-
-    # ----- handlers -------------------------------------------------------------------------
-
-    def _handle_bar(self, msg: mqtt.MQTTMessage) -> Outcome | None:
-        symbol = self.topics.symbol_of_bar(msg.topic)
-        if symbol is None:
-            raise PayloadError("not a market/<symbol>/bar topic")
-        bar = parse_bar(msg.payload, symbol, self._accepted)
-        models = self._models  # one consistent set for this bar, even during a swap
-        window = self._windows.get(symbol)
-        if window is None:
-            if len(self._windows) >= self.settings.max_symbols:
-                raise PayloadError(f"symbol limit reached ({self.settings.max_symbols})")
-            window = self._windows[symbol] = SymbolWindow(symbol, models.window)
-        elif window.capacity < models.window:  # a model with a longer window was swapped in
-            window.resize(models.window)
-        check = check_seq(window.last_seq, bar.seq)
-        if check is not SeqCheck.NEW:
-            # Not a redelivery (see `_on_message`): a feed that sent this seq again.
-            what = "duplicate" if check is SeqCheck.DUPLICATE else "out-of-order"
-            raise PayloadError(f"{what} seq {bar.seq}: last accepted seq is {window.last_seq}")
-        window.push(bar.seq, bar.ts.isoformat(), bar.close)
-        outcome = Outcome(window=window.state())
-        for model in models.window_models:
-            size = model.manifest.window or 0
-            if not window.ready(size):
-                continue  # still warming up; the status heartbeat says how far
-            try:
-                outcome.messages.append(self._forecast(model, window, bar.seq, bar.ts))
-            except ModelError as exc:
-                self.counters["errors"] += 1
-                logger.warning("%s", exc)
-                outcome.messages.append(self._event("inference_error", str(exc), model))
-        return outcome
-
-    def _forecast(
-        self, model: LoadedModel, window: SymbolWindow, seq: int, ts: datetime
-    ) -> OutMessage:
-        output, latency_ms = model.model.run_window(window.latest(model.manifest.window or 0))
-        self.inference_ms.add(latency_ms)
-        if model.manifest.task == "price":
-            forecast = price_forecast(
-                self.agent_id, window.symbol, seq, ts, window.last_close, model, output, latency_ms
-            )
-            topic = self.topics.price_forecast(window.symbol)
-        else:
-            forecast = trend_forecast(
-                self.agent_id, window.symbol, seq, ts, model, output, latency_ms
-            )
-            topic = self.topics.trend_forecast(window.symbol)
-        self.counters["forecasts"] += 1
-        return OutMessage(topic, forecast.model_dump_json().encode())
+    # ----- outputs ---------------------------------------------------------------------------
 
     def dead_letter(self, msg: mqtt.MQTTMessage, reason: str) -> OutMessage:
         self.counters["dead_letters"] += 1
         logger.warning("dead letter from %s: %s", msg.topic, reason)
-        letter = DeadLetter(
-            agent=self.agent_id,
-            topic=msg.topic,
-            reason=reason,
-            payload=msg.payload[:DEADLETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
-        )
-        return OutMessage(self.topics.deadletter(self.agent_id), letter.model_dump_json().encode())
+        return dead_letter(self.agent_id, self.topics, msg, reason)
 
-    def _event(self, kind: str, detail: str, model: LoadedModel | None = None) -> OutMessage:
-        event = FleetEvent(
-            agent=self.agent_id,
-            kind=kind,
-            ok=False,
-            detail=detail,
-            model=model.ref if model else None,
-        )
-        return OutMessage(self.topics.events(self.agent_id), event.model_dump_json().encode())
+    def event(self, kind: str, detail: str, model: LoadedModel | None = None) -> OutMessage:
+        """A failed FleetEvent on this agent's events topic (e.g. an inference error)."""
+        return failure_event(self.agent_id, self.topics, kind, detail, model)
 
     # ----- status ---------------------------------------------------------------------------
 
@@ -792,11 +626,7 @@ class Agent:
                 **self.inference_ms.percentiles(),
                 **self.message_ms.percentiles("message_"),
             },
-            warming={
-                s: f"{w.filled}/{need} bars"
-                for s, w in sorted(self._windows.items())
-                if w.filled < need
-            },
+            warming=self._bars.warming(need),
             rejected=[{"path": r.path, "reason": r.reason} for r in models.rejected],
         )
 
@@ -811,7 +641,7 @@ class Agent:
 
     def publish_status(self) -> None:
         """Publish the retained heartbeat now. Network thread only (via `call_soon`)."""
-        if self._connected:
+        if self._delivery.connected:
             self._client.publish(
                 self.topics.status(self.agent_id), self._status(online=True), qos=1, retain=True
             )

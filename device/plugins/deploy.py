@@ -21,13 +21,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from device.agent import Outcome, Ticket
+from device.agent.host import Host, Outcome, Ticket
 from device.bars import validation_reason
 from device.bundle import load_bundle, unpack_bundle
 from device.errors import BundleError, DeviceError, ModelError, SignatureError
@@ -51,10 +50,7 @@ from device.slots import (
     write_current,
 )
 
-if TYPE_CHECKING:
-    from device.agent import Agent
-
-__all__ = ["Deployer", "check_fits", "served_model", "smoke_check", "with_model"]
+__all__ = ["Deployer", "check_fits", "check_latency", "deploy_plugin", "served_model", "with_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +66,7 @@ DETAIL_SYMBOLS = 3
 
 
 def served_model(models: ModelSet, model_id: str) -> LoadedModel | None:
-    """The model a set serves in slot `<task>/<name>`, if any."""
+    """The model a set serves as `model_id` (`<task>/<name>`, the slot on disk), if any."""
     return next((m for m in models.models if m.model_id == model_id), None)
 
 
@@ -120,7 +116,7 @@ def check_fits(m: BundleManifest, models: ModelSet, tasks: tuple[str, ...]) -> N
         )
 
 
-def smoke_check(model: LoadedModel, windows: Mapping[str, np.ndarray], budget_ms: float) -> str:
+def check_latency(model: LoadedModel, windows: Mapping[str, np.ndarray], budget_ms: float) -> str:
     """Smoke-test on the live windows and the latency budget; the summary for the event."""
     latencies = smoke_test(model.model, windows)
     if not latencies:
@@ -155,7 +151,7 @@ class _Job:
 class _Attempt:
     """What is known so far about the bundle or command being processed, for its event."""
 
-    slot: str | None = None
+    model_id: str | None = None
     model: ModelRef | None = None
 
 
@@ -171,9 +167,12 @@ class _Candidate:
 class Deployer:
     """The deploy/rollback handler of one agent and its worker thread."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.settings = agent.settings.models
+    # Serves no bundle task itself: it accepts bundles of the tasks the host's handlers serve.
+    tasks: tuple[str, ...] = ()
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.settings = host.settings.models
         self.staging = self.settings.dir / STAGING_DIR
         # Left by a crash in the middle of a deploy; nothing in it was ever installed.
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -182,11 +181,7 @@ class Deployer:
 
     def install(self) -> None:
         """Subscribe the agent to its own deploy topic."""
-        self.agent.route(self.agent.topics.deploy(self.agent.agent_id), self.handle)
-
-    def served_tasks(self) -> tuple[str, ...]:
-        """Tasks with a handler running: the bar handler's, and gdp when the nowcast serves."""
-        return (*WINDOW_TASKS, "gdp") if self.agent.nowcast is not None else WINDOW_TASKS
+        self.host.route(self.host.topics.deploy(self.host.agent_id), self.handle)
 
     # ----- network thread -------------------------------------------------------------------
 
@@ -210,11 +205,11 @@ class Deployer:
                 f"{what}: a deploy is {BUNDLE_CONTENT_TYPE} (a packed bundle) or "
                 f"{COMMAND_CONTENT_TYPE} (a command)",
             )
-        states = sorted(self.agent.window_states(), key=lambda s: len(s.closes), reverse=True)
+        states = sorted(self.host.window_states(), key=lambda s: len(s.closes), reverse=True)
         job = _Job(
             kind=kind,
-            ticket=self.agent.defer(msg),
-            payload=msg.payload,
+            ticket=self.host.defer(msg),
+            payload=bytes(msg.payload),
             command=command,
             windows={s.symbol: s.closes for s in states[:SMOKE_WINDOWS]},
             received=time.perf_counter(),
@@ -234,27 +229,27 @@ class Deployer:
     def _refuse(self, msg: mqtt.MQTTMessage, kind: str, reason: str) -> Outcome:
         """Bad input on the deploy topic: a rejected event and a dead letter."""
         event = self._event(kind, _Attempt(), False, reason)
-        return Outcome([self._message(event), self.agent.dead_letter(msg, reason)])
+        return Outcome([self._message(event), self.host.dead_letter(msg, reason)])
 
     def _swap(self, job: _Job, c: _Candidate) -> FleetEvent:
         """Swap `c` in if its slot still serves what the checks saw (the worker has already
         recorded it as CURRENT). Nothing here touches the disk: bars wait while this runs."""
         started = time.perf_counter()
-        slot, new = c.model.model_id, c.model.ref
-        attempt = _Attempt(slot, new)
-        current = served_model(self.agent.models, slot)
+        model_id, new = c.model.model_id, c.model.ref
+        attempt = _Attempt(model_id, new)
+        current = served_model(self.host.models, model_id)
         if (current.ref if current else None) != c.expected:
             now = current.ref.version if current else "nothing"
             return self._event(
                 job.kind,
                 attempt,
                 False,
-                f"{slot} changed to {now} while this was checked; send again",
+                f"{model_id} changed to {now} while this was checked; send again",
             )
-        self.agent.update_models(lambda models: with_model(models, c.model))
+        self.host.update_models(lambda models: with_model(models, c.model))
         after = {}
         if c.model.manifest.task in WINDOW_TASKS:
-            after = {s.symbol: s.last_seq for s in self.agent.window_states() if s.last_seq >= 0}
+            after = {s.symbol: s.last_seq for s in self.host.window_states() if s.last_seq >= 0}
         done = time.perf_counter()
         timing = f"swapped in {(done - started) * 1000:.2f} ms, {(done - job.received) * 1000:.0f} ms after receipt"
         if job.kind == "deploy":
@@ -264,13 +259,15 @@ class Deployer:
         else:
             verb = "rolled forward"
         old = c.expected.version if c.expected else "(new slot)"
-        detail = f"{slot} {verb} {old} -> {new.version}: {c.checks}; {_boundary(after)}; {timing}"
+        detail = (
+            f"{model_id} {verb} {old} -> {new.version}: {c.checks}; {_boundary(after)}; {timing}"
+        )
         return self._event(job.kind, attempt, True, detail, previous=c.expected, after_seq=after)
 
     # ----- worker thread --------------------------------------------------------------------
 
     def _work(self) -> None:
-        while not self.agent.wait(0):
+        while not self.host.wait(0):
             try:
                 job = self._jobs.get(timeout=0.5)
             except queue.Empty:
@@ -302,19 +299,19 @@ class Deployer:
         try:
             if recorded is not None and not swapped:
                 self._restore_current(recorded)
-            elif swapped and job.kind == "deploy" and attempt.slot and attempt.model:
+            elif swapped and job.kind == "deploy" and attempt.model_id and attempt.model:
                 prune(
-                    self.settings.dir / attempt.slot,
+                    self.settings.dir / attempt.model_id,
                     self.settings.keep_versions,
                     attempt.model.version,
                 )
         except OSError as exc:
-            logger.error("cannot tidy %s after the %s: %s", attempt.slot, job.kind, exc)
+            logger.error("cannot tidy %s after the %s: %s", attempt.model_id, job.kind, exc)
 
-    def _restore_current(self, slot: str) -> None:
+    def _restore_current(self, model_id: str) -> None:
         """Make CURRENT name what the slot serves (after a swap that did not happen)."""
-        served = served_model(self.agent.models, slot)
-        slot_dir = self.settings.dir / slot
+        served = served_model(self.host.models, model_id)
+        slot_dir = self.settings.dir / model_id
         if served is not None:
             write_current(slot_dir, served.model.bundle.path.name)
         elif slot_dir.is_dir():
@@ -338,21 +335,21 @@ class Deployer:
                 event = result if isinstance(result, FleetEvent) else self._swap(job, result)
             except Exception as exc:  # a bug: answer, keep serving
                 logger.exception("applying a %s failed", job.kind)
-                self.agent.counters["errors"] += 1
+                self.host.counters["errors"] += 1
                 event = self._event(
                     job.kind, _Attempt(), False, f"internal error: {self._reason(exc)}"
                 )
             box.append(event)
-            self.agent.finish(job.ticket, Outcome([self._message(event)]))
+            self.host.finish(job.ticket, Outcome([self._message(event)]))
             if event.ok:
                 # Operators read versions from the retained status; don't make them wait a beat.
-                self.agent.publish_status()
+                self.host.publish_status()
             done.set()
 
-        self.agent.call_soon(apply)
+        self.host.call_soon(apply)
         deadline = time.monotonic() + APPLY_TIMEOUT_S
         while not done.wait(0.2):
-            if self.agent.wait(0) or time.monotonic() > deadline:
+            if self.host.wait(0) or time.monotonic() > deadline:
                 with lock:
                     if done.is_set():
                         break
@@ -375,17 +372,17 @@ class Deployer:
 
     def _deploy(self, job: _Job, attempt: _Attempt) -> _Candidate | FleetEvent:
         trusted = self._trusted()
-        models = self.agent.models
+        models = self.host.models
         self.staging.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.staging))
         try:
             staged = unpack_bundle(job.payload, trusted, staging)
             m = staged.manifest
-            attempt.slot, attempt.model = (
+            attempt.model_id, attempt.model = (
                 m.model_id,
                 ModelRef(name=m.name, version=m.version, sha256=m.model_sha256),
             )
-            check_fits(m, models, self.served_tasks())
+            check_fits(m, models, self.host.served_tasks())
             current = served_model(models, m.model_id)
             if current is not None and current.ref == attempt.model:
                 return self._event(
@@ -398,7 +395,7 @@ class Deployer:
                     "give the new one a new version"
                 )
             model = load_model(replace(staged, path=dest), self.settings.intra_op_threads)
-            smoke = smoke_check(model, job.windows, self.settings.latency_budget_ms)
+            smoke = check_latency(model, job.windows, self.settings.latency_budget_ms)
             install(staged.path, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -415,31 +412,31 @@ class Deployer:
     def _rollback(self, job: _Job, attempt: _Attempt) -> _Candidate | FleetEvent:
         command = job.command
         assert command is not None
-        slot = attempt.slot = command.model
+        model_id = attempt.model_id = command.model
         trusted = self._trusted()
-        models = self.agent.models
-        current = served_model(models, slot)
-        versions = installed_versions(self.settings.dir / slot)
+        models = self.host.models
+        current = served_model(models, model_id)
+        versions = installed_versions(self.settings.dir / model_id)
         have = ", ".join(p.name for p in versions) or "none"
         if command.version is not None:
             if current is not None and current.ref.version == command.version:
                 attempt.model = current.ref
                 return self._event(
-                    job.kind, attempt, True, f"{slot} {command.version} is already served"
+                    job.kind, attempt, True, f"{model_id} {command.version} is already served"
                 )
             targets = [p for p in versions if p.name == command.version]
             if not targets:
                 raise BundleError(
-                    f"version {command.version} of {slot} is not installed (installed: {have})"
+                    f"version {command.version} of {model_id} is not installed (installed: {have})"
                 )
         elif current is None:
-            raise BundleError(f"this agent serves no {slot}; name the version to roll back to")
+            raise BundleError(f"this agent serves no {model_id}; name the version to roll back to")
         else:
             served_at = (current.manifest.created_at, current.ref.version)
             targets = [p for p in versions if (created_at(p), p.name) < served_at]
             if not targets:
                 raise BundleError(
-                    f"no version of {slot} older than {current.ref.version} is installed "
+                    f"no version of {model_id} older than {current.ref.version} is installed "
                     f"(installed: {have})"
                 )
         skipped = []
@@ -448,11 +445,11 @@ class Deployer:
                 bundle = load_bundle(path, trusted)
                 m = bundle.manifest
                 attempt.model = ModelRef(name=m.name, version=m.version, sha256=m.model_sha256)
-                check_fits(m, models, self.served_tasks())
+                check_fits(m, models, self.host.served_tasks())
                 model = load_model(bundle, self.settings.intra_op_threads)
-                smoke = smoke_check(model, job.windows, self.settings.latency_budget_ms)
+                smoke = check_latency(model, job.windows, self.settings.latency_budget_ms)
             except DeviceError as exc:
-                logger.warning("cannot roll %s back to %s: %s", slot, path.name, exc)
+                logger.warning("cannot roll %s back to %s: %s", model_id, path.name, exc)
                 skipped.append(f"{path.name} ({self._reason(exc)})")
                 continue
             checks = f"key {m.key_id}, {smoke}"
@@ -460,7 +457,7 @@ class Deployer:
                 checks += f"; skipped {', '.join(skipped)}"
             return _Candidate(model, current.ref if current else None, checks)
         raise BundleError(
-            f"no version of {slot} to roll back to passes the checks: {'; '.join(skipped)}"
+            f"no version of {model_id} to roll back to passes the checks: {'; '.join(skipped)}"
         )
 
     # ----- events ---------------------------------------------------------------------------
@@ -475,11 +472,11 @@ class Deployer:
         after_seq: dict[str, int] | None = None,
     ) -> FleetEvent:
         if not ok:
-            served = served_model(self.agent.models, attempt.slot) if attempt.slot else None
-            kept = f"still serving {attempt.slot}@{served.ref.version}" if served else None
+            served = served_model(self.host.models, attempt.model_id) if attempt.model_id else None
+            kept = f"still serving {attempt.model_id}@{served.ref.version}" if served else None
             detail = f"{detail}; {kept or 'the served models are unchanged'}"
         return FleetEvent(
-            agent=self.agent.agent_id,
+            agent=self.host.agent_id,
             kind=kind,
             ok=ok,
             detail=detail,
@@ -492,5 +489,10 @@ class Deployer:
         log = logger.info if event.ok else logger.warning
         log("%s: %s", event.kind, event.detail)
         return OutMessage(
-            self.agent.topics.events(self.agent.agent_id), event.model_dump_json().encode()
+            self.host.topics.events(self.host.agent_id), event.model_dump_json().encode()
         )
+
+
+def deploy_plugin(host: Host) -> Deployer:
+    """The deploy/rollback handler; every agent runs one."""
+    return Deployer(host)

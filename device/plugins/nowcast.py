@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC
-from typing import TYPE_CHECKING
 
 import numpy as np
 import paho.mqtt.client as mqtt
 from apscheduler.triggers.cron import CronTrigger
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from device.agent import Outcome
+from device.agent.host import Host, Outcome
 from device.bars import validation_reason
 from device.errors import ModelError, PayloadError
 from device.modelset import LoadedModel
+from device.mqtt import new_properties
 from device.outbox import OutMessage
 from device.panel import (
     INPUT_GDP,
@@ -41,12 +40,9 @@ from device.panel import (
     quarter_label,
     quarter_of,
 )
-from device.schemas import InformationSet, MacroRelease, Nowcast, NowcastBand, NowcastError
+from device.schemas import InformationSet, MacroRelease, Nowcast, NowcastBand, NowcastFailure
 
-if TYPE_CHECKING:
-    from device.agent import Agent
-
-__all__ = ["NowcastService", "attach_nowcast", "compute_nowcast"]
+__all__ = ["NowcastService", "compute_nowcast", "nowcast_plugin"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,30 +88,32 @@ class NowcastService:
     """Keeps the panel, recomputes on each release and on the cron schedule, answers requests.
     Every method runs on the agent's network thread."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.topics = agent.topics
-        self.panel = load_panel(agent.outbox.path)
+    tasks: tuple[str, ...] = ("gdp",)
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.topics = host.topics
+        self.panel = load_panel(host.state_path)
         self._latest: dict[str, Nowcast] = {}  # region -> last computed
         self._layouts: dict[str, GdpLayout] = {}  # model sha256 -> layout
         for name in NOWCAST_COUNTERS:
-            agent.counters.setdefault(name, 0)
+            host.counters.setdefault(name, 0)
 
     def install(self) -> None:
         """Routes, the cron job, and a first publish from the stored panel."""
-        agent = self.agent
+        host = self.host
         requests = self.topics.nowcast_request("+")
-        group = agent.settings.share_group
-        agent.route(self.topics.macro_filter(), self.handle_release)
+        group = host.settings.share_group
+        host.route(self.topics.macro_filter(), self.handle_release)
         # Releases go to every agent (each keeps its own panel); one agent of a share group
         # answers each request.
-        agent.route(
+        host.route(
             requests, self.handle_request, (f"$share/{group}/{requests}" if group else requests,)
         )
-        cron = agent.settings.nowcast.cron
+        cron = host.settings.nowcast.cron
         if cron:
-            agent.scheduler.add_job(
-                lambda: agent.call_soon(self.refresh),
+            host.scheduler.add_job(
+                lambda: host.call_soon(self.refresh),
                 CronTrigger.from_crontab(cron, timezone=UTC),
                 id="nowcast",
                 coalesce=True,
@@ -126,11 +124,11 @@ class NowcastService:
             # Computed now, so a request right after a restart finds it; published once the
             # network thread runs, so the retained nowcast comes from the model this agent runs.
             messages = self._compute(self._models())
-            agent.call_soon(lambda: agent.emit(Outcome(messages=messages)))
+            host.call_soon(lambda: host.emit(Outcome(messages=messages)))
 
     def _models(self) -> list[tuple[LoadedModel, GdpLayout]]:
         found = []
-        for model in self.agent.models.by_task("gdp"):
+        for model in self.host.models.by_task("gdp"):
             layout = self._layouts.get(model.ref.sha256)
             if layout is None:
                 layout = self._layouts[model.ref.sha256] = GdpLayout.from_manifest(model.manifest)
@@ -142,15 +140,15 @@ class NowcastService:
         out = []
         for model, layout in models:
             try:
-                nowcast = compute_nowcast(self.agent.agent_id, model, layout, self.panel)
+                nowcast = compute_nowcast(self.host.agent_id, model, layout, self.panel)
             except ModelError as exc:
-                self.agent.counters["errors"] += 1
+                self.host.counters["errors"] += 1
                 logger.warning("%s", exc)
-                out.append(self.agent._event("inference_error", str(exc), model))
+                out.append(self.host.event("inference_error", str(exc), model))
                 continue
             self._latest[layout.region] = nowcast
-            self.agent.counters["nowcasts"] += 1
-            self.agent.inference_ms.add(nowcast.latency_ms)
+            self.host.counters["nowcasts"] += 1
+            self.host.inference_ms.add(nowcast.latency_ms)
             out.append(
                 OutMessage(
                     self.topics.nowcast(layout.region),
@@ -178,7 +176,7 @@ class NowcastService:
         stored = self.panel.get(release.series, release.period)
         change = self.panel.apply(release)
         if change is Change.SAME:
-            self.agent.counters["redelivered"] += 1
+            self.host.counters["redelivered"] += 1
             return None
         if change is Change.STALE:
             assert stored is not None
@@ -200,38 +198,40 @@ class NowcastService:
             )
         if any(c in response for c in "+#"):
             raise PayloadError(f"response topic {response!r} contains a wildcard")
-        self.agent.counters["requests"] += 1
+        self.host.counters["requests"] += 1
         outcome = Outcome()
         answer = self._answer(msg.topic.split("/")[-2], outcome)
-        reply = Properties(PacketTypes.PUBLISH)
+        reply = new_properties(PacketTypes.PUBLISH)
         reply.ContentType = JSON
         correlation = getattr(props, "CorrelationData", None)
         if correlation is not None:
             reply.CorrelationData = correlation
-        if not self.agent.publish_now(response, answer.model_dump_json().encode(), reply):
+        if not self.host.publish_now(response, answer.model_dump_json().encode(), reply):
             logger.warning("could not answer the nowcast request on %s", response)
         return outcome
 
-    def _answer(self, region: str, outcome: Outcome) -> Nowcast | NowcastError:
+    def _answer(self, region: str, outcome: Outcome) -> Nowcast | NowcastFailure:
         """The region's nowcast; recomputed (and republished through `outcome`) when the model
         changed since it was made."""
         models = self._models()
         mine = [(m, layout) for m, layout in models if layout.region == region]
         if not mine:
             served = ", ".join(sorted(layout.region for _, layout in models)) or "none"
-            return self._error(region, f"no GDP nowcast for region {region!r} (serving: {served})")
+            return self._failure(
+                region, f"no GDP nowcast for region {region!r} (serving: {served})"
+            )
         if self.panel.as_of is None:
-            return self._error(region, "no macro release received yet")
+            return self._failure(region, "no macro release received yet")
         current = self._latest.get(region)
         if current is None or current.model != mine[0][0].ref:
             outcome.messages.extend(self._compute(mine[:1]))
             current = self._latest.get(region)
         if current is None or current.model != mine[0][0].ref:
-            return self._error(region, "the nowcast failed; see the agent's events")
+            return self._failure(region, "the nowcast failed; see the agent's events")
         return current
 
-    def _error(self, region: str, reason: str) -> NowcastError:
-        return NowcastError(agent=self.agent.agent_id, region=region, error=reason)
+    def _failure(self, region: str, reason: str) -> NowcastFailure:
+        return NowcastFailure(agent=self.host.agent_id, region=region, error=reason)
 
     def refresh(self) -> None:
         """Recompute and republish every region's nowcast (the cron job and start-up); `as_of`
@@ -239,15 +239,14 @@ class NowcastService:
         if self.panel.as_of is None:
             logger.info("no macro release yet; no nowcast to publish")
             return
-        self.agent.emit(Outcome(messages=self._compute(self._models())))
+        self.host.emit(Outcome(messages=self._compute(self._models())))
 
 
-def attach_nowcast(agent: Agent) -> NowcastService | None:
+def nowcast_plugin(host: Host) -> NowcastService | None:
     """Serve the GDP nowcast when the agent starts with a gdp bundle; None otherwise."""
-    if not agent.models.by_task("gdp"):
+    if not host.models.by_task("gdp"):
         return None
-    service = NowcastService(agent)
-    service.install()
+    service = NowcastService(host)
     logger.info(
         "GDP nowcast: %d released values, as of %s; serving %s",
         len(service.panel),
