@@ -230,4 +230,3 @@ class NowcastFailure(BaseModel):
     region: str
     error: str
     ts: datetime = Field(default_factory=utcnow)
-
