@@ -26,10 +26,15 @@ __all__ = ["CPLinear", "cp", "cp_decompose", "cp_path", "cp_reconstruct"]
 logger = logging.getLogger(__name__)
 
 _ALS_ITERATIONS = 100
+# a ridge far below any weight's scale: it keeps ALS's normal equations solvable where a rank
+# exceeds what a mode can support or a residual is already zero
+_RIDGE = 1e-9
 
 
 def _als(tensor: np.ndarray, rank: int, init: str | CPTensor) -> CPTensor:
-    return parafac(tensor, rank, init=init, n_iter_max=_ALS_ITERATIONS, tol=1e-9, random_state=0)
+    return parafac(
+        tensor, rank, init=init, n_iter_max=_ALS_ITERATIONS, tol=1e-9, l2_reg=_RIDGE, random_state=0
+    )
 
 
 def cp_path(tensor: np.ndarray, max_rank: int) -> Iterator[CPTensor]:

@@ -18,11 +18,13 @@ from torch import nn
 
 from forecaster.compress.context import CompressContext
 from forecaster.compress.layers import replace_linears
+from forecaster.compress.lowrank import choose_rank
 from forecaster.compress.tt import tensor_modes
 
 __all__ = [
     "TuckerLinear",
     "choose_tucker_ranks",
+    "feasible_ranks",
     "tucker",
     "tucker_decompose",
     "tucker_reconstruct",
@@ -37,11 +39,20 @@ def tucker_size(dims: Sequence[int], ranks: Sequence[int]) -> int:
     return math.prod(ranks) + sum(d * r for d, r in zip(dims, ranks, strict=True))
 
 
+def feasible_ranks(ranks: Sequence[int]) -> list[int]:
+    """`ranks` with each capped by the product of the others: a larger one cannot be filled
+    (its unfolding of the core has fewer columns) and would only store zeros."""
+    out = list(ranks)
+    changed = True
+    while changed:
+        capped = [min(r, math.prod(out[:k] + out[k + 1 :])) for k, r in enumerate(out)]
+        changed, out = capped != out, capped
+    return out
+
+
 def _mode_spectra(tensor: np.ndarray) -> list[np.ndarray]:
-    """Squared singular values of every mode's unfolding (the truncated HOSVD's energies)."""
-    return [
-        np.linalg.svd(tensorly.unfold(tensor, k), compute_uv=False) ** 2 for k in range(tensor.ndim)
-    ]
+    """Singular values of every mode's unfolding (the truncated HOSVD's spectra)."""
+    return [np.linalg.svd(tensorly.unfold(tensor, k), compute_uv=False) for k in range(tensor.ndim)]
 
 
 def choose_tucker_ranks(
@@ -51,36 +62,29 @@ def choose_tucker_ranks(
     rank: int | None = None,
 ) -> list[int]:
     """Per-mode ranks: fixed (`rank` capped by each mode's size), per mode the smallest keeping
-    `energy` of its unfolding's squared singular values, or by `budget` (x the dense weights):
-    from full ranks, drop the rank whose singular value carries the least energy until the
-    layer fits."""
+    `energy` of its unfolding's squared singular values (as `svd` does per layer), or by
+    `budget` (x the dense weights): from full ranks, drop the rank whose singular value is the
+    smallest until the layer fits."""
     dims = list(tensor.shape)
     if rank is not None:
-        return [min(max(rank, 1), d) for d in dims]
+        return feasible_ranks([min(max(rank, 1), d) for d in dims])
     spectra = _mode_spectra(tensor)
     if budget is None:
-        target = 0.9 if energy is None else energy
-        return [
-            int(
-                min(len(s), np.searchsorted(np.cumsum(s) / max(s.sum(), 1e-30), target - 1e-12) + 1)
-            )
-            for s in spectra
-        ]
+        return feasible_ranks([choose_rank(s, 1, 1, energy=energy) for s in spectra])
     ranks = [len(s) for s in spectra]
     limit = budget * math.prod(dims)
     while tucker_size(dims, ranks) > limit and max(ranks) > 1:
-        k = min(
-            (k for k in range(len(ranks)) if ranks[k] > 1), key=lambda k: spectra[k][ranks[k] - 1]
-        )
-        ranks[k] -= 1
-    return ranks
+        shrinkable = [k for k in range(len(ranks)) if ranks[k] > 1]
+        ranks[min(shrinkable, key=lambda k: spectra[k][ranks[k] - 1])] -= 1
+    return feasible_ranks(ranks)
 
 
 def tucker_decompose(
     tensor: np.ndarray, ranks: Sequence[int]
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Core and factor matrices (`dim x rank`, orthonormal columns) by HOOI from the HOSVD."""
-    core, factors = hooi(tensor, rank=list(ranks), init="svd", n_iter_max=100, tol=1e-8)
+    """Core and factor matrices (`dim x rank`, orthonormal columns) by HOOI from the HOSVD;
+    ranks beyond `feasible_ranks` are lowered to it."""
+    core, factors = hooi(tensor, rank=feasible_ranks(ranks), init="svd", n_iter_max=100, tol=1e-8)
     return np.asarray(core), [np.asarray(f) for f in factors]
 
 
