@@ -9,6 +9,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorly
@@ -18,8 +19,7 @@ from tensorly.decomposition import parafac
 from torch import nn
 
 from forecaster.compress.context import CompressContext
-from forecaster.compress.layers import replace_linears
-from forecaster.compress.tt import tensor_modes
+from forecaster.compress.tensorize import tensorize
 
 __all__ = ["CPLinear", "cp", "cp_decompose", "cp_path", "cp_reconstruct"]
 
@@ -144,25 +144,13 @@ def cp(
     """Replace every learned layer by a CP layer (its in and out dimensions each split into at
     most `modes` modes; one rank by kept energy, by a size budget, or fixed) where that stores
     fewer weights than the dense layer; then fine-tune the factors."""
-    chosen: dict[str, dict[str, object]] = {}
 
-    def build(name: str, layer: nn.Linear) -> nn.Module | None:
-        in_m, out_m = (
-            tensor_modes(layer.in_features, modes),
-            tensor_modes(layer.out_features, modes),
-        )
-        tensor = layer.weight.detach().double().numpy().T.reshape(*in_m, *out_m)
+    def build(
+        tensor: np.ndarray, n_in_modes: int, layer: nn.Linear
+    ) -> tuple[nn.Module | None, dict[str, Any]]:
         r, decomposition = _choose(tensor, layer.weight.numel(), energy, budget, rank)
-        chosen[name] = {"in": in_m, "out": out_m, "rank": r}
         if decomposition is None:
-            return None  # the factors would not be smaller than the dense layer
-        return CPLinear(decomposition, len(in_m), layer.bias)
+            return None, {"rank": r}  # the factors would not be smaller than the dense layer
+        return CPLinear(decomposition, n_in_modes, layer.bias), {"rank": r}
 
-    replaced = replace_linears(model, build)
-    ctx.note(
-        cp_layers={name: chosen[name] for name in replaced},
-        kept_dense=sorted(set(chosen) - set(replaced)),
-    )
-    if finetune and replaced:
-        ctx.fit(model)
-    return model
+    return tensorize(model, ctx, modes, build, "cp_layers", finetune)

@@ -14,7 +14,7 @@ from torch import nn
 from forecaster.compress.context import CompressContext
 from forecaster.compress.layers import replace_linears
 
-__all__ = ["TTLinear", "factorize", "tensor_modes", "tt", "tt_reconstruct", "tt_svd"]
+__all__ = ["TTLinear", "factorize", "tt", "tt_reconstruct", "tt_svd"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,6 @@ def factorize(n: int, d: int) -> list[int]:
     for prime in sorted(primes, reverse=True):
         bins[int(np.argmin(bins))] *= prime
     return sorted(bins, reverse=True)
-
-
-def tensor_modes(n: int, d: int) -> list[int]:
-    """`factorize(n, d)` without its padding 1s: the mode sizes a dimension of `n` is reshaped
-    into for CP and Tucker, where a mode of size 1 would only add a factor to store."""
-    return [f for f in factorize(n, d) if f > 1] or [1]
 
 
 def tt_svd(

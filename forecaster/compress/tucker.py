@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorly
@@ -17,9 +18,8 @@ from tensorly.decomposition import tucker as hooi
 from torch import nn
 
 from forecaster.compress.context import CompressContext
-from forecaster.compress.layers import replace_linears
 from forecaster.compress.lowrank import choose_rank
-from forecaster.compress.tt import tensor_modes
+from forecaster.compress.tensorize import tensorize
 
 __all__ = [
     "TuckerLinear",
@@ -160,26 +160,14 @@ def tucker(
     """Replace every learned layer by a Tucker layer (its in and out dimensions each split into
     at most `modes` modes; per-mode ranks by kept energy, by a size budget, or fixed) where that
     stores fewer weights than the dense layer; then fine-tune core and factors."""
-    chosen: dict[str, dict[str, list[int]]] = {}
 
-    def build(name: str, layer: nn.Linear) -> nn.Module | None:
-        in_m, out_m = (
-            tensor_modes(layer.in_features, modes),
-            tensor_modes(layer.out_features, modes),
-        )
-        tensor = layer.weight.detach().double().numpy().T.reshape(*in_m, *out_m)
+    def build(
+        tensor: np.ndarray, n_in_modes: int, layer: nn.Linear
+    ) -> tuple[nn.Module | None, dict[str, Any]]:
         ranks = choose_tucker_ranks(tensor, energy, budget, rank)
-        chosen[name] = {"in": in_m, "out": out_m, "ranks": ranks}
         if tucker_size(tensor.shape, ranks) >= layer.weight.numel():
-            return None  # the factors would not be smaller than the dense layer
+            return None, {"ranks": ranks}  # the factors would not be smaller than the layer
         core, factors = tucker_decompose(tensor, ranks)
-        return TuckerLinear(core, factors, len(in_m), layer.bias)
+        return TuckerLinear(core, factors, n_in_modes, layer.bias), {"ranks": ranks}
 
-    replaced = replace_linears(model, build)
-    ctx.note(
-        tucker_layers={name: chosen[name] for name in replaced},
-        kept_dense=sorted(set(chosen) - set(replaced)),
-    )
-    if finetune and replaced:
-        ctx.fit(model)
-    return model
+    return tensorize(model, ctx, modes, build, "tucker_layers", finetune)
