@@ -1,9 +1,11 @@
-"""The compression toolkit: composable steps (distillation, pruning, low-rank and tensor-train
-factorization, weight sharing, quantization) and the accuracy-budget search over chains."""
+"""The compression toolkit: composable steps (distillation, pruning, low-rank, tensor-train, CP
+and Tucker factorization, weight sharing, quantization) and the accuracy-budget search over
+chains."""
 
 from __future__ import annotations
 
 from forecaster.compress.context import CompressContext, FineTune
+from forecaster.compress.cp import CPLinear, cp, cp_decompose, cp_reconstruct
 from forecaster.compress.distill import distill, distill_classifier, train
 from forecaster.compress.graph import compact_onnx, distinct_weight_values
 from forecaster.compress.lowrank import factorize_linear, svd
@@ -14,9 +16,11 @@ from forecaster.compress.search import Candidate, SearchResult, choose, measure_
 from forecaster.compress.share import cluster, kmeans_codebook
 from forecaster.compress.steps import STEPS, Step, StepSpec, chain_key, plan_chains
 from forecaster.compress.tt import TTLinear, tt, tt_reconstruct, tt_svd
+from forecaster.compress.tucker import TuckerLinear, tucker, tucker_decompose, tucker_reconstruct
 
 __all__ = [
     "STEPS",
+    "CPLinear",
     "Candidate",
     "CompressContext",
     "FakeQuantLinear",
@@ -25,10 +29,14 @@ __all__ = [
     "Step",
     "StepSpec",
     "TTLinear",
+    "TuckerLinear",
     "chain_key",
     "choose",
     "cluster",
     "compact_onnx",
+    "cp",
+    "cp_decompose",
+    "cp_reconstruct",
     "distill",
     "distill_classifier",
     "distinct_weight_values",
@@ -47,4 +55,7 @@ __all__ = [
     "tt",
     "tt_reconstruct",
     "tt_svd",
+    "tucker",
+    "tucker_decompose",
+    "tucker_reconstruct",
 ]

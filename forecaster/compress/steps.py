@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from forecaster.compress.cp import cp
 from forecaster.compress.distill import distill, train
 from forecaster.compress.lowrank import svd
 from forecaster.compress.prune import prune_magnitude, prune_structured
@@ -14,6 +15,7 @@ from forecaster.compress.qat import qat
 from forecaster.compress.quantize import quantize_dynamic, quantize_static
 from forecaster.compress.share import cluster
 from forecaster.compress.tt import tt
+from forecaster.compress.tucker import tucker
 from forecaster.errors import RecipeError
 
 __all__ = ["STEPS", "Step", "StepSpec", "chain_key", "plan_chains"]
@@ -44,6 +46,8 @@ STEPS: dict[str, Step] = {
         Step("prune_structured", "torch", prune_structured, 1),
         Step("svd", "torch", svd, 2),
         Step("tt", "torch", tt, 2),
+        Step("cp", "torch", cp, 2),
+        Step("tucker", "torch", tucker, 2),
         Step("cluster", "torch", cluster, 3),
         Step("qat", "torch", qat, 4, quantizes=True),
         Step("quantize_dynamic", "onnx", quantize_dynamic, 4, quantizes=True),
@@ -100,7 +104,7 @@ def _check_order(chain: list[StepSpec]) -> None:
             )
         if s.stage < stage:
             raise RecipeError(
-                f"{where}: {spec.label} cannot follow a later-stage step (order: prune, svd/tt, cluster, quantize)"
+                f"{where}: {spec.label} cannot follow a later-stage step (order: prune, svd/tt/cp/tucker, cluster, quantize)"
             )
         if s.quantizes and quantized:
             raise RecipeError(f"{where}: quantize at most once per chain")

@@ -43,7 +43,8 @@ def tt_svd(
     d = len(in_factors)
     tensor = matrix.reshape(*in_factors, *out_factors)
     tensor = tensor.transpose([i for k in range(d) for i in (k, d + k)])
-    cores, r_prev, rest = [], 1, tensor.reshape(-1)
+    cores, r_prev = [], 1
+    rest: np.ndarray = tensor.reshape(-1)
     for k in range(d - 1):
         block = in_factors[k] * out_factors[k]
         rest = rest.reshape(r_prev * block, -1)

@@ -221,7 +221,8 @@ def pareto_chart(report: dict[str, Any], out: Path, x_key: str, x_label: str) ->
     c = report["compression"]
     teacher, rows = c["teacher"], c["rows"]
     techniques = sorted({r["technique"] for r in rows})
-    colors = {t: plt.cm.tab10(i % 10) for i, t in enumerate(techniques)}
+    # tab20: twelve techniques now (svd, tt, cp, tucker, ...), more than tab10 tells apart
+    colors = {t: plt.cm.tab20(i % 20) for i, t in enumerate(techniques)}
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     for ax, split in zip(axes, ("validation", "test"), strict=True):
         scored = [r for r in rows if _score(r, split) is not None]
