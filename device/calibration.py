@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -45,16 +45,22 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """`step`: quantile-tracking gain in units of the raw band's spread (chosen on the training
-    series' validation periods, docs/CALIBRATION.md); `window`: scored forecasts per horizon
-    kept for the live accuracy."""
+    """`step`: quantile-tracking gain in units of the raw band's spread at horizon 1, divided by
+    `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
+    in runs of about h); chosen on the training series' validation periods, docs/CALIBRATION.md.
+    `window`: scored forecasts per horizon kept for the live accuracy."""
 
-    step: float = 0.01
+    step: float = 0.02
+    horizon_power: float = 0.25
     window: int = 250
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.step < 1.0:
             raise CalibrationStateError(f"calibration step must lie in [0, 1), got {self.step}")
+        if not 0.0 <= self.horizon_power <= 2.0:
+            raise CalibrationStateError(
+                f"horizon_power must lie in [0, 2], got {self.horizon_power}"
+            )
         if self.window < 1:
             raise CalibrationStateError(f"accuracy window must be >= 1, got {self.window}")
 
@@ -154,13 +160,16 @@ class Calibrator:
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         self.origin = np.full(depth, -1, dtype=np.int64)
         self.origin_log_close = np.zeros(depth)
-        self.published = np.zeros((depth, n_h, n_q))
+        # float32, like the model output: halves the state; scoring uses these same values
+        self.published = np.zeros((depth, n_h, n_q), dtype=np.float32)
         # live accuracy rings, one row per scored forecast and horizon
         w = self.settings.window
         self.scored = np.zeros(n_h, dtype=np.int64)
         self.below = np.zeros((w, n_h, n_q), dtype=np.bool_)
-        self.loss = np.zeros((w, n_h), dtype=np.float64)
+        self.loss = np.zeros((w, n_h), dtype=np.float32)
         self._band_pairs = _bands(lv)
+        h = np.asarray(self.horizons, dtype=np.float64)
+        self._steps = self.settings.step / h**self.settings.horizon_power
 
     # -- per bar ---------------------------------------------------------------------------
 
@@ -180,13 +189,13 @@ class Calibrator:
             if self.origin[slot] != seq - h:
                 continue  # nothing was published h bars ago (gap, model error, fresh state)
             y = log_close - self.origin_log_close[slot]
-            self._score(j, y, self.published[slot, j])
+            self._score(j, y, self.published[slot, j].astype(np.float64))
             n += 1
         return n
 
     def _score(self, j: int, y: float, q: FloatArray) -> None:
         hit = y <= q
-        self.theta[j] += self.settings.step * (self.levels - hit)
+        self.theta[j] += self._steps[j] * (self.levels - hit)
         row = int(self.scored[j] % self.settings.window)
         self.below[row, j] = hit
         self.loss[row, j] = float(pinball(np.asarray(y), q, self.levels).mean())
@@ -251,8 +260,7 @@ class Calibrator:
                 "model": self.model,
                 "horizons": self.horizons,
                 "levels": self.levels.tolist(),
-                "step": self.settings.step,
-                "window": self.settings.window,
+                "settings": asdict(self.settings),
                 "last_seq": self.last_seq,
                 "theta": _encode(self.theta),
                 "origin": _encode(self.origin),
@@ -279,7 +287,7 @@ class Calibrator:
                 doc["model"],
                 doc["horizons"],
                 doc["levels"],
-                CalibrationSettings(step=doc["step"], window=doc["window"]),
+                CalibrationSettings(**doc["settings"]),
             )
             cal._load_arrays(doc)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
