@@ -275,7 +275,7 @@ def panel_features(model: Model) -> None:
     spx = training_period("SPX", model.horizons, "valid")
     spx_train_vol = float(np.diff(np.log(spx.close[: spx.first])).std())
     print(
-        "\n| series | train days | daily vol / SPX's | level feature mean (sd) | "
+        "\n| series | train windows | daily vol / SPX's | level feature mean (sd) | "
         + " | ".join(f"z{h} q05/q50/q95" for h in model.horizons)
         + " | raw 80% cov (valid) |"
     )
