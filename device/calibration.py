@@ -3,12 +3,13 @@ tracking on the forecasts the agent published itself, scored when the close `h` 
 arrives (Angelopoulos, Candes & Tibshirani 2023, "Conformal PID control", the P term; the
 quantile form of adaptive conformal inference, Gibbs & Candes 2021). docs/CALIBRATION.md.
 
-Published quantile = raw + theta[h, j] * spread[h], where spread is the raw forecast's own
-outermost band (so one step size fits every asset and volatility regime), then sorted across
-levels (rearrangement keeps quantiles non-crossing and never raises pinball loss). After a
-forecast at level a is scored, theta += step * (a - 1{y <= published}): the long-run share of
-outcomes below each published quantile converges to a whatever the series does, as long as the
-normalised errors stay bounded. Per bar the work is O(len(horizons) * len(levels)).
+Each level's iterate = raw + theta[h, j] * spread[h], where spread is the raw forecast's own
+outermost band (so one step size fits every asset and volatility regime); the agent publishes the
+iterates sorted across levels (rearrangement: never crossing). When the outcome y arrives,
+theta += step * (a - 1{y <= iterate}) on each level's own iterate, not the sorted value (scoring
+the sorted one couples crossed levels and runs away): the long-run share of outcomes below each
+iterate converges to a whatever the series does, as long as the normalised errors stay bounded.
+Per bar the work is O(len(horizons) * len(levels)).
 """
 
 from __future__ import annotations
@@ -115,28 +116,48 @@ def _bands(levels: FloatArray) -> list[tuple[int, int]]:
     return pairs
 
 
-def _encode(array: npt.NDArray[Any]) -> dict[str, Any]:
-    data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False)
-    return {
-        "dtype": data.dtype.str,
-        "shape": list(data.shape),
-        "data": base64.b64encode(data.tobytes()).decode(),
+# last_seq when no bar has been observed yet
+_NO_SEQ = np.iinfo(np.int64).min
+# outcome-below-quantile flags are kept as one bit per level in a uint16
+_MAX_LEVELS = 16
+
+
+def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The state's arrays, in their order in the one byte buffer that holds them all."""
+    return [
+        ("_seq", "<i8", (1,)),
+        ("theta", "<f8", (n_h, n_q)),
+        # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
+        ("origin", "<i8", (depth,)),
+        ("origin_log_close", "<f8", (depth,)),
+        ("scored", "<i8", (n_h,)),
+        # the levels' iterates (unsorted), float32 like the model output: halves the state,
+        # and scoring uses these same values
+        ("pending", "<f4", (depth, n_h, n_q)),
+        # live accuracy rings, one row per scored forecast and horizon
+        ("loss", "<f4", (window, n_h)),
+        ("below", "<u2", (window, n_h)),
+    ]
+
+
+def _state_buffer(
+    layout: list[tuple[str, str, tuple[int, ...]]],
+) -> tuple[npt.NDArray[np.uint8], dict[str, npt.NDArray[Any]]]:
+    """One zeroed byte buffer and a typed view into it per array (8-byte aligned)."""
+    sizes = [np.dtype(dt).itemsize * int(np.prod(shape)) for _, dt, shape in layout]
+    offsets = np.cumsum([0, *[-(-n // 8) * 8 for n in sizes]])
+    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    views = {
+        name: buf[off : off + n].view(dt).reshape(shape)
+        for (name, dt, shape), off, n in zip(layout, offsets, sizes, strict=False)
     }
-
-
-def _decode(blob: dict[str, Any], dtype: str, shape: tuple[int, ...]) -> npt.NDArray[Any]:
-    if blob.get("dtype") != dtype or tuple(blob.get("shape", ())) != shape:
-        raise CalibrationStateError(
-            f"calibration array is {blob.get('dtype')} {blob.get('shape')}, "
-            f"expected {dtype} {list(shape)}"
-        )
-    raw = base64.b64decode(blob["data"], validate=True)
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    return buf, views
 
 
 class Calibrator:
     """Calibration state of one (symbol, model): per bar call `observe(seq, close)` first (scores
-    the forecasts whose horizon ends at this close), then `publish(seq, close, raw)`."""
+    the forecasts whose horizon ends at this close), then `publish(seq, close, raw)`. The whole
+    state lives in one byte buffer, so saving it is one copy (`to_bytes`)."""
 
     def __init__(
         self,
@@ -148,80 +169,97 @@ class Calibrator:
         if not horizons or min(horizons) < 1 or len(set(horizons)) != len(horizons):
             raise CalibrationStateError(f"horizons must be distinct and >= 1, got {horizons}")
         lv = np.asarray(levels, dtype=np.float64)
-        if lv.size < 2 or not ((lv > 0) & (lv < 1)).all() or (np.diff(lv) <= 0).any():
-            raise CalibrationStateError(f"levels must increase inside (0, 1), got {levels}")
+        if not 2 <= lv.size <= _MAX_LEVELS or not ((lv > 0) & (lv < 1)).all():
+            raise CalibrationStateError(f"2 to 16 levels inside (0, 1), got {levels}")
+        if (np.diff(lv) <= 0).any():
+            raise CalibrationStateError(f"levels must increase, got {levels}")
         self.model = model
         self.horizons = [int(h) for h in horizons]
         self.levels = lv
         self.settings = settings or CalibrationSettings()
-        n_h, n_q, depth = len(horizons), lv.size, max(horizons)
-        self.last_seq: int | None = None
-        self.theta = np.zeros((n_h, n_q))
-        # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
-        self.origin = np.full(depth, -1, dtype=np.int64)
-        self.origin_log_close = np.zeros(depth)
-        # float32, like the model output: halves the state; scoring uses these same values
-        self.published = np.zeros((depth, n_h, n_q), dtype=np.float32)
-        # live accuracy rings, one row per scored forecast and horizon
-        w = self.settings.window
-        self.scored = np.zeros(n_h, dtype=np.int64)
-        self.below = np.zeros((w, n_h, n_q), dtype=np.bool_)
-        self.loss = np.zeros((w, n_h), dtype=np.float32)
+        self._h = np.asarray(self.horizons, dtype=np.int64)
+        self._rows = np.arange(len(horizons))
+        self._bits = (1 << np.arange(lv.size)).astype(np.uint16)
+        self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
-        h = np.asarray(self.horizons, dtype=np.float64)
-        self._steps = self.settings.step / h**self.settings.horizon_power
+        self._buf, v = _state_buffer(
+            _layout(len(horizons), lv.size, max(horizons), self.settings.window)
+        )
+        self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
+        self.origin_log_close, self.scored = v["origin_log_close"], v["scored"]
+        self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
+        self._seq[0] = _NO_SEQ
+        self.origin[:] = _NO_SEQ  # no bar number, negative ones included, matches it
+        header = {
+            "version": STATE_VERSION,
+            "model": model,
+            "horizons": self.horizons,
+            "levels": lv.tolist(),
+            "settings": asdict(self.settings),
+        }
+        self._header = json.dumps(header, separators=(",", ":"))
+
+    @property
+    def last_seq(self) -> int | None:
+        seq = int(self._seq[0])
+        return None if seq == _NO_SEQ else seq
 
     # -- per bar ---------------------------------------------------------------------------
 
     def observe(self, seq: int, close: float) -> int:
         """Score every pending forecast whose target is this bar and update the corrections;
         returns how many horizons were scored. A bar at or before the last one is ignored."""
-        if self.last_seq is not None and seq <= self.last_seq:
+        if seq <= self._seq[0]:
             return 0
         if not (np.isfinite(close) and close > 0):
             raise CalibrationStateError(f"close must be a positive number, got {close}")
-        self.last_seq = seq
-        log_close = float(np.log(close))
-        depth = self.origin.size
-        n = 0
-        for j, h in enumerate(self.horizons):
-            slot = (seq - h) % depth
-            if self.origin[slot] != seq - h:
-                continue  # nothing was published h bars ago (gap, model error, fresh state)
-            y = log_close - self.origin_log_close[slot]
-            self._score(j, y, self.published[slot, j].astype(np.float64))
-            n += 1
-        return n
-
-    def _score(self, j: int, y: float, q: FloatArray) -> None:
-        hit = y <= q
-        self.theta[j] += self._steps[j] * (self.levels - hit)
-        row = int(self.scored[j] % self.settings.window)
-        self.below[row, j] = hit
-        self.loss[row, j] = float(pinball(np.asarray(y), q, self.levels).mean())
+        self._seq[0] = seq
+        origins = seq - self._h
+        slots = origins % self.origin.size
+        # nothing to score where no forecast was published h bars ago (gap, error, fresh state)
+        j = self._rows[self.origin[slots] == origins]
+        if j.size == 0:
+            return 0
+        y = np.log(close) - self.origin_log_close[slots[j]]
+        q = self.pending[slots[j], j].astype(np.float64)
+        self.theta[j] += self._steps[j, None] * (self.levels - (y[:, None] <= q))
+        # live accuracy of what was published: the sorted iterates
+        published = np.sort(q, axis=1)
+        hit = y[:, None] <= published
+        rows = self.scored[j] % self.settings.window
+        self.loss[rows, j] = ((self.levels - hit) * (y[:, None] - published)).mean(axis=1)
+        self.below[rows, j] = hit @ self._bits
         self.scored[j] += 1
+        return int(j.size)
 
-    def correct(self, raw: FloatArray) -> Calibrated:
-        """The published quantiles for a raw `[H, Q]` model output; changes no state."""
+    def _iterates(self, raw: FloatArray) -> tuple[FloatArray, FloatArray]:
         r = np.asarray(raw, dtype=np.float64)
         if r.shape != self.theta.shape or not np.isfinite(r).all():
             raise CalibrationStateError(
                 f"raw forecast must be finite {list(self.theta.shape)}, got {list(r.shape)}"
             )
         spread = np.maximum(r[:, -1] - r[:, 0], _MIN_SPREAD)
-        out = np.sort(r + self.theta * spread[:, None], axis=1)
-        return Calibrated(raw=r, correction=out - r, returns=out)
+        return r, r + self.theta * spread[:, None]
+
+    @staticmethod
+    def _result(raw: FloatArray, iterates: FloatArray) -> Calibrated:
+        out = np.sort(iterates, axis=1)
+        return Calibrated(raw=raw, correction=out - raw, returns=out)
+
+    def correct(self, raw: FloatArray) -> Calibrated:
+        """The published quantiles for a raw `[H, Q]` model output; changes no state."""
+        return self._result(*self._iterates(raw))
 
     def publish(self, seq: int, close: float, raw: FloatArray) -> Calibrated:
         """Correct the raw output of bar `seq` and remember it until its targets arrive."""
-        result = self.correct(raw)
-        if self.last_seq is None or seq != self.last_seq:
+        if seq != self._seq[0]:
             raise CalibrationStateError(f"publish bar {seq} without observing it first")
+        r, iterates = self._iterates(raw)
         slot = seq % self.origin.size
         self.origin[slot] = seq
-        self.origin_log_close[slot] = float(np.log(close))
-        self.published[slot] = result.returns
-        return result
+        self.origin_log_close[slot] = np.log(close)
+        self.pending[slot] = iterates
+        return self._result(r, iterates)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -230,7 +268,7 @@ class Calibrator:
         out = []
         for j, h in enumerate(self.horizons):
             n = int(min(self.scored[j], self.settings.window))
-            below = self.below[:n, j]
+            below = (self.below[:n, j, None] & self._bits) > 0
             bands = tuple(
                 BandAccuracy(
                     float(self.levels[lo]),
@@ -252,62 +290,56 @@ class Calibrator:
 
     # -- state -----------------------------------------------------------------------------
 
-    def to_json(self) -> str:
-        """The whole state as JSON (arrays as little-endian base64: restores bit for bit)."""
-        return json.dumps(
-            {
-                "version": STATE_VERSION,
-                "model": self.model,
-                "horizons": self.horizons,
-                "levels": self.levels.tolist(),
-                "settings": asdict(self.settings),
-                "last_seq": self.last_seq,
-                "theta": _encode(self.theta),
-                "origin": _encode(self.origin),
-                "origin_log_close": _encode(self.origin_log_close),
-                "published": _encode(self.published),
-                "scored": _encode(self.scored),
-                "below": _encode(np.packbits(self.below, axis=None)),
-                "loss": _encode(self.loss),
-            },
-            separators=(",", ":"),
-        )
-
     def to_bytes(self) -> bytes:
-        return self.to_json().encode()
+        """The state for the outbox: 4-byte header length, JSON header, the state buffer."""
+        head = self._header.encode()
+        return len(head).to_bytes(4, "little") + head + self._buf.tobytes()
+
+    def to_json(self) -> str:
+        """The same state as JSON, the buffer as base64 (for reading and debugging)."""
+        state = base64.b64encode(self._buf.tobytes()).decode()
+        return f'{self._header[:-1]},"state":"{state}"}}'
+
+    @classmethod
+    def _restore(cls, header: dict[str, Any], state: bytes) -> Calibrator:
+        if header.get("version") != STATE_VERSION:
+            raise CalibrationStateError(f"calibration state version {header.get('version')}")
+        cal = cls(
+            header["model"],
+            header["horizons"],
+            header["levels"],
+            CalibrationSettings(**header["settings"]),
+        )
+        if len(state) != cal._buf.size:
+            raise CalibrationStateError(
+                f"calibration state holds {len(state)} bytes, its layout {cal._buf.size}"
+            )
+        cal._buf[:] = np.frombuffer(state, dtype=np.uint8)
+        return cal
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Calibrator:
+        """Rebuild a state saved by `to_bytes`; a malformed one raises CalibrationStateError."""
+        try:
+            size = int.from_bytes(blob[:4], "little")
+            return cls._restore(json.loads(blob[4 : 4 + size]), blob[4 + size :])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CalibrationStateError(f"unreadable calibration state: {exc}") from exc
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Calibrator:
         """Rebuild a state saved by `to_json`; a malformed one raises CalibrationStateError."""
         try:
             doc = json.loads(text)
-            if doc.get("version") != STATE_VERSION:
-                raise CalibrationStateError(f"calibration state version {doc.get('version')}")
-            cal = cls(
-                doc["model"],
-                doc["horizons"],
-                doc["levels"],
-                CalibrationSettings(**doc["settings"]),
-            )
-            cal._load_arrays(doc)
+            state = base64.b64decode(doc.pop("state"), validate=True)
+            return cls._restore(doc, state)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CalibrationStateError(f"unreadable calibration state: {exc}") from exc
-        return cal
-
-    def _load_arrays(self, doc: dict[str, Any]) -> None:
-        self.last_seq = None if doc["last_seq"] is None else int(doc["last_seq"])
-        for name in ("theta", "origin", "origin_log_close", "published", "scored", "loss"):
-            current = getattr(self, name)
-            setattr(self, name, _decode(doc[name], current.dtype.str, current.shape))
-        packed_len = (self.below.size + 7) // 8
-        bits = _decode(doc["below"], "|u1", (packed_len,))
-        unpacked = np.unpackbits(bits, count=self.below.size).astype(np.bool_)
-        self.below = unpacked.reshape(self.below.shape)
 
     @classmethod
     def resume(
         cls,
-        saved: str | bytes | None,
+        saved: bytes | str | None,
         model: str,
         horizons: list[int],
         levels: list[float],
@@ -319,7 +351,7 @@ class Calibrator:
         if saved is None:
             return fresh
         try:
-            cal = cls.from_json(saved)
+            cal = cls.from_bytes(saved) if isinstance(saved, bytes) else cls.from_json(saved)
         except CalibrationStateError as exc:
             logger.warning("calibration state of %s discarded: %s", model, exc)
             return fresh

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats
@@ -60,6 +60,7 @@ def band_coverage(published: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.
 
 @settings(max_examples=6, deadline=None)
 @given(scale=st.sampled_from([0.5, 2.0]), seed=st.integers(0, 2**31 - 1))
+@example(scale=2.0, seed=9667)  # a 10% jump once made crossed levels run away (scored sorted)
 def test_coverage_converges_for_a_mis_scaled_model_on_iid_draws(scale: float, seed: int) -> None:
     # daily log returns i.i.d. Student-t(5) scaled to sd 1%; the model is Gaussian, mis-scaled
     rng = np.random.default_rng(seed)
@@ -118,6 +119,7 @@ def test_state_round_trips_exactly_and_resumes_the_same_stream(
     blob = first.to_bytes()
     restored = Calibrator.resume(blob, "m@1", HORIZONS, LEVELS, conf)
     assert restored.to_bytes() == blob
+    assert Calibrator.from_json(first.to_json()).to_bytes() == blob
     got += run(restored, closes[cut:], raws[cut:], start=cut)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -128,6 +130,7 @@ def test_state_round_trips_exactly_and_resumes_the_same_stream(
 def test_pending_forecasts_are_scored_against_the_close_h_bars_later() -> None:
     cal = Calibrator("m@1", [1, 3], LEVELS, CalibrationSettings(step=0.1))
     raw = gaussian_model(0.01, [1, 3])
+    assert Calibrator("m@1", [1, 3], LEVELS).observe(0, 100.0) == 0  # fresh: nothing pending
     closes = {10: 100.0, 12: 97.0, 13: 104.0, 14: 103.0}
     cal.observe(10, closes[10])
     published = cal.publish(10, closes[10], raw).returns
@@ -162,6 +165,7 @@ def test_a_new_model_version_or_a_bad_blob_starts_fresh(caplog: pytest.LogCaptur
     run(cal, np.array([100.0, 101.0, 99.0]), np.broadcast_to(gaussian_model(0.01, [1]), (3, 1, 5)))
     blob = cal.to_json()
     assert Calibrator.resume(blob, "m@1", [1], LEVELS).to_json() == blob
+    assert Calibrator.resume(cal.to_bytes(), "m@1", [1], LEVELS).to_json() == blob
     for fresh in (
         Calibrator.resume(blob, "m@2", [1], LEVELS),
         Calibrator.resume(blob, "m@1", [1, 5], LEVELS),
@@ -176,9 +180,13 @@ def test_a_new_model_version_or_a_bad_blob_starts_fresh(caplog: pytest.LogCaptur
 def test_tampered_arrays_and_misuse_are_rejected() -> None:
     cal = Calibrator("m@1", [1], LEVELS)
     doc = json.loads(cal.to_json())
-    doc["theta"]["shape"] = [2, 5]
-    with pytest.raises(CalibrationStateError, match="expected"):
+    doc["state"] = doc["state"][:-8]
+    with pytest.raises(CalibrationStateError, match="bytes, its layout"):
         Calibrator.from_json(json.dumps(doc))
+    with pytest.raises(CalibrationStateError, match="bytes, its layout"):
+        Calibrator.from_bytes(cal.to_bytes() + b"\0")
+    with pytest.raises(CalibrationStateError, match="unreadable"):
+        Calibrator.from_bytes(b"\x05\x00\x00\x00{bad}")
     with pytest.raises(CalibrationStateError, match="without observing"):
         cal.publish(0, 100.0, gaussian_model(0.01, [1]))
     cal.observe(0, 100.0)
@@ -192,4 +200,5 @@ def test_tampered_arrays_and_misuse_are_rejected() -> None:
 
 def test_state_is_small() -> None:
     cal = Calibrator("spx@20261201T000000Z", HORIZONS, LEVELS)
-    assert len(cal.to_bytes()) < 8000  # window 250, 3 horizons, 5 levels
+    assert len(cal.to_bytes()) < 6500  # window 250, 3 horizons, 5 levels: about 6.3 KB
+    assert len(cal.to_json()) < 8700
