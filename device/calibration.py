@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -180,6 +181,7 @@ class Calibrator:
         self._h = np.asarray(self.horizons, dtype=np.int64)
         self._rows = np.arange(len(horizons))
         self._bits = (1 << np.arange(lv.size)).astype(np.uint16)
+        self._mean_q = np.full(lv.size, 1.0 / lv.size)
         self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
         self._buf, v = _state_buffer(
@@ -211,7 +213,7 @@ class Calibrator:
         returns how many horizons were scored. A bar at or before the last one is ignored."""
         if seq <= self._seq[0]:
             return 0
-        if not (np.isfinite(close) and close > 0):
+        if not (math.isfinite(close) and close > 0):
             raise CalibrationStateError(f"close must be a positive number, got {close}")
         self._seq[0] = seq
         origins = seq - self._h
@@ -220,14 +222,14 @@ class Calibrator:
         j = self._rows[self.origin[slots] == origins]
         if j.size == 0:
             return 0
-        y = np.log(close) - self.origin_log_close[slots[j]]
+        y = math.log(close) - self.origin_log_close[slots[j]]
         q = self.pending[slots[j], j].astype(np.float64)
         self.theta[j] += self._steps[j, None] * (self.levels - (y[:, None] <= q))
         # live accuracy of what was published: the sorted iterates
         published = np.sort(q, axis=1)
         hit = y[:, None] <= published
         rows = self.scored[j] % self.settings.window
-        self.loss[rows, j] = ((self.levels - hit) * (y[:, None] - published)).mean(axis=1)
+        self.loss[rows, j] = ((self.levels - hit) * (y[:, None] - published)) @ self._mean_q
         self.below[rows, j] = hit @ self._bits
         self.scored[j] += 1
         return int(j.size)
@@ -257,7 +259,7 @@ class Calibrator:
         r, iterates = self._iterates(raw)
         slot = seq % self.origin.size
         self.origin[slot] = seq
-        self.origin_log_close[slot] = np.log(close)
+        self.origin_log_close[slot] = math.log(close)
         self.pending[slot] = iterates
         return self._result(r, iterates)
 
