@@ -1,0 +1,363 @@
+"""On-line calibration of quantile forecasts: each (horizon, level) is corrected by quantile
+tracking on the forecasts the agent published itself, scored when the close `h` bars later
+arrives (Angelopoulos, Candes & Tibshirani 2023, "Conformal PID control", the P term; the
+quantile form of adaptive conformal inference, Gibbs & Candes 2021). docs/CALIBRATION.md.
+
+Each level's iterate = raw + theta[h, j] * spread[h], where spread is the raw forecast's own
+outermost band (so one step size fits every asset and volatility regime); the agent publishes the
+iterates sorted across levels (rearrangement: never crossing). When the outcome y arrives,
+theta += step * (a - 1{y <= iterate}) on each level's own iterate, not the sorted value (scoring
+the sorted one couples crossed levels and runs away): the long-run share of outcomes below each
+iterate converges to a whatever the series does, as long as the normalised errors stay bounded.
+Per bar the work is O(len(horizons) * len(levels)).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from device.errors import CalibrationStateError
+
+__all__ = [
+    "STATE_VERSION",
+    "BandAccuracy",
+    "Calibrated",
+    "CalibrationSettings",
+    "Calibrator",
+    "HorizonAccuracy",
+    "pinball",
+]
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+# Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
+_MIN_SPREAD = 1e-9
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """`step`: quantile-tracking gain in units of the raw band's spread at horizon 1, divided by
+    `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
+    in runs of about h); chosen on the training series' validation periods, docs/CALIBRATION.md.
+    `window`: scored forecasts per horizon kept for the live accuracy."""
+
+    step: float = 0.02
+    horizon_power: float = 0.25
+    window: int = 250
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.step < 1.0:
+            raise CalibrationStateError(f"calibration step must lie in [0, 1), got {self.step}")
+        if not 0.0 <= self.horizon_power <= 2.0:
+            raise CalibrationStateError(
+                f"horizon_power must lie in [0, 2], got {self.horizon_power}"
+            )
+        if self.window < 1:
+            raise CalibrationStateError(f"accuracy window must be >= 1, got {self.window}")
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What a bar publishes: `returns` = `raw` + `correction`, each `[H, Q]` log returns."""
+
+    raw: FloatArray
+    correction: FloatArray
+    returns: FloatArray
+
+
+@dataclass(frozen=True)
+class BandAccuracy:
+    """Share of the last `scored` outcomes inside the published [lower, upper] quantiles."""
+
+    lower: float
+    upper: float
+    covered: float
+
+    @property
+    def nominal(self) -> float:
+        return self.upper - self.lower
+
+
+@dataclass(frozen=True)
+class HorizonAccuracy:
+    """Live accuracy of one horizon over its last `scored` (<= window) scored forecasts."""
+
+    horizon: int
+    scored: int
+    pinball: float
+    below: tuple[float, ...]  # share of outcomes at or below each published level
+    bands: tuple[BandAccuracy, ...]
+
+
+def pinball(y: FloatArray, q: FloatArray, levels: FloatArray) -> FloatArray:
+    """Pinball loss of quantiles `q [..., Q]` at `levels [Q]` for outcomes `y [...]`."""
+    diff = y[..., None] - q
+    loss: FloatArray = np.maximum(levels * diff, (levels - 1.0) * diff)
+    return loss
+
+
+def _bands(levels: FloatArray) -> list[tuple[int, int]]:
+    """Index pairs (lower, upper) of the symmetric central bands the levels contain."""
+    pairs = []
+    for i, a in enumerate(levels):
+        match = np.flatnonzero(np.isclose(levels, 1.0 - a))
+        if a < 0.5 and match.size:
+            pairs.append((i, int(match[0])))
+    return pairs
+
+
+# last_seq when no bar has been observed yet
+_NO_SEQ = np.iinfo(np.int64).min
+# outcome-below-quantile flags are kept as one bit per level in a uint16
+_MAX_LEVELS = 16
+
+
+def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The state's arrays, in their order in the one byte buffer that holds them all."""
+    return [
+        ("_seq", "<i8", (1,)),
+        ("theta", "<f8", (n_h, n_q)),
+        # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
+        ("origin", "<i8", (depth,)),
+        ("origin_log_close", "<f8", (depth,)),
+        ("scored", "<i8", (n_h,)),
+        # the levels' iterates (unsorted), float32 like the model output: halves the state,
+        # and scoring uses these same values
+        ("pending", "<f4", (depth, n_h, n_q)),
+        # live accuracy rings, one row per scored forecast and horizon
+        ("loss", "<f4", (window, n_h)),
+        ("below", "<u2", (window, n_h)),
+    ]
+
+
+def _state_buffer(
+    layout: list[tuple[str, str, tuple[int, ...]]],
+) -> tuple[npt.NDArray[np.uint8], dict[str, npt.NDArray[Any]]]:
+    """One zeroed byte buffer and a typed view into it per array (8-byte aligned)."""
+    sizes = [np.dtype(dt).itemsize * int(np.prod(shape)) for _, dt, shape in layout]
+    offsets = np.cumsum([0, *[-(-n // 8) * 8 for n in sizes]])
+    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    views = {
+        name: buf[off : off + n].view(dt).reshape(shape)
+        for (name, dt, shape), off, n in zip(layout, offsets, sizes, strict=False)
+    }
+    return buf, views
+
+
+class Calibrator:
+    """Calibration state of one (symbol, model): per bar call `observe(seq, close)` first (scores
+    the forecasts whose horizon ends at this close), then `publish(seq, close, raw)`. The whole
+    state lives in one byte buffer, so saving it is one copy (`to_bytes`)."""
+
+    def __init__(
+        self,
+        model: str,
+        horizons: list[int],
+        levels: list[float],
+        settings: CalibrationSettings | None = None,
+    ) -> None:
+        if not horizons or min(horizons) < 1 or len(set(horizons)) != len(horizons):
+            raise CalibrationStateError(f"horizons must be distinct and >= 1, got {horizons}")
+        lv = np.asarray(levels, dtype=np.float64)
+        if not 2 <= lv.size <= _MAX_LEVELS or not ((lv > 0) & (lv < 1)).all():
+            raise CalibrationStateError(f"2 to 16 levels inside (0, 1), got {levels}")
+        if (np.diff(lv) <= 0).any():
+            raise CalibrationStateError(f"levels must increase, got {levels}")
+        self.model = model
+        self.horizons = [int(h) for h in horizons]
+        self.levels = lv
+        self.settings = settings or CalibrationSettings()
+        self._h = np.asarray(self.horizons, dtype=np.int64)
+        self._rows = np.arange(len(horizons))
+        self._bits = (1 << np.arange(lv.size)).astype(np.uint16)
+        self._mean_q = np.full(lv.size, 1.0 / lv.size)
+        self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
+        self._band_pairs = _bands(lv)
+        self._buf, v = _state_buffer(
+            _layout(len(horizons), lv.size, max(horizons), self.settings.window)
+        )
+        self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
+        self.origin_log_close, self.scored = v["origin_log_close"], v["scored"]
+        self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
+        self._seq[0] = _NO_SEQ
+        self.origin[:] = _NO_SEQ  # no bar number, negative ones included, matches it
+        header = {
+            "version": STATE_VERSION,
+            "model": model,
+            "horizons": self.horizons,
+            "levels": lv.tolist(),
+            "settings": asdict(self.settings),
+        }
+        self._header = json.dumps(header, separators=(",", ":"))
+
+    @property
+    def last_seq(self) -> int | None:
+        seq = int(self._seq[0])
+        return None if seq == _NO_SEQ else seq
+
+    # -- per bar ---------------------------------------------------------------------------
+
+    def observe(self, seq: int, close: float) -> int:
+        """Score every pending forecast whose target is this bar and update the corrections;
+        returns how many horizons were scored. A bar at or before the last one is ignored."""
+        if seq <= self._seq[0]:
+            return 0
+        if not (math.isfinite(close) and close > 0):
+            raise CalibrationStateError(f"close must be a positive number, got {close}")
+        self._seq[0] = seq
+        origins = seq - self._h
+        slots = origins % self.origin.size
+        # nothing to score where no forecast was published h bars ago (gap, error, fresh state)
+        j = self._rows[self.origin[slots] == origins]
+        if j.size == 0:
+            return 0
+        y = math.log(close) - self.origin_log_close[slots[j]]
+        q = self.pending[slots[j], j].astype(np.float64)
+        self.theta[j] += self._steps[j, None] * (self.levels - (y[:, None] <= q))
+        # live accuracy of what was published: the sorted iterates
+        published = np.sort(q, axis=1)
+        hit = y[:, None] <= published
+        rows = self.scored[j] % self.settings.window
+        self.loss[rows, j] = ((self.levels - hit) * (y[:, None] - published)) @ self._mean_q
+        self.below[rows, j] = hit @ self._bits
+        self.scored[j] += 1
+        return int(j.size)
+
+    def _iterates(self, raw: FloatArray) -> tuple[FloatArray, FloatArray]:
+        r = np.asarray(raw, dtype=np.float64)
+        if r.shape != self.theta.shape or not np.isfinite(r).all():
+            raise CalibrationStateError(
+                f"raw forecast must be finite {list(self.theta.shape)}, got {list(r.shape)}"
+            )
+        spread = np.maximum(r[:, -1] - r[:, 0], _MIN_SPREAD)
+        return r, r + self.theta * spread[:, None]
+
+    @staticmethod
+    def _result(raw: FloatArray, iterates: FloatArray) -> Calibrated:
+        out = np.sort(iterates, axis=1)
+        return Calibrated(raw=raw, correction=out - raw, returns=out)
+
+    def correct(self, raw: FloatArray) -> Calibrated:
+        """The published quantiles for a raw `[H, Q]` model output; changes no state."""
+        return self._result(*self._iterates(raw))
+
+    def publish(self, seq: int, close: float, raw: FloatArray) -> Calibrated:
+        """Correct the raw output of bar `seq` and remember it until its targets arrive."""
+        if seq != self._seq[0]:
+            raise CalibrationStateError(f"publish bar {seq} without observing it first")
+        r, iterates = self._iterates(raw)
+        slot = seq % self.origin.size
+        self.origin[slot] = seq
+        self.origin_log_close[slot] = math.log(close)
+        self.pending[slot] = iterates
+        return self._result(r, iterates)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def accuracy(self) -> list[HorizonAccuracy]:
+        """Rolling pinball loss, share below each level and band coverage per horizon."""
+        out = []
+        for j, h in enumerate(self.horizons):
+            n = int(min(self.scored[j], self.settings.window))
+            below = (self.below[:n, j, None] & self._bits) > 0
+            bands = tuple(
+                BandAccuracy(
+                    float(self.levels[lo]),
+                    float(self.levels[hi]),
+                    float((below[:, hi] & ~below[:, lo]).mean()) if n else float("nan"),
+                )
+                for lo, hi in self._band_pairs
+            )
+            out.append(
+                HorizonAccuracy(
+                    horizon=h,
+                    scored=n,
+                    pinball=float(self.loss[:n, j].mean()) if n else float("nan"),
+                    below=tuple(below.mean(axis=0).tolist()) if n else (),
+                    bands=bands,
+                )
+            )
+        return out
+
+    # -- state -----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The state for the outbox: 4-byte header length, JSON header, the state buffer."""
+        head = self._header.encode()
+        return len(head).to_bytes(4, "little") + head + self._buf.tobytes()
+
+    def to_json(self) -> str:
+        """The same state as JSON, the buffer as base64 (for reading and debugging)."""
+        state = base64.b64encode(self._buf.tobytes()).decode()
+        return f'{self._header[:-1]},"state":"{state}"}}'
+
+    @classmethod
+    def _restore(cls, header: dict[str, Any], state: bytes) -> Calibrator:
+        if header.get("version") != STATE_VERSION:
+            raise CalibrationStateError(f"calibration state version {header.get('version')}")
+        cal = cls(
+            header["model"],
+            header["horizons"],
+            header["levels"],
+            CalibrationSettings(**header["settings"]),
+        )
+        if len(state) != cal._buf.size:
+            raise CalibrationStateError(
+                f"calibration state holds {len(state)} bytes, its layout {cal._buf.size}"
+            )
+        cal._buf[:] = np.frombuffer(state, dtype=np.uint8)
+        return cal
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Calibrator:
+        """Rebuild a state saved by `to_bytes`; a malformed one raises CalibrationStateError."""
+        try:
+            size = int.from_bytes(blob[:4], "little")
+            return cls._restore(json.loads(blob[4 : 4 + size]), blob[4 + size :])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CalibrationStateError(f"unreadable calibration state: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Calibrator:
+        """Rebuild a state saved by `to_json`; a malformed one raises CalibrationStateError."""
+        try:
+            doc = json.loads(text)
+            state = base64.b64decode(doc.pop("state"), validate=True)
+            return cls._restore(doc, state)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CalibrationStateError(f"unreadable calibration state: {exc}") from exc
+
+    @classmethod
+    def resume(
+        cls,
+        saved: bytes | str | None,
+        model: str,
+        horizons: list[int],
+        levels: list[float],
+        settings: CalibrationSettings | None = None,
+    ) -> Calibrator:
+        """The saved state if it belongs to this model version and layout, else a fresh one
+        (a new model version starts fresh: its errors are not the old model's)."""
+        fresh = cls(model, horizons, levels, settings)
+        if saved is None:
+            return fresh
+        try:
+            cal = cls.from_bytes(saved) if isinstance(saved, bytes) else cls.from_json(saved)
+        except CalibrationStateError as exc:
+            logger.warning("calibration state of %s discarded: %s", model, exc)
+            return fresh
+        same_layout = cal.horizons == fresh.horizons and np.array_equal(cal.levels, fresh.levels)
+        if cal.model != model or not same_layout or cal.settings != fresh.settings:
+            return fresh
+        return cal
