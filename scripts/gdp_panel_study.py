@@ -15,7 +15,9 @@ recipe's `refit = "yearly"`) against AR(1) and the historical mean, with Diebold
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import tomllib
 import warnings
 from dataclasses import dataclass
@@ -334,9 +336,137 @@ def score_test(split: Split, cand: Candidate) -> None:
         )
 
 
+def _train_stats(panel: MacroPanel, quarters: pd.PeriodIndex) -> tuple[Any, ...]:
+    monthly = panel.monthly.loc[: quarters[-1].asfreq("M", "end")]
+    gdp = panel.gdp.loc[: quarters[-1]]
+    std = monthly.std().fillna(1.0).to_numpy()
+    return monthly.mean().fillna(0.0).to_numpy(), std, float(gdp.mean()), float(gdp.std())
+
+
+def distil(split: Split, cand: Candidate, hidden: list[int]) -> dict[str, float]:
+    """Distil the end-of-validation teacher into a `NowcastStudent` with `hidden` layers
+    (`[]`: linear in the standardized values and the masks) as the trainer does (calendar
+    and 40 simulated sets per train quarter, recipe policy); RMSE against the teacher on the
+    validation calendar sets and on simulated validation sets (every ragged edge)."""
+    import torch
+
+    from forecaster.nowcast_student import (
+        NowcastStudent,
+        SimulationPolicy,
+        fit_student,
+        predict_student,
+        simulate_info_sets,
+        stack_inputs,
+    )
+
+    torch.set_num_threads(1)
+    panel = subset(split.panel, cand.series)
+    teacher = DfmTeacher(cand.spec(), WQ).fit(panel, split.valid_cut)
+    train_q = panel.quarters[WQ - 1 :]
+    train_q = train_q[train_q.end_time <= split.train_cut]
+    mean, std, g_mean, g_std = _train_stats(panel, train_q)
+    rng = np.random.default_rng(0)
+    policy = SimulationPolicy(0.2, 0.05, 0.03, 0.3, 3.0)
+    train = panel.calendar_info_sets(train_q, WQ) + simulate_info_sets(
+        panel, train_q, 40, WQ, policy, rng, train_mean=mean
+    )
+    valid = panel.calendar_info_sets(split.valid, WQ)
+    sims = simulate_info_sets(panel, split.valid, 10, WQ, SimulationPolicy(), rng)
+    torch.manual_seed(0)
+    student = NowcastStudent(3 * WQ, WQ - 1, mean, std, g_mean, g_std, hidden)
+    labels = teacher.nowcasts(panel, train)
+    fit_student(
+        student,
+        stack_inputs(train),
+        labels,
+        np.full(len(labels), np.nan),
+        stack_inputs(valid + sims),
+        teacher.nowcasts(panel, valid + sims),
+        epochs=400,
+        patience=40,
+        lr=3e-3,
+        batch_size=256,
+        weight_decay=1e-4,
+        distill_weight=1.0,
+        seed=0,
+    )
+    out = {}
+    for name, infos in (("calendar", valid), ("simulated", sims)):
+        gap = predict_student(student, stack_inputs(infos))[:, 0] - teacher.nowcasts(panel, infos)
+        out[name] = float(np.sqrt(np.mean(gap**2)))
+    actual = np.array([panel.gdp[i.quarter] for i in valid])
+    pred = predict_student(student, stack_inputs(valid))[:, 0]
+    months = np.array([i.month for i in valid])
+    out.update({f"vs GDP m{k}": r for k, r in zip(MONTHS, rmse_by_month(actual, pred, months))})
+    return out
+
+
+def _with(info: InfoSet, after: InfoSet, cells: list[tuple[int, int]]) -> InfoSet:
+    monthly = info.monthly.copy()
+    for row, col in cells:
+        monthly[row, col] = after.monthly[row, col]
+    return InfoSet(info.quarter, after.cut, monthly, after.gdp)
+
+
+def _attributions(
+    panel: MacroPanel, teacher: DfmTeacher, before: InfoSet, after: InfoSet
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sequential (panel order) and Shapley impacts of the cells new in `after`, and the
+    revision they must sum to."""
+    cells = list(zip(*np.nonzero(np.isfinite(after.monthly) & ~np.isfinite(before.monthly))))
+    value = {
+        subset_: teacher.nowcast(panel, _with(before, after, [cells[i] for i in subset_]))
+        for n in range(len(cells) + 1)
+        for subset_ in itertools.combinations(range(len(cells)), n)
+    }
+    seq = np.array([value[tuple(range(i + 1))] - value[tuple(range(i))] for i in range(len(cells))])
+    shapley = np.zeros(len(cells))
+    k = len(cells)
+    for subset_, v in value.items():
+        for i in range(k):
+            if i not in subset_:
+                weight = math.factorial(len(subset_)) * math.factorial(k - len(subset_) - 1)
+                shapley[i] += weight / math.factorial(k) * (value[tuple(sorted((*subset_, i)))] - v)
+    return seq, shapley, value[tuple(range(k))] - value[()]
+
+
+def sequential_vs_joint(split: Split, cand: Candidate) -> dict[str, float]:
+    """On the teacher itself, for every batch of simultaneous releases in validation (the
+    month-end market data: 7 series at 21:00): per-series impacts by sequential attribution
+    (one series at a time in panel order) and by Shapley values (all orders averaged) against
+    statsmodels' joint news. All sum to the revision; how far apart are the parts?"""
+    panel = subset(split.panel, cand.series)
+    teacher = DfmTeacher(cand.spec(), WQ).fit(panel, split.train_cut)
+    seq_gap, shap_gap, sizes, sums = [], [], [], []
+    for quarter in split.valid:
+        cuts = release_vintages(panel, quarter)
+        for before_cut, after_cut in zip(cuts, cuts[1:]):
+            before, after = (panel.info_set(quarter, c, WQ) for c in (before_cut, after_cut))
+            new = np.isfinite(after.monthly) & ~np.isfinite(before.monthly)
+            if new.sum() < 2 or np.isfinite(after.gdp).sum() != np.isfinite(before.gdp).sum():
+                continue
+            news = teacher.news(panel, before, after)
+            joint = {(r["series"], r["period"]): r["impact"] for r in news["releases"]}
+            keys = [(panel.series[c], str(after.months[r])) for r, c in zip(*np.nonzero(new))]
+            target = np.array([joint.get(key, 0.0) for key in keys])
+            seq, shapley, revision = _attributions(panel, teacher, before, after)
+            sums.append(max(abs(seq.sum() - revision), abs(shapley.sum() - revision)))
+            seq_gap += list(np.abs(seq - target))
+            shap_gap += list(np.abs(shapley - target))
+            sizes += list(np.abs(target))
+    return {
+        "batches": len(sums),
+        "max |sum of parts - revision|": max(sums),
+        "mean |joint impact|": float(np.mean(sizes)),
+        "sequential vs joint: mean, max |gap|": [float(np.mean(seq_gap)), float(np.max(seq_gap))],
+        "Shapley vs joint: mean, max |gap|": [float(np.mean(shap_gap)), float(np.max(shap_gap))],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test", action="store_true", help="also score the test period (once)")
+    parser.add_argument("--student", action="store_true", help="also the student-design study")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     split = load_split()
@@ -351,6 +481,12 @@ def main() -> None:
     )
     for quarter in (split.valid[-1], pd.Period("2001Q3", "Q")):
         print(json.dumps(check_news(split, chosen, teacher, quarter), default=str))
+    if args.student:
+        print(json.dumps(sequential_vs_joint(split, chosen)), flush=True)
+        for hidden in ([], [32, 16]):
+            print(
+                f"student hidden={hidden}:", json.dumps(distil(split, chosen, hidden)), flush=True
+            )
     if args.test:
         score_test(split, chosen)
 
