@@ -176,7 +176,7 @@ def validate(split: Split) -> list[dict[str, Any]]:
     months = np.array([i.month for i in infos])
     base = baselines(split.panel, infos)
     ar1 = rmse_by_month(actual, base["AR(1)"], months)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for cand in candidates():
         panel = subset(split.panel, cand.series)
         teacher = DfmTeacher(cand.spec(), WQ).fit(panel, split.train_cut)

@@ -77,9 +77,7 @@ def _released(panel: MacroPanel, series: str, month: str) -> pd.Timestamp:
 def test_release_calendars(panel: MacroPanel) -> None:
     assert _released(panel, "unemployment", "2008-09") == pd.Timestamp("2008-10-03 12:30")
     assert _released(panel, "unemployment_duration", "2008-09") == pd.Timestamp("2008-10-03 12:30")
-    assert _released(panel, "industrial_production", "2003-09") == pd.Timestamp(
-        "2003-10-15 13:15"
-    )
+    assert _released(panel, "industrial_production", "2003-09") == pd.Timestamp("2003-10-15 13:15")
     assert _released(panel, "real_pce", "2008-09") == pd.Timestamp("2008-10-31 12:30")
     assert _released(panel, "saving_rate", "2008-01") == pd.Timestamp("2008-02-29 12:30")
     assert "first Friday" in SERIES_BY_NAME["unemployment"].describe()["release"]
