@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from device.errors import DeviceError
 
@@ -45,6 +47,10 @@ def _hash(token: bool) -> int:
     return 0
 
 
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    logger.info("stopped by %s", signal.Signals(signum).name)
+
+
 def serve(config: Path | None) -> int:
     """Load the settings and run uvicorn in this process; 1 with a one-line error."""
     import uvicorn
@@ -78,6 +84,10 @@ def serve(config: Path | None) -> int:
             timeout_graceful_shutdown=2,
         )
     )
+    # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the handler it found: with
+    # this one in place that is a logged clean stop (exit 0) instead of death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
     try:
         server.run()
     except (OSError, SystemExit) as exc:

@@ -242,7 +242,7 @@ function fillTrend(el, t) {
   t.classes.forEach((name, i) => {
     const li = document.createElement("li");
     li.dataset.class = name;
-    if (i === top) li.classList.add("top");
+    if (i === top) li.classList.add("lead");
     const label = document.createElement("span");
     label.textContent = `${name} ${pct(t.proba[i])}`;
     const bar = document.createElement("meter");
@@ -270,7 +270,8 @@ function renderSymbol(symbol, e) {
   const p = e.price, t = e.trend;
   const lastClose = e.closes.length ? e.closes[e.closes.length - 1].close : (p ? p.last_close : null);
   $('[data-field="last-close"]', el).textContent = fmt(lastClose);
-  const models = [p, t].filter(Boolean).map((f) => `${f.model.name} v${f.model.version}`);
+  const models = [["price", p], ["trend", t]].filter(([, f]) => f)
+    .map(([task, f]) => `${task} ${f.model.name} v${f.model.version}`);
   $('[data-field="model"]', el).textContent = models.join(" · ") || "–";
   drawChart(el, symbol, e);
   fillHorizons(el, p);

@@ -48,8 +48,11 @@ def nowcast_payload(**extra: object) -> bytes:
         nowcast=2.8,
         band=NowcastBand(lo=0.9, hi=4.6, levels=(0.1, 0.9)),
         information=InformationSet(
-            months=("2007-01", "2009-09"), gdp_quarters=("2007Q1", "2009Q2"),
-            latest={"cpi": "2009-09"}, missing=3, cells=96,
+            months=("2007-01", "2009-09"),
+            gdp_quarters=("2007Q1", "2009Q2"),
+            latest={"cpi": "2009-09"},
+            missing=3,
+            cells=96,
         ),  # fmt: skip
         model=ModelRef(name="us", version="1", sha256="0" * 64),
         as_of=datetime(2009, 10, 15, tzinfo=UTC),

@@ -4,8 +4,8 @@ security headers, auth refused when on, the stream's events."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import json
 
 import pytest
@@ -71,7 +71,9 @@ def test_nowcast_fleet_and_gateway(client: TestClient, store: Store) -> None:
         ("/api/v1/stream?symbols=a,,b", 422),
     ],
 )
-def test_bad_requests_get_a_json_reason(client: TestClient, store: Store, path: str, status: int) -> None:
+def test_bad_requests_get_a_json_reason(
+    client: TestClient, store: Store, path: str, status: int
+) -> None:
     fill(store)
     response = client.get(path)
     assert response.status_code == status

@@ -24,9 +24,7 @@ store.ingest("nowcast/gdp/us", nowcast_payload())
 store.ingest("fleet/a1/status", status_payload())
 app = create_app(WebSettings(), store, listen=False)
 # The stream never ends; it has its own tests.
-schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app).exclude(
-    path="/api/v1/stream"
-)
+schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app).exclude(path="/api/v1/stream")
 
 
 @schema.parametrize()
