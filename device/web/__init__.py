@@ -1,12 +1,11 @@
 """The read-only web gateway (`forecaster-web`): a live page and a versioned HTTP API over the
 fleet's MQTT forecasts, nowcasts and statuses. Edge-side: FastAPI, uvicorn and sse-starlette only
-(the `web` extra), never the training stack."""
+(the `web` extra), never the training stack. `device.web.cli.serve(config)` runs it."""
 
 from __future__ import annotations
 
 from device.web.app import create_app
 from device.web.auth import Authenticator, hash_password, hash_token
-from device.web.cli import main, serve
 from device.web.settings import WebSettings, load_web_settings
 from device.web.store import Store, Update
 
@@ -19,6 +18,4 @@ __all__ = [
     "hash_password",
     "hash_token",
     "load_web_settings",
-    "main",
-    "serve",
 ]

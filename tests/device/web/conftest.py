@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -53,14 +54,13 @@ def nowcast_payload(**extra: object) -> bytes:
             latest={"cpi": "2009-09"},
             missing=3,
             cells=96,
-        ),  # fmt: skip
+        ),
         model=ModelRef(name="us", version="1", sha256="0" * 64),
         as_of=datetime(2009, 10, 15, tzinfo=UTC),
         latency_ms=1.5,
     )
-    return (nowcast.model_dump_json()[:-1] + "".join(
-        f',"{k}":{v!r}'.replace("'", '"') for k, v in extra.items()
-    ) + "}").encode()  # fmt: skip
+    data = json.loads(nowcast.model_dump_json())
+    return json.dumps({**data, **extra}).encode()
 
 
 def status_payload(agent: str = "a1", online: bool = True) -> bytes:

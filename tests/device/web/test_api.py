@@ -11,7 +11,6 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from device.errors import ConfigError
 from device.web.app import CSP, create_app
 from device.web.auth import Authenticator, hash_password, hash_token
 from device.web.settings import AuthSettings, StreamSettings, WebSettings
@@ -139,12 +138,6 @@ def test_open_access_only_on_loopback() -> None:
     assert WebSettings.model_validate({"http": {"host": "::1"}}).http.loopback
     with pytest.raises(ValueError, match="scrypt"):
         WebSettings.model_validate({"auth": {"users": {"ana": "plain-text"}}})
-    with pytest.raises(ConfigError):
-        from pathlib import Path
-
-        from device.web.settings import load_web_settings
-
-        load_web_settings(Path("/nonexistent/web.toml"))
 
 
 def test_the_stream_batches_updates_and_drops_a_client_that_falls_behind() -> None:
