@@ -150,10 +150,10 @@ def build_router(store: Store, hub: Hub) -> APIRouter:  # noqa: C901 - one small
             raise HTTPException(503, "too many stream clients")
         wanted = frozenset(symbols.split(",")) if symbols else None
 
-        async def events() -> AsyncIterator[ServerSentEvent]:
+        async def events() -> AsyncIterator[ServerSentEvent | bytes]:
             yield ServerSentEvent(event="hello", data="{}", retry=2000)
-            async for data in hub.events(wanted):
-                yield ServerSentEvent(event="update", data=data)
+            async for frame in hub.events(wanted):
+                yield frame  # already an encoded SSE event
 
         # A named ping (not a comment) so the page can tell a silent, dead connection from a
         # quiet market; a client that takes 10 s to accept a write is dropped.

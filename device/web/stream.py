@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 @dataclass(eq=False)
 class _Client:
     symbols: frozenset[str] | None
-    queue: asyncio.Queue[str | None]
+    queue: asyncio.Queue[bytes | None]
     dropped: bool = field(default=False)
 
 
@@ -66,7 +66,7 @@ class Hub:
     def publish(self, updates: list[Update]) -> None:
         """Queue one event with `updates` to every client (each sees only its symbols)."""
         self.batches += 1
-        encoded: dict[frozenset[str] | None, str | None] = {}
+        encoded: dict[frozenset[str] | None, bytes | None] = {}
         for client in list(self._clients):
             if client.symbols not in encoded:
                 encoded[client.symbols] = _encode(updates, client.symbols)
@@ -86,8 +86,9 @@ class Hub:
             client.queue.get_nowait()
         client.queue.put_nowait(None)
 
-    async def events(self, symbols: frozenset[str] | None) -> AsyncIterator[str]:
-        """The JSON of each batch for one client, until it falls behind or the gateway stops."""
+    async def events(self, symbols: frozenset[str] | None) -> AsyncIterator[bytes]:
+        """Each batch for one client as a whole SSE `update` event, until it falls behind or the
+        gateway stops."""
         client = _Client(symbols, asyncio.Queue(maxsize=self.settings.queue_batches))
         self._clients.add(client)
         try:
@@ -97,10 +98,18 @@ class Hub:
             self._clients.discard(client)
 
 
-def _encode(updates: list[Update], symbols: frozenset[str] | None) -> str | None:
+def _encode(updates: list[Update], symbols: frozenset[str] | None) -> bytes | None:
+    """The SSE frame, built once per batch and filter rather than once per client (JSON has no
+    raw newlines, so the data is one line)."""
     chosen = [
         u.as_json()
         for u in updates
         if symbols is None or u.kind not in ("price", "trend") or u.name in symbols
     ]
-    return json.dumps(chosen, separators=(",", ":")) if chosen else None
+    if not chosen:
+        return None
+    return (
+        b"event: update\r\ndata: "
+        + json.dumps(chosen, separators=(",", ":")).encode()
+        + b"\r\n\r\n"
+    )

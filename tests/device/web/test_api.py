@@ -140,6 +140,12 @@ def test_open_access_only_on_loopback() -> None:
         WebSettings.model_validate({"auth": {"users": {"ana": "plain-text"}}})
 
 
+def frame_json(frame: bytes) -> list[dict[str, object]]:
+    head, data, tail = frame.split(b"\r\n", 2)
+    assert head == b"event: update" and tail == b"\r\n"
+    return json.loads(data.removeprefix(b"data: "))
+
+
 def test_the_stream_batches_updates_and_drops_a_client_that_falls_behind() -> None:
     async def scenario() -> tuple[list[list[dict[str, object]]], bool]:
         store = make_store()
@@ -153,8 +159,8 @@ def test_the_stream_batches_updates_and_drops_a_client_that_falls_behind() -> No
             ndx = bar.model_copy(update={"symbol": "NDX"})
             store.ingest("forecast/price/NDX", price_payload(ndx))
             hub.publish(store.take_updates())
-            batches.append(json.loads(await (waiting[0] if bar.seq == 0 else anext(fast))))
-        first_slow = json.loads(await waiting[1])  # it read one, then stopped reading
+            batches.append(frame_json(await (waiting[0] if bar.seq == 0 else anext(fast))))
+        first_slow = frame_json(await waiting[1])  # it read one, then stopped reading
         rest = []
         with contextlib.suppress(StopAsyncIteration):
             while True:
