@@ -84,7 +84,7 @@ def _detail(view: SymbolView) -> dict[str, Any]:
         "symbol": view.symbol,
         "price": view.price,
         "trend": view.trend,
-        "closes": [c.__dict__ for c in view.closes],
+        "closes": [{"ts": c.ts, "seq": c.seq, "close": c.close} for c in view.closes],
         "prices": view.prices,
         "trends": view.trends,
     }

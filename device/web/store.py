@@ -9,6 +9,7 @@ restart, so a retained forecast topic would refill it as well."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -38,7 +39,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Kind = Literal["price", "trend", "nowcast", "status"]
-_CLOSE_BYTES = 64  # what one realized close counts against a symbol's byte budget
+# What entries count against a symbol's byte budget: close to what they occupy in memory (a close
+# is a slotted object with a timestamp string, ~200 bytes by sys.getsizeof; a history entry is its
+# compact JSON as one bytes object, ~50 bytes over its length), so the bound is a memory bound.
+_CLOSE_BYTES = 200
+_ENTRY_OVERHEAD = 50
 
 
 # The contract's models, with unknown fields kept: a newer agent's extra fields (a nowcast's
@@ -67,7 +72,7 @@ _MODELS: dict[Kind, type[BaseModel]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Close:
     """A realized close the gateway has seen, from a price forecast's input bar."""
 
@@ -91,10 +96,11 @@ class Update:
 
 @dataclass
 class _Series:
-    """One symbol's bounded history; `bytes` counts the JSON it holds."""
+    """One symbol's bounded history, kept as compact JSON (a parsed forecast takes several times
+    its JSON in memory); `bytes` counts what it holds."""
 
     latest: dict[Kind, dict[str, Any]] = field(default_factory=dict)
-    history: dict[Kind, deque[tuple[dict[str, Any], int]]] = field(
+    history: dict[Kind, deque[bytes]] = field(
         default_factory=lambda: {"price": deque(), "trend": deque()}
     )
     closes: deque[Close] = field(default_factory=deque)
@@ -163,15 +169,16 @@ class Store:
         if not payload:  # a cleared retained message
             return self._forget(kind, name)
         try:
-            data = _MODELS[kind].model_validate_json(payload).model_dump(mode="json")
+            model = _MODELS[kind].model_validate_json(payload)
         except ValidationError as exc:
             logger.warning("ignoring invalid %s on %s: %s", kind, topic, exc.errors()[:1])
             with self._lock:
                 self.counters["invalid"] += 1
             return None
+        data = model.model_dump(mode="json")
         with self._lock:
             if kind in ("price", "trend"):
-                kept = self._keep_forecast(kind, name, data, len(payload))
+                kept = self._keep_forecast(kind, name, data, model.model_dump_json().encode())
             else:
                 kept = self._keep_named(kind, name, data)
             if not kept:
@@ -190,7 +197,7 @@ class Store:
         table[name] = data
         return True
 
-    def _keep_forecast(self, kind: Kind, symbol: str, data: dict[str, Any], size: int) -> bool:
+    def _keep_forecast(self, kind: Kind, symbol: str, data: dict[str, Any], raw: bytes) -> bool:
         if data.get("symbol") != symbol:
             self.counters["invalid"] += 1
             return False
@@ -210,8 +217,8 @@ class Store:
             self.counters["stale"] += 1
             return False
         series.latest[kind] = data
-        series.history[kind].append((data, size))
-        series.bytes += size
+        series.history[kind].append(raw)
+        series.bytes += len(raw) + _ENTRY_OVERHEAD
         if kind == "price" and (not series.closes or data["seq"] > series.closes[-1].seq):
             series.closes.append(Close(data["ts"], data["seq"], data["last_close"]))
             series.bytes += _CLOSE_BYTES
@@ -223,7 +230,7 @@ class Store:
         points = self.limits.points
         for items in series.history.values():
             while len(items) > points:
-                series.bytes -= items.popleft()[1]
+                series.bytes -= len(items.popleft()) + _ENTRY_OVERHEAD
         while len(series.closes) > points:
             series.closes.popleft()
             series.bytes -= _CLOSE_BYTES
@@ -232,7 +239,7 @@ class Store:
         while series.bytes > self.limits.bytes_per_symbol:
             longest = max(series.history.values(), key=len)
             if len(longest) > 1:
-                series.bytes -= longest.popleft()[1]
+                series.bytes -= len(longest.popleft()) + _ENTRY_OVERHEAD
             elif len(series.closes) > 1:
                 series.closes.popleft()
                 series.bytes -= _CLOSE_BYTES
@@ -273,15 +280,19 @@ class Store:
             series = self._symbols.get(symbol)
             if series is None:
                 return None
-            tail = slice(max(0, len(series.closes) - limit), None)
-            return SymbolView(
-                symbol=symbol,
-                price=series.latest.get("price"),
-                trend=series.latest.get("trend"),
-                prices=[d for d, _ in list(series.history["price"])[-limit:]],
-                trends=[d for d, _ in list(series.history["trend"])[-limit:]],
-                closes=list(series.closes)[tail],
-            )
+            latest = dict(series.latest)
+            prices = list(series.history["price"])[-limit:]
+            trends = list(series.history["trend"])[-limit:]
+            closes = list(series.closes)[-limit:]
+        # Parsed outside the lock: the MQTT thread need not wait for a large history request.
+        return SymbolView(
+            symbol=symbol,
+            price=latest.get("price"),
+            trend=latest.get("trend"),
+            prices=[json.loads(r) for r in prices],
+            trends=[json.loads(r) for r in trends],
+            closes=closes,
+        )
 
     def named(self, kind: Literal["nowcast", "status"]) -> dict[str, dict[str, Any]]:
         with self._lock:
