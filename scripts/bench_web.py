@@ -7,7 +7,8 @@ A publisher sends price-forecast payloads for `--symbols` symbols at `--rate` ba
 to a loopback Mosquitto (as agents would, QoS 1, `produced_at` = publish time); one gateway
 process (`forecaster-web`) subscribes; for each client count, that many SSE clients hold
 /api/v1/stream open. 20 of them ("probes") parse every event and record publish -> receipt per
-forecast; the rest read and discard the bytes, as a browser would that is not measured. Reported
+forecast, in a process of their own; the rest read and discard the bytes in one or two other
+processes. Reported
 per level: p50/p99 latency, updates received per probe per second, gateway CPU (% of one core)
 and RSS, clients the gateway dropped for falling behind.
 """
@@ -32,10 +33,9 @@ from typing import Any
 import arch.data.sp500
 import numpy as np
 import psutil
+from bench_agent import free_port, mosquitto  # scripts/ is on sys.path when run as a file
 
 from device.mqtt import new_client, parse_broker_url
-
-from bench_agent import free_port, mosquitto  # scripts/ is on sys.path when run as a file
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBES = 20
@@ -71,7 +71,11 @@ def publish(url: str, symbols: int, rate: float, stop: threading.Event) -> None:
         due = int((time.monotonic() - start) * rate)
         while seq < due:
             for s in range(symbols):
-                pub.publish(f"forecast/price/S{s:03d}", payload(f"S{s:03d}", seq, float(closes[seq % len(closes)])), qos=1)
+                pub.publish(
+                    f"forecast/price/S{s:03d}",
+                    payload(f"S{s:03d}", seq, float(closes[seq % len(closes)])),
+                    qos=1,
+                )
             seq += 1
         time.sleep(0.01)
     pub.disconnect()
@@ -106,7 +110,9 @@ def clients_main(port: int, n: int, probes: int, seconds: float, out: Any) -> No
     async def main() -> None:
         latencies: list[float] = []
         counts = [0]
-        tasks = [asyncio.create_task(sse_client(port, i < probes, latencies, counts)) for i in range(n)]
+        tasks = [
+            asyncio.create_task(sse_client(port, i < probes, latencies, counts)) for i in range(n)
+        ]
         await asyncio.sleep(3)  # connect and settle
         latencies.clear()
         counts[0] = 0
@@ -120,12 +126,15 @@ def clients_main(port: int, n: int, probes: int, seconds: float, out: Any) -> No
 
 
 def level(port: int, gateway: psutil.Process, n: int, seconds: float) -> dict[str, Any]:
-    processes = 2 if n > 300 else 1
+    # The probes get a process of their own, so that the bulk readers' CPU does not delay them.
+    bulk = n - PROBES
+    shares = [(PROBES, PROBES)] + [(bulk // 2 + bulk % 2, 0), (bulk // 2, 0)] * (bulk > 300)
+    if 0 < bulk <= 300:
+        shares.append((bulk, 0))
     pipes, procs = [], []
-    for p in range(processes):
+    for count, probes in shares:
         recv, send = mp.Pipe(duplex=False)
-        share = n // processes + (1 if p < n % processes else 0)
-        proc = mp.Process(target=clients_main, args=(port, share, PROBES if p == 0 else 0, seconds, send))
+        proc = mp.Process(target=clients_main, args=(port, count, probes, seconds, send))
         proc.start()
         pipes.append(recv)
         procs.append(proc)
@@ -159,17 +168,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
     with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp)) as url:
         port = free_port()
         config = Path(tmp) / "web.toml"
-        config.write_text(f'[broker]\nurl = "{url}"\n[http]\nport = {port}\n[stream]\nmax_clients = 100000\n')
+        config.write_text(
+            f'[broker]\nurl = "{url}"\n[http]\nport = {port}\n[stream]\nmax_clients = 100000\n'
+        )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        gw = subprocess.Popen([sys.executable, "-m", "device.web.cli", "--config", str(config)], env=env, stderr=subprocess.DEVNULL)
+        gw = subprocess.Popen(
+            [sys.executable, "-m", "device.web.cli", "--config", str(config)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
         stop = threading.Event()
-        publisher = threading.Thread(target=publish, args=(url, args.symbols, args.rate, stop), daemon=True)
+        publisher = threading.Thread(
+            target=publish, args=(url, args.symbols, args.rate, stop), daemon=True
+        )
         try:
             time.sleep(3)
             publisher.start()
