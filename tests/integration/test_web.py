@@ -1,7 +1,8 @@
 """The web gateway in a real browser (Debian's Chromium, headless, driven by Playwright) against a
 real Mosquitto, agent, `forecaster feed replay` and `feed macro`: the phone page shows what the
 agent published, updates within 2 s of a bar, says "reconnecting" while the gateway is down and
-recovers when it is back; the kiosk layout renders. Screenshots go to docs/img/ for the README."""
+recovers when it is back; the kiosk layout renders; offline, the installed app shows the last
+known values. Screenshots go to docs/img/ for the README."""
 
 from __future__ import annotations
 
@@ -210,4 +211,17 @@ def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenar
         )
         assert size >= 32
         kiosk.screenshot(path=str(IMG / "web-kiosk.png"))
+
+        # Offline (the phone loses its network): the installed app still opens with the last
+        # known values, from the service worker's cache and the page's saved state.
+        assert page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        last = card.locator('[data-field="last-close"]').inner_text()
+        phone.set_offline(True)
+        page.reload()
+        page.wait_for_function(
+            "c => document.querySelector('article[data-symbol=\"SPX\"] [data-field=\"last-close\"]')"
+            "?.textContent === c",
+            arg=last, timeout=10_000,
+        )  # fmt: skip
+        assert "offline" in page.locator("#conn").inner_text()
         browser.close()
