@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "WebBrokerSettings",
     "WebSettings",
     "load_web_settings",
+    "loopback_config",
 ]
 
 ENV_PREFIX = "FORECASTER_WEB_"
@@ -198,4 +200,14 @@ def load_web_settings(config: Path | None) -> WebSettings:
                 update=resolved(broker, ("ca_file", "cert_file", "key_file"))
             ),
         }
+    )
+
+
+def loopback_config(broker_url: str, port: int, topic_prefix: str = "") -> str:
+    """web.toml for a gateway on one machine (the demo, tests): open on 127.0.0.1:`port`, quick
+    broker reconnects."""
+    return (
+        f"topic_prefix = {json.dumps(topic_prefix)}\n"
+        f"[broker]\nurl = {json.dumps(broker_url)}\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n"
+        f'[http]\nhost = "127.0.0.1"\nport = {port}\n'
     )

@@ -6,7 +6,6 @@ known values. Screenshots go to docs/img/ for the README."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from device.web.settings import loopback_config
 from forecaster.feeds import dataset_bars
 from tests.conftest import Broker, TrainedBundle, free_port
 from tests.integration.conftest import EDGE_ONLY, ROOT, Collector, Feed, agent_config
@@ -68,10 +68,7 @@ class Gateway:
 def gateway(tmp_path: Path, broker: Broker) -> Iterator[Gateway]:
     port = free_port()
     config = tmp_path / "web.toml"
-    config.write_text(
-        f"[broker]\nurl = {json.dumps(broker.url)}\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n"
-        f'[http]\nhost = "127.0.0.1"\nport = {port}\n[stream]\ninterval_ms = 100\nping_s = 2.0\n'
-    )
+    config.write_text(loopback_config(broker.url, port) + "[stream]\nping_s = 2.0\n")
     gw = Gateway(config, port, tmp_path / "web.log")
     yield gw
     if gw.proc is not None and gw.proc.poll() is None:

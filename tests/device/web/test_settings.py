@@ -80,3 +80,17 @@ def test_hash_makes_what_auth_accepts() -> None:
     assert auth.allows("Basic " + base64.b64encode(b"ana:correct horse").decode())
     assert auth.allows(f"Bearer {token}")
     assert not auth.allows("Bearer " + token[:-1])
+
+
+def test_loopback_config_is_what_the_demo_needs(tmp_path: Path) -> None:
+    from device.web.settings import loopback_config
+
+    config = tmp_path / "web.toml"
+    config.write_text(loopback_config("mqtt://127.0.0.1:1883", 8123, "site1/"))
+    settings = load_web_settings(config)
+    assert (settings.http.host, settings.http.port, settings.topic_prefix) == (
+        "127.0.0.1",
+        8123,
+        "site1/",
+    )
+    assert not settings.auth.enabled and settings.http.loopback
