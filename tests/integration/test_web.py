@@ -86,7 +86,6 @@ def run(*args: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium missing; .ci/run installs it")
 def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenario, in order
     tmp_path: Path,
     broker: Broker,
@@ -97,6 +96,9 @@ def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenar
     gateway: Gateway,
 ) -> None:
     from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is not installed; .ci/run installs it with apt-get")
 
     config = agent_config(
         tmp_path / "agent.toml", broker.url, quick_bundles["price"], agent_id=AGENT
