@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from device.topics import Topics
@@ -57,6 +58,14 @@ class Guard:
         if tls:
             self.headers.append((b"strict-transport-security", b"max-age=31536000"))
 
+    async def _allowed(self, scope: Scope) -> bool:
+        header = dict(scope["headers"]).get(b"authorization")
+        # In a worker thread: a first basic login runs scrypt (tens of ms), which must not stall
+        # the event loop and every stream on it.
+        return await run_in_threadpool(
+            self.auth.allows, header.decode("latin-1") if header else None
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -67,8 +76,7 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
-        header = dict(scope["headers"]).get(b"authorization")
-        if not self.auth.allows(header.decode("latin-1") if header else None):
+        if self.auth.enabled and not await self._allowed(scope):
             realm = self.auth.settings.realm
             response = JSONResponse(
                 {"detail": "authentication required"},
