@@ -84,3 +84,25 @@ def test_agent_forecasts_reach_analysts_and_feeds_cannot_forge_them(secured) -> 
     for c in (analyst, agent, feed):
         c.disconnect()
         c.loop_stop()
+
+
+def test_the_web_gateway_account_reads_forecasts_and_cannot_publish(secured) -> None:
+    """deploy's `web` account (forecaster-web) gets forecasts, nowcasts and statuses, and the
+    broker refuses every publish from it, its own fleet topics included."""
+    web, web_seen = subscriber(address(secured, "web"), "#")
+    trainer, seen = subscriber(address(secured, "trainer"), "fleet/#")
+    analyst, forecasts = subscriber(address(secured, "analyst"), "forecast/#")
+    agent = connect(address(secured, "kiosk-01"), "kiosk-01-pub")
+    agent.publish("forecast/price/SPX", b"{}", qos=1).wait_for_publish(5)
+    agent.publish("fleet/kiosk-01/status", b"{}", qos=1).wait_for_publish(5)
+    for i, topic in enumerate(
+        ("forecast/price/FAKE", "nowcast/gdp/us", "fleet/web/status", "fleet/gw-02/status",
+         "fleet/web/events", "fleet/kiosk-01/deploy")
+    ):  # fmt: skip
+        publish_once(address(secured, "web"), f"web-pub-{i}", topic)
+    assert drain(web_seen) == {"forecast/price/SPX", "fleet/kiosk-01/status"}
+    assert drain(seen, 0.5) == {"fleet/kiosk-01/status"}
+    assert drain(forecasts, 0.5) == {"forecast/price/SPX"}
+    for c in (web, trainer, analyst, agent):
+        c.disconnect()
+        c.loop_stop()
