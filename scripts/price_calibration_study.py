@@ -31,7 +31,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.calibration import CalibrationSettings, Calibrator, pinball
-from forecaster import baselines
+from forecaster.tasks.price import baselines
 from forecaster.data import load_close_series
 from forecaster.recipe import DataSection
 

@@ -32,10 +32,10 @@ from forecaster.compress import (
 from forecaster.compress.layers import learned_linears
 from forecaster.compress.tucker import choose_tucker_ranks, tucker_size
 from forecaster.data import load_close_series, make_price_samples
-from forecaster.export import export_window_model, onnx_parameter_count, run_onnx
-from forecaster.models import MLPStudent
 from forecaster.recipe import DataSection
-from forecaster.training import predict_torch
+from forecaster.tasks.price.nets import MLPStudent
+from forecaster.training.export import export_window_model, onnx_parameter_count, run_onnx
+from forecaster.training.loops import predict_torch
 from tests.conftest import TrainedBundle
 
 WINDOW, HORIZONS, LEVELS = 32, [1, 5], [0.1, 0.5, 0.9]
