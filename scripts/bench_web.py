@@ -33,9 +33,10 @@ from typing import Any
 import arch.data.sp500
 import numpy as np
 import psutil
-from bench_agent import free_port, mosquitto  # scripts/ is on sys.path when run as a file
 
 from device.mqtt import new_client, parse_broker_url
+from scripts.bench_agent import mosquitto
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBES = 20

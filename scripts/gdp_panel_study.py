@@ -26,13 +26,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from forecaster.tasks.gdp.teacher import DfmSpec, DfmTeacher, ar1_nowcast, dm_test, known_gdp, mean_nowcast
 
 from forecaster.data.macro import (
     REAL_ACTIVITY,
     InfoSet,
     MacroPanel,
     load_macro_panel,
+)
+from forecaster.tasks.gdp.teacher import (
+    DfmSpec,
+    DfmTeacher,
+    ar1_nowcast,
+    dm_test,
+    known_gdp,
+    mean_nowcast,
 )
 
 RECIPE = Path(__file__).resolve().parents[1] / "models" / "gdp" / "us.toml"
@@ -351,6 +358,7 @@ def distil(split: Split, cand: Candidate, hidden: list[int]) -> dict[str, float]
     and 40 simulated sets per train quarter, recipe policy); RMSE against the teacher on the
     validation calendar sets and on simulated validation sets (every ragged edge)."""
     import torch
+
     from forecaster.tasks.gdp.student import (
         NowcastStudent,
         SimulationPolicy,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,12 +27,10 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from device.calibration import CalibrationSettings, Calibrator, pinball
-from forecaster.tasks.price import baselines
 from forecaster.data import load_close_series
 from forecaster.recipe import DataSection
+from forecaster.tasks.price import baselines
 
 WARMUP = 500  # bars the calibrator runs before the scored period (the warm-up)
 EVAL_SHARE = 0.15  # evaluation-only series: the last 15% is scored

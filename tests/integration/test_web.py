@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from device.web.settings import loopback_config
-from forecaster.feeds import dataset_bars
+from forecaster.ops.feeds import dataset_bars
 from tests.conftest import Broker, TrainedBundle, free_port
 from tests.integration.conftest import EDGE_ONLY, ROOT, Collector, Feed, agent_config
 
