@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "BundleError",
+    "CalibrationStateError",
     "ConfigError",
     "DeviceError",
     "ModelError",
@@ -27,6 +28,10 @@ class BundleError(DeviceError):
 
 class SignatureError(BundleError):
     """A bundle is unsigned, signed by an untrusted key, or its bytes do not match."""
+
+
+class CalibrationStateError(DeviceError):
+    """A calibration state or its input is malformed (bad saved blob, wrong shape, bad close)."""
 
 
 class ModelError(DeviceError):

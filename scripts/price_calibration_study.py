@@ -1,0 +1,330 @@
+"""Offline study of on-line calibration for price bundles (docs/CALIBRATION.md).
+
+    python scripts/price_calibration_study.py BUNDLE_DIR            # tuning: validation periods
+    python scripts/price_calibration_study.py BUNDLE_DIR --final    # once: test + eval series
+
+Runs a price bundle's ONNX model through onnxruntime on every window of a series and feeds the
+outputs bar by bar through `device.calibration.Calibrator` (the agent's code path), started
+fresh `WARMUP` bars before the scored period. Tuning (default) scores only the validation
+periods of the training series SPX, NDX, CAC, SMI and prints, per calibration setting, pinball
+loss relative to GARCH(1,1) and to rolling historical quantiles and the coverage of the 10-90%
+and 5-95% bands, plus the panel-feature table. `--final` scores, with the settings the code ships
+(CalibrationSettings()), SPX's and NDX's test periods and the last 15% of each evaluation-only
+series; it steers nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device.calibration import CalibrationSettings, Calibrator, pinball
+from forecaster import baselines
+from forecaster.data import load_close_series
+from forecaster.recipe import DataSection
+
+WARMUP = 500  # bars the calibrator runs before the scored period (the issue's warm-up)
+EVAL_SHARE = 0.15  # evaluation-only series: the last 15% is scored
+# training series -> (source, last train date, last validation date); SPX's recipe dates for
+# both arch.data series, a 70/15/15 split by date for EuStockMarkets (1991-07-01 .. 1998-08-14)
+TRAINING = {
+    "SPX": ("sp500", "2012-12-31", "2015-12-31"),
+    "NDX": ("nasdaq", "2012-12-31", "2015-12-31"),
+    "CAC": ("cac", "1996-06-28", "1997-08-29"),
+    "SMI": ("smi", "1996-06-28", "1997-08-29"),
+}
+EVALUATION = ["wti", "dax", "ftse", "nyse", "djia"]
+# (step, horizon_power) grid; step 0 is the raw model
+GRID = [(0.0, 0.0)] + [
+    (s, p) for p in (0.0, 0.25, 0.5, 1.0) for s in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
+]
+ROLLING = [250, 500]
+
+
+@dataclass(frozen=True)
+class Model:
+    session: ort.InferenceSession
+    window: int
+    horizons: list[int]
+    levels: list[float]
+    model_id: str
+
+    @classmethod
+    def load(cls, bundle: Path) -> Model:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(bundle / manifest["model_file"]), opts)
+        return cls(
+            session,
+            manifest["window"],
+            manifest["horizons"],
+            manifest["quantiles"],
+            f"{manifest['name']}@{manifest['version']}",
+        )
+
+    def raw(self, close: np.ndarray) -> np.ndarray:
+        """`[N, H, Q]` raw quantiles at every position (NaN before the first full window)."""
+        n, w = close.size, self.window
+        out = np.full((n, len(self.horizons), len(self.levels)), np.nan)
+        windows = np.lib.stride_tricks.sliding_window_view(close.astype(np.float32), w)
+        name = self.session.get_inputs()[0].name
+        for start in range(0, len(windows), 4096):
+            batch = np.ascontiguousarray(windows[start : start + 4096])
+            out[w - 1 + start : w - 1 + start + len(batch)] = self.session.run(None, {name: batch})[
+                0
+            ]
+        return out
+
+
+def targets(log_close: np.ndarray, origins: np.ndarray, horizons: list[int]) -> np.ndarray:
+    return np.stack([log_close[origins + h] - log_close[origins] for h in horizons], axis=1)
+
+
+def quantile_tracking(
+    model: Model,
+    close: np.ndarray,
+    raw: np.ndarray,
+    first: int,
+    last: int,
+    settings: CalibrationSettings,
+) -> np.ndarray:
+    """Published quantiles at origins first..last from a Calibrator started WARMUP bars before."""
+    cal = Calibrator(model.model_id, model.horizons, model.levels, settings)
+    out = np.empty((last - first + 1, *raw.shape[1:]))
+    for t in range(max(first - WARMUP, model.window - 1), last + 1):
+        cal.observe(t, float(close[t]))
+        published = cal.publish(t, float(close[t]), raw[t]).returns
+        if t >= first:
+            out[t - first] = published
+    return out
+
+
+def rolling_conformal(
+    model: Model, close: np.ndarray, raw: np.ndarray, first: int, last: int, window: int
+) -> np.ndarray:
+    """Comparator: per (h, level) add the level's empirical quantile of the normalised errors
+    (y - raw) / spread over the last `window` realized forecasts (split conformal, rolling)."""
+    log_close = np.log(close)
+    levels = np.asarray(model.levels)
+    start = max(first - WARMUP, model.window - 1)
+    spread = np.maximum(raw[:, :, -1] - raw[:, :, 0], 1e-9)
+    out = np.empty((last - first + 1, *raw.shape[1:]))
+    for t in range(first, last + 1):
+        pub = raw[t].copy()
+        for j, h in enumerate(model.horizons):
+            o = np.arange(max(start, t - h - window + 1), t - h + 1)  # realized by close t
+            if o.size >= 20:
+                err = (log_close[o + h] - log_close[o])[:, None] - raw[o, j]
+                corr = np.quantile(err / spread[o, j][:, None], levels, axis=0).diagonal()
+                pub[j] += corr * spread[t, j]
+        out[t - first] = np.sort(pub, axis=1)
+    return out
+
+
+def score(y: np.ndarray, q: np.ndarray, levels: list[float]) -> dict[str, Any]:
+    lv = np.asarray(levels)
+    i10, i90 = levels.index(0.1), levels.index(0.9)
+    i05, i95 = levels.index(0.05), levels.index(0.95)
+    in80 = (y > q[..., i10]) & (y <= q[..., i90])
+    in90 = (y > q[..., i05]) & (y <= q[..., i95])
+    return {
+        "pinball": float(pinball(y, q, lv).mean()),
+        "cov80": float(in80.mean()),
+        "cov90": float(in90.mean()),
+        "cov80_h": in80.mean(axis=0).tolist(),
+        "cov90_h": in90.mean(axis=0).tolist(),
+    }
+
+
+@dataclass(frozen=True)
+class Period:
+    name: str
+    close: np.ndarray
+    first: int  # first scored origin
+    last: int  # last scored origin (every target inside the period)
+
+
+def training_period(name: str, horizons: list[int], which: str) -> Period:
+    source, train_end, valid_end = TRAINING[name]
+    series = load_close_series(DataSection(source=source))
+    dates = pd.DatetimeIndex(series.index)
+    t_end = int(dates.searchsorted(pd.Timestamp(train_end), side="right")) - 1
+    v_end = int(dates.searchsorted(pd.Timestamp(valid_end), side="right")) - 1
+    spans = {
+        "valid": (t_end + 1, v_end),
+        "test": (v_end + 1, len(series) - 1),
+        # all bars before the test period once the calibrator has warmed up (robustness check
+        # on series the SPX-only bundle never saw in training)
+        "pretest": (WARMUP + 64, v_end),
+    }
+    lo, hi = spans[which]
+    return Period(name, series.to_numpy(dtype=float), lo, hi - max(horizons))
+
+
+def evaluation_period(name: str, horizons: list[int]) -> Period:
+    series = load_close_series(DataSection(source=name))
+    first = int(len(series) * (1 - EVAL_SHARE))
+    return Period(
+        str(series.name), series.to_numpy(dtype=float), first, len(series) - 1 - max(horizons)
+    )
+
+
+Method = Callable[[Model, np.ndarray, np.ndarray, int, int], np.ndarray]
+
+
+def methods(final: bool) -> dict[str, Method]:
+    """Label -> published `[N, H, Q]` at origins first..last, given (model, close, raw)."""
+    if final:
+        chosen = CalibrationSettings()
+        return {
+            "raw": partial(quantile_tracking, settings=CalibrationSettings(step=0.0)),
+            f"tracking {chosen.step}/h^{chosen.horizon_power}": partial(
+                quantile_tracking, settings=chosen
+            ),
+        }
+    found: dict[str, Method] = {
+        f"tracking {s}/h^{p}": partial(
+            quantile_tracking, settings=CalibrationSettings(step=s, horizon_power=p)
+        )
+        for s, p in GRID
+    }
+    return found | {f"rolling conformal {w}": partial(rolling_conformal, window=w) for w in ROLLING}
+
+
+def run_period(model: Model, p: Period, final: bool) -> list[dict[str, Any]]:
+    log_close = np.log(p.close)
+    origins = np.arange(p.first, p.last + 1)
+    y = targets(log_close, origins, model.horizons)
+    base = baselines.baseline_forecasts(
+        log_close, origins, model.horizons, model.levels, p.first - 1
+    )
+    raw = model.raw(p.close)
+    scores = {
+        label: score(y, fn(model, p.close, raw, p.first, p.last), model.levels)
+        for label, fn in methods(final).items()
+    }
+    scores |= {k: score(y, base[k], model.levels) for k in ("garch", "historical_quantiles")}
+    garch, hist = scores["garch"]["pinball"], scores["historical_quantiles"]["pinball"]
+    return [
+        {"series": p.name, "method": label, "n": int(origins.size), **s}
+        | {"vs_garch": s["pinball"] / garch, "vs_hist": s["pinball"] / hist}
+        for label, s in scores.items()
+    ]
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        "| series | method | n | pinball | /GARCH | /hist | 80% band | 90% band | 80% by h | 90% by h |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for r in rows:
+        by80 = "/".join(f"{100 * c:.0f}" for c in r["cov80_h"])
+        by90 = "/".join(f"{100 * c:.0f}" for c in r["cov90_h"])
+        print(
+            f"| {r['series']} | {r['method']} | {r['n']} | {r['pinball']:.6f} | "
+            f"{r['vs_garch']:.3f} | {r['vs_hist']:.3f} | {100 * r['cov80']:.1f}% | "
+            f"{100 * r['cov90']:.1f}% | {by80} | {by90} |"
+        )
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    """Per method over the series: worst |coverage - nominal| (pooled and per horizon), mean and
+    worst pinball ratio to GARCH: the numbers the choice is made on."""
+    print(
+        "\n| method | worst 80% dev (pp) | worst 90% dev (pp) | worst per-h dev (pp) | mean /GARCH | worst /GARCH | worst /hist |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    frame = pd.DataFrame(rows)
+    for method, g in frame.groupby("method", sort=False):
+        d80 = (100 * (g["cov80"] - 0.8)).abs().max()
+        d90 = (100 * (g["cov90"] - 0.9)).abs().max()
+        devs = [abs(100 * (c - 0.8)) for c in g["cov80_h"].sum()]
+        devs += [abs(100 * (c - 0.9)) for c in g["cov90_h"].sum()]
+        per_h = max(devs)
+        print(
+            f"| {method} | {d80:.1f} | {d90:.1f} | {per_h:.1f} | {g['vs_garch'].mean():.3f} | "
+            f"{g['vs_garch'].max():.3f} | {g['vs_hist'].max():.3f} |"
+        )
+
+
+def ewma_vol(close: np.ndarray, window: int, lam: float = 0.94) -> np.ndarray:
+    """The student's own volatility feature at every position (EWMA of the window's returns)."""
+    r = np.diff(np.log(close))
+    w = lam ** np.arange(window - 2, -1, -1)
+    w /= w.sum()
+    var = np.lib.stride_tricks.sliding_window_view(r * r, window - 1) @ w
+    return np.concatenate([np.full(window - 1, np.nan), np.sqrt(var)])
+
+
+def panel_features(model: Model) -> None:
+    """What transfers across assets, on each training series' train period: the standardised
+    targets y_h / (vol * sqrt(h)) and the student's volatility-level feature log(vol / SPX's)."""
+    spx = training_period("SPX", model.horizons, "valid")
+    spx_train_vol = float(np.diff(np.log(spx.close[: spx.first])).std())
+    print(
+        "\n| series | train windows | daily vol / SPX's | level feature mean (sd) | "
+        + " | ".join(f"z{h} q05/q50/q95" for h in model.horizons)
+        + " | raw 80% cov (valid) |"
+    )
+    print("|---|---:|---:|---:|" + "---|" * len(model.horizons) + "---:|")
+    for name in TRAINING:
+        p = training_period(name, model.horizons, "valid")
+        vol = ewma_vol(p.close, model.window)
+        log_close = np.log(p.close)
+        origins = np.arange(model.window - 1, p.first - max(model.horizons))
+        y = targets(log_close, origins, model.horizons)
+        z = y / (vol[origins, None] * np.sqrt(model.horizons))
+        zq = [np.quantile(z[:, j], [0.05, 0.5, 0.95]) for j in range(len(model.horizons))]
+        level = np.log(vol[origins] / spx_train_vol)
+        raw = model.raw(p.close)
+        vo = np.arange(p.first, p.last + 1)
+        cov = score(targets(log_close, vo, model.horizons), raw[vo], model.levels)["cov80"]
+        print(
+            f"| {name} | {origins.size} | {np.diff(log_close[: p.first]).std() / spx_train_vol:.2f} | "
+            f"{level.mean():+.2f} ({level.std():.2f}) | "
+            + " | ".join("/".join(f"{v:+.2f}" for v in q) for q in zq)
+            + f" | {100 * cov:.1f}% |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--final", action="store_true", help="score test + evaluation series once")
+    parser.add_argument(
+        "--pretest",
+        action="store_true",
+        help="tune on NDX, CAC, SMI before their test periods (unseen by an SPX-only bundle)",
+    )
+    args = parser.parse_args()
+    model = Model.load(args.bundle)
+    print(f"model {model.model_id}; warm-up {WARMUP} bars; default {CalibrationSettings()}")
+    if args.final:
+        periods = [training_period(n, model.horizons, "test") for n in ("SPX", "NDX")]
+        periods += [evaluation_period(n, model.horizons) for n in EVALUATION]
+    elif args.pretest:
+        periods = [training_period(n, model.horizons, "pretest") for n in ("NDX", "CAC", "SMI")]
+    else:
+        periods = [training_period(n, model.horizons, "valid") for n in TRAINING]
+    rows = [row for p in periods for row in run_period(model, p, args.final)]
+    print_table(rows)
+    summary(rows)
+    if not (args.final or args.pretest):
+        panel_features(model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""On-line calibration: non-crossing output, coverage that converges, exact state round trips,
+pending forecasts scored against the close exactly h bars later."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import stats
+
+from device.calibration import CalibrationSettings, Calibrator, pinball
+from device.errors import CalibrationStateError
+
+LEVELS = [0.05, 0.1, 0.5, 0.9, 0.95]
+HORIZONS = [1, 5, 20]
+
+
+def gaussian_model(sigma: float, horizons: list[int]) -> np.ndarray:
+    """Raw `[H, Q]` quantiles of a zero-mean Gaussian h-day log return with daily sd `sigma`."""
+    return sigma * np.sqrt(horizons)[:, None] * stats.norm.ppf(LEVELS)[None, :]
+
+
+def run(cal: Calibrator, closes: np.ndarray, raws: np.ndarray, start: int = 0) -> list[np.ndarray]:
+    out = []
+    for k, (close, raw) in enumerate(zip(closes, raws, strict=True)):
+        cal.observe(start + k, float(close))
+        out.append(cal.publish(start + k, float(close), raw).returns)
+    return out
+
+
+finite = st.floats(-0.5, 0.5, allow_nan=False, width=64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    raws=arrays(np.float64, (30, 3, 5), elements=finite),
+    moves=arrays(np.float64, 30, elements=st.floats(-0.2, 0.2, width=64)),
+    step=st.floats(0.0, 0.5),
+)
+def test_published_quantiles_never_cross_and_correction_is_explicit(
+    raws: np.ndarray, moves: np.ndarray, step: float
+) -> None:
+    cal = Calibrator("m@1", HORIZONS, LEVELS, CalibrationSettings(step=step))
+    closes = 100.0 * np.exp(np.cumsum(moves))
+    for k in range(len(raws)):  # raw outputs may even cross: what is published may not
+        cal.observe(k, float(closes[k]))
+        out = cal.publish(k, float(closes[k]), raws[k])
+        assert (np.diff(out.returns, axis=1) >= 0).all()
+        np.testing.assert_allclose(out.raw + out.correction, out.returns, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(out.raw, raws[k])
+
+
+def band_coverage(published: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return ((y > published[..., lo]) & (y <= published[..., hi])).mean(axis=0)
+
+
+@settings(max_examples=6, deadline=None)
+@given(scale=st.sampled_from([0.5, 2.0]), seed=st.integers(0, 2**31 - 1))
+def test_coverage_converges_for_a_mis_scaled_model_on_iid_draws(scale: float, seed: int) -> None:
+    # daily log returns i.i.d. Student-t(5) scaled to sd 1%; the model is Gaussian, mis-scaled
+    rng = np.random.default_rng(seed)
+    n, warm, horizons = 6000, 2000, [1, 5]
+    sd = 0.01
+    returns = sd * rng.standard_t(5, n) / np.sqrt(5 / 3)
+    closes = 100.0 * np.exp(np.cumsum(returns))
+    raw = gaussian_model(scale * sd, horizons)
+    cal = Calibrator("m@1", horizons, LEVELS)
+    published = np.array(run(cal, closes, np.broadcast_to(raw, (n, *raw.shape))))
+    log_close = np.log(closes)
+    origins = np.arange(warm, n - max(horizons))
+    y = np.stack([log_close[origins + h] - log_close[origins] for h in horizons], axis=1)
+    raw_cov = band_coverage(np.broadcast_to(raw, (origins.size, *raw.shape)), y, 1, 3)
+    assert (np.abs(raw_cov - 0.8) > 0.1).all()  # uncorrected, the band is badly off
+    for (lo, hi), nominal in (((1, 3), 0.8), ((0, 4), 0.9)):
+        cov = band_coverage(published[origins], y, lo, hi)
+        assert np.abs(cov - nominal).max() < 0.03, (nominal, cov)
+    # the live accuracy says the same about its last 250 scored forecasts
+    live = {(b.lower, b.upper): b.covered for b in cal.accuracy()[0].bands}
+    assert abs(live[(0.1, 0.9)] - 0.8) < 0.08
+
+
+def test_calibration_lowers_pinball_loss_of_a_too_narrow_model() -> None:
+    rng = np.random.default_rng(7)
+    n = 4000
+    closes = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
+    raw = gaussian_model(0.004, [1])
+    cal = Calibrator("m@1", [1], LEVELS)
+    published = np.array(run(cal, closes, np.broadcast_to(raw, (n, *raw.shape))))
+    y = np.diff(np.log(closes))[1000:, None]
+    lv = np.asarray(LEVELS)
+    assert pinball(y, published[1000:-1], lv).mean() < 0.9 * pinball(y, raw[None], lv).mean()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    cut=st.integers(0, 60),
+    window=st.integers(1, 40),
+    step=st.floats(0.0, 0.2),
+)
+def test_state_round_trips_exactly_and_resumes_the_same_stream(
+    seed: int, cut: int, window: int, step: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = 60
+    closes = 50.0 * np.exp(np.cumsum(0.02 * rng.standard_normal(n)))
+    raws = np.sort(0.03 * rng.standard_normal((n, 3, 5)), axis=2)
+    conf = CalibrationSettings(step=step, window=window)
+    straight = Calibrator("m@1", HORIZONS, LEVELS, conf)
+    expected = run(straight, closes, raws)
+
+    first = Calibrator("m@1", HORIZONS, LEVELS, conf)
+    got = run(first, closes[:cut], raws[:cut])
+    blob = first.to_bytes()
+    restored = Calibrator.resume(blob, "m@1", HORIZONS, LEVELS, conf)
+    assert restored.to_bytes() == blob
+    got += run(restored, closes[cut:], raws[cut:], start=cut)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert restored.to_json() == straight.to_json()
+    assert restored.accuracy() == straight.accuracy() or n <= max(HORIZONS)
+
+
+def test_pending_forecasts_are_scored_against_the_close_h_bars_later() -> None:
+    cal = Calibrator("m@1", [1, 3], LEVELS, CalibrationSettings(step=0.1))
+    raw = gaussian_model(0.01, [1, 3])
+    closes = {10: 100.0, 12: 97.0, 13: 104.0, 14: 103.0}
+    cal.observe(10, closes[10])
+    published = cal.publish(10, closes[10], raw).returns
+    # bar 11 never arrives: the 1-bar forecast made at 10 has no target and is never scored
+    assert cal.observe(12, closes[12]) == 0
+    cal.publish(12, closes[12], raw)
+    assert cal.observe(13, closes[13]) == 2  # h=1 from bar 12, h=3 from bar 10
+    one, three = cal.accuracy()
+    y3 = np.log(closes[13] / closes[10])
+    expected = pinball(np.asarray(y3), published[1], np.asarray(LEVELS)).mean()
+    assert three.scored == 1 and three.pinball == pytest.approx(expected)
+    assert three.below == tuple(float(y3 <= q) for q in published[1])
+    assert one.scored == 1
+    # a repeated or older bar changes nothing
+    before = cal.to_json()
+    assert cal.observe(13, 1.0) == 0 and cal.observe(11, 1.0) == 0
+    assert cal.to_json() == before
+
+
+def test_corrections_move_the_right_way() -> None:
+    cal = Calibrator("m@1", [1], LEVELS, CalibrationSettings(step=0.05))
+    raw = gaussian_model(0.01, [1])
+    cal.observe(0, 100.0)
+    cal.publish(0, 100.0, raw)
+    cal.observe(1, 120.0)  # far above every quantile: all of them must rise
+    out = cal.correct(raw)
+    assert (out.correction > 0).all()
+
+
+def test_a_new_model_version_or_a_bad_blob_starts_fresh(caplog: pytest.LogCaptureFixture) -> None:
+    cal = Calibrator("m@1", [1], LEVELS)
+    run(cal, np.array([100.0, 101.0, 99.0]), np.broadcast_to(gaussian_model(0.01, [1]), (3, 1, 5)))
+    blob = cal.to_json()
+    assert Calibrator.resume(blob, "m@1", [1], LEVELS).to_json() == blob
+    for fresh in (
+        Calibrator.resume(blob, "m@2", [1], LEVELS),
+        Calibrator.resume(blob, "m@1", [1, 5], LEVELS),
+        Calibrator.resume(blob, "m@1", [1], LEVELS, CalibrationSettings(step=0.5)),
+        Calibrator.resume(blob[:-5], "m@1", [1], LEVELS),
+        Calibrator.resume(None, "m@1", [1], LEVELS),
+    ):
+        assert fresh.last_seq is None and not fresh.theta.any()
+    assert "discarded" in caplog.text
+
+
+def test_tampered_arrays_and_misuse_are_rejected() -> None:
+    cal = Calibrator("m@1", [1], LEVELS)
+    doc = json.loads(cal.to_json())
+    doc["theta"]["shape"] = [2, 5]
+    with pytest.raises(CalibrationStateError, match="expected"):
+        Calibrator.from_json(json.dumps(doc))
+    with pytest.raises(CalibrationStateError, match="without observing"):
+        cal.publish(0, 100.0, gaussian_model(0.01, [1]))
+    cal.observe(0, 100.0)
+    with pytest.raises(CalibrationStateError, match="finite"):
+        cal.publish(0, 100.0, np.zeros((2, 5)))
+    with pytest.raises(CalibrationStateError, match="positive"):
+        cal.observe(1, float("nan"))
+    with pytest.raises(CalibrationStateError, match="levels"):
+        Calibrator("m@1", [1], [0.9, 0.1])
+
+
+def test_state_is_small() -> None:
+    cal = Calibrator("spx@20261201T000000Z", HORIZONS, LEVELS)
+    assert len(cal.to_bytes()) < 8000  # window 250, 3 horizons, 5 levels
