@@ -9,7 +9,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
-from forecaster.training.nets import ReturnFeatures, ReturnsTrunk, count_parameters
+from forecaster.training.nets import ReturnFeatures, ReturnsTrunk, VolLevel, count_parameters
 
 __all__ = ["LSTMTeacher", "MLPStudent", "QuantileHead", "ReturnFeatures", "count_parameters"]
 
@@ -60,9 +60,10 @@ class LSTMTeacher(nn.Module):
         hidden: int = 128,
         layers: int = 2,
         dropout: float = 0.1,
+        level: VolLevel = "train",
     ) -> None:
         super().__init__()
-        self.features = ReturnFeatures(window, train_vol)
+        self.features = ReturnFeatures(window, train_vol, level=level)
         self.lstm = nn.LSTM(
             2, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )
@@ -86,8 +87,9 @@ class MLPStudent(ReturnsTrunk):
         quantiles: list[float],
         train_vol: float,
         hidden: list[int] | tuple[int, ...] = (32, 32),
+        level: VolLevel = "train",
     ) -> None:
-        super().__init__(window, train_vol, hidden)
+        super().__init__(window, train_vol, hidden, level)
         self.head = QuantileHead(self.width, horizons, quantiles)
 
     def forward(self, close: torch.Tensor) -> torch.Tensor:
