@@ -106,8 +106,9 @@ class PriceSection(_Section):
     horizons: list[int] = Field(default_factory=lambda: [1, 5, 20])
     quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.5, 0.9, 0.95])
     # the volatility-level input: log(EWMA vol / train-period vol) ("train", one series' own
-    # scale) or log(EWMA vol / the window's equal-weight vol) ("window", scale-free across assets)
-    vol_level: Literal["train", "window"] = "train"
+    # scale) or log(EWMA vol / the window's equal-weight vol) ("window", scale-free across
+    # assets), or both inputs ("both")
+    vol_level: Literal["train", "window", "both"] = "train"
 
     @model_validator(mode="after")
     def _valid(self) -> PriceSection:

@@ -64,14 +64,16 @@ class LSTMTeacher(nn.Module):
     ) -> None:
         super().__init__()
         self.features = ReturnFeatures(window, train_vol, level=level)
+        n_level = self.features.n_level
         self.lstm = nn.LSTM(
-            2, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+            1 + n_level, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )
-        self.head = QuantileHead(hidden + 1, horizons, quantiles)
+        self.head = QuantileHead(hidden + n_level, horizons, quantiles)
 
     def forward(self, close: torch.Tensor) -> torch.Tensor:
         z, level, vol = self.features(close)
-        sequence = torch.stack([z, level.expand_as(z)], dim=-1)
+        steps = level.unsqueeze(1).expand(-1, z.shape[1], -1)
+        sequence = torch.cat([z.unsqueeze(-1), steps], dim=-1)
         out, _ = self.lstm(sequence)
         return self.head(torch.cat([out[:, -1], level], dim=1), vol)
 
