@@ -442,21 +442,8 @@ def evaluate_choice(
         compression.chosen_name: student_row,
     }
     graphs = {"teacher": teacher.graph, compression.chosen_name: chosen.graph}
-    per_series: dict[str, dict[str, dict[str, Any]]] = {s.symbol: {} for s in data.series}
-    for split_name in ("validation", "test"):
-        forecasts = {
-            s.symbol: _series_forecasts(s, split_name, graphs, horizons, levels)
-            for s in data.series
-        }
-        pooled = data.valid if split_name == "validation" else data.test
-        for name in forecasts[data.series[0].symbol]:
-            if name not in graphs:  # the pool of the baselines: every series' forecasts stacked
-                q = np.concatenate([forecasts[s.symbol][name] for s in data.series])
-                models.setdefault(name, {"kind": "baseline"})[split_name] = evaluate(pooled.y, q)
-        for s in data.series:
-            samples = s.valid if split_name == "validation" else s.test
-            for name, q in forecasts[s.symbol].items():
-                per_series[s.symbol].setdefault(name, {})[split_name] = evaluate(samples.y, q)
+    pooled_baselines, per_series = _score_series(data, graphs, evaluate, horizons, levels)
+    models |= pooled_baselines
     student_test = student_row["test"]["pinball"]["overall"]
     headline = {
         "chosen": compression.chosen_name,
@@ -469,6 +456,32 @@ def evaluate_choice(
         / models["historical_quantiles"]["test"]["pinball"]["overall"],
     }
     return PriceEvaluation(models, _parity(data, teacher, compression), headline, per_series)
+
+
+def _score_series(
+    data: PriceData,
+    graphs: dict[str, bytes],
+    evaluate: Callable[[np.ndarray, np.ndarray], dict[str, Any]],
+    horizons: list[int],
+    levels: list[float],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+    """Every graph and baseline on every series' validation and test samples, and the
+    baselines on the pool (each series' forecasts stacked, as the pooled samples are)."""
+    pooled: dict[str, dict[str, Any]] = {}
+    per_series: dict[str, dict[str, dict[str, Any]]] = {s.symbol: {} for s in data.series}
+    for split_name, pool in (("validation", data.valid), ("test", data.test)):
+        forecasts = [
+            _series_forecasts(s, split_name, graphs, horizons, levels) for s in data.series
+        ]
+        for name in forecasts[0]:
+            if name not in graphs:  # the graphs' pooled scores come from the search
+                q = np.concatenate([f[name] for f in forecasts])
+                pooled.setdefault(name, {"kind": "baseline"})[split_name] = evaluate(pool.y, q)
+        for s, series_forecasts in zip(data.series, forecasts, strict=True):
+            samples = s.valid if split_name == "validation" else s.test
+            for name, q in series_forecasts.items():
+                per_series[s.symbol].setdefault(name, {})[split_name] = evaluate(samples.y, q)
+    return pooled, per_series
 
 
 def _series_forecasts(
