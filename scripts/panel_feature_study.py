@@ -1,7 +1,7 @@
 """Choose the panel student's volatility-level input on the POOLED validation windows of the
 training series only (SPX, NDX, CAC, SMI): the MLP student trained directly on the true targets
 (the search's `train` chain, no teacher) with each `vol_level`, a few seeds each. The test
-periods are not read. Usage: `python scripts/panel_feature_study.py [--epochs N] [--seeds K]`."""
+periods are not read. Usage: `python -m scripts.panel_feature_study [--epochs N] [--seeds K]`."""
 
 from __future__ import annotations
 
