@@ -17,6 +17,7 @@ __all__ = [
     "FineTuneSection",
     "PriceSection",
     "Recipe",
+    "SeriesSection",
     "SplitSection",
     "StudentSection",
     "TeacherSection",
@@ -34,22 +35,6 @@ class ModelSection(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
 
 
-class DataSection(_Section):
-    """A built-in dataset (`sp500`, `nasdaq`, ...) or `csv` with a path and column names."""
-
-    source: str = "sp500"
-    symbol: str | None = None
-    path: Path | None = None
-    date_column: str = "date"
-    value_column: str = "close"
-
-    @model_validator(mode="after")
-    def _csv_needs_path(self) -> DataSection:
-        if self.source == "csv" and self.path is None:
-            raise ValueError("source = 'csv' needs `path`")
-        return self
-
-
 class SplitSection(_Section):
     """train: start .. train_end; validation: after train_end .. valid_end; test: after valid_end."""
 
@@ -65,10 +50,65 @@ class SplitSection(_Section):
         return self
 
 
+class SeriesSection(_Section):
+    """One close series: a built-in dataset (`sp500`, `nasdaq`, `cac`, ...) or `csv` with a
+    path and column names; `split` overrides the recipe's dates (a series that ends earlier)."""
+
+    source: str = "sp500"
+    symbol: str | None = None
+    path: Path | None = None
+    date_column: str = "date"
+    value_column: str = "close"
+    split: SplitSection | None = None
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> SeriesSection:
+        if self.source == "csv" and self.path is None:
+            raise ValueError("source = 'csv' needs `path`")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The series' name in reports: its symbol, else its source."""
+        return self.symbol or (self.path.stem if self.path else self.source)
+
+
+class DataSection(SeriesSection):
+    """One series (`source`, `symbol`, ... as keys of `[data]`) or several (`[[data.series]]`
+    tables, each a `SeriesSection`): a price model then trains on their pooled windows."""
+
+    series: list[SeriesSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_or_many(self) -> DataSection:
+        if self.split is not None:
+            raise ValueError("a one-series [data] takes its dates from [split], not data.split")
+        if not self.series:
+            return self
+        mixed = sorted(self.model_fields_set - {"series"})
+        if mixed:
+            raise ValueError(
+                f"[data] with [[data.series]] takes no {', '.join(mixed)}: set it per series"
+            )
+        labels = [s.label for s in self.series]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"data.series names {', '.join(repeated)} twice; give each a symbol")
+        return self
+
+    def entries(self) -> list[SeriesSection]:
+        """Every series the recipe names, in order (one for a one-series [data])."""
+        return list(self.series) if self.series else [self]
+
+
 class PriceSection(_Section):
     window: int = Field(default=64, ge=8, le=1024)
     horizons: list[int] = Field(default_factory=lambda: [1, 5, 20])
     quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.5, 0.9, 0.95])
+    # the volatility-level input: log(EWMA vol / train-period vol) ("train", one series' own
+    # scale) or log(EWMA vol / the window's equal-weight vol) ("window", scale-free across
+    # assets), or both inputs ("both")
+    vol_level: Literal["train", "window", "both"] = "train"
 
     @model_validator(mode="after")
     def _valid(self) -> PriceSection:
@@ -152,6 +192,10 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _task_section(self) -> Recipe:
+        if self.data.series and self.model.task != "price":
+            raise ValueError(
+                f"[[data.series]] is for price recipes; a {self.model.task} recipe reads one series"
+            )
         if self.model.task == "price" and self.price is None:
             return self.model_copy(update={"price": PriceSection()})
         return self
@@ -160,10 +204,16 @@ class Recipe(_Section):
     def base_dir(self) -> Path:
         return self.source_path.parent if self.source_path else Path.cwd()
 
-    def csv_path(self) -> Path:
-        """The CSV path, relative paths taken from the recipe's own directory."""
-        assert self.data.path is not None
-        return resolve_path(self.data.path, self.base_dir)
+    def csv_path(self, series: SeriesSection | None = None) -> Path:
+        """A CSV series' path (the one-series [data]'s by default), relative paths taken from
+        the recipe's own directory."""
+        path = (series or self.data).path
+        assert path is not None
+        return resolve_path(path, self.base_dir)
+
+    def series_splits(self) -> list[tuple[SeriesSection, SplitSection]]:
+        """Every series with the split dates it uses: its own, else the recipe's."""
+        return [(s, s.split or self.split) for s in self.data.entries()]
 
     def quickened(self) -> Recipe:
         """The fast variant for tests and demos: small teacher, few epochs (overridable in [quick])."""

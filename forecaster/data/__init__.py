@@ -13,7 +13,14 @@ from forecaster.data.loaders import (
     load_dataset,
     validate_series,
 )
-from forecaster.data.windows import PriceSamples, SplitIndex, make_price_samples, split_index
+from forecaster.data.windows import (
+    PriceSamples,
+    SplitIndex,
+    make_price_samples,
+    period_samples,
+    pool_samples,
+    split_index,
+)
 
 __all__ = [
     "CLOSE_DATASETS",
@@ -27,6 +34,8 @@ __all__ = [
     "load_csv_series",
     "load_dataset",
     "make_price_samples",
+    "period_samples",
+    "pool_samples",
     "split_index",
     "validate_series",
 ]

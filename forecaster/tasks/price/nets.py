@@ -9,7 +9,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
-from forecaster.training.nets import ReturnFeatures, ReturnsTrunk, count_parameters
+from forecaster.training.nets import ReturnFeatures, ReturnsTrunk, VolLevel, count_parameters
 
 __all__ = ["LSTMTeacher", "MLPStudent", "QuantileHead", "ReturnFeatures", "count_parameters"]
 
@@ -60,17 +60,20 @@ class LSTMTeacher(nn.Module):
         hidden: int = 128,
         layers: int = 2,
         dropout: float = 0.1,
+        level: VolLevel = "train",
     ) -> None:
         super().__init__()
-        self.features = ReturnFeatures(window, train_vol)
+        self.features = ReturnFeatures(window, train_vol, level=level)
+        n_level = self.features.n_level
         self.lstm = nn.LSTM(
-            2, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+            1 + n_level, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )
-        self.head = QuantileHead(hidden + 1, horizons, quantiles)
+        self.head = QuantileHead(hidden + n_level, horizons, quantiles)
 
     def forward(self, close: torch.Tensor) -> torch.Tensor:
         z, level, vol = self.features(close)
-        sequence = torch.stack([z, level.expand_as(z)], dim=-1)
+        steps = level.unsqueeze(1).expand(-1, z.shape[1], -1)
+        sequence = torch.cat([z.unsqueeze(-1), steps], dim=-1)
         out, _ = self.lstm(sequence)
         return self.head(torch.cat([out[:, -1], level], dim=1), vol)
 
@@ -86,8 +89,9 @@ class MLPStudent(ReturnsTrunk):
         quantiles: list[float],
         train_vol: float,
         hidden: list[int] | tuple[int, ...] = (32, 32),
+        level: VolLevel = "train",
     ) -> None:
-        super().__init__(window, train_vol, hidden)
+        super().__init__(window, train_vol, hidden, level)
         self.head = QuantileHead(self.width, horizons, quantiles)
 
     def forward(self, close: torch.Tensor) -> torch.Tensor:

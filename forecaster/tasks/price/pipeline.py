@@ -29,9 +29,15 @@ from forecaster.compress import (
     plan_chains,
     run_search,
 )
-from forecaster.data import PriceSamples, load_close_series, make_price_samples, split_index
-from forecaster.errors import TrainError
-from forecaster.recipe import Recipe
+from forecaster.data import (
+    PriceSamples,
+    load_close_series,
+    period_samples,
+    pool_samples,
+    split_index,
+)
+from forecaster.errors import DataError, TrainError
+from forecaster.recipe import Recipe, SeriesSection, SplitSection
 from forecaster.tasks.price import baselines, metrics
 from forecaster.tasks.price.nets import LSTMTeacher, MLPStudent
 from forecaster.training.bundles import resolve_signing_key, write_bundle
@@ -50,6 +56,7 @@ __all__ = [
     "Compression",
     "PriceData",
     "PriceEvaluation",
+    "SeriesData",
     "TeacherFit",
     "build_manifest",
     "build_report",
@@ -67,45 +74,75 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PriceData:
-    """A close series split into train / validation / test samples, with train-only scales."""
+class SeriesData:
+    """One close series of the recipe, split into its train / validation / test samples."""
 
+    spec: SeriesSection
     close: pd.Series
     train: PriceSamples
     valid: PriceSamples
     test: PriceSamples
     train_end: int
+
+    @property
+    def symbol(self) -> str:
+        return str(self.close.name)
+
+
+@dataclass(frozen=True)
+class PriceData:
+    """Every series of the recipe and their pooled samples (what teacher and students train
+    and early-stop on), with train-only scales fitted on the pooled train period."""
+
+    series: tuple[SeriesData, ...]
+    train: PriceSamples
+    valid: PriceSamples
+    test: PriceSamples
     train_vol: float
     horizon_std: np.ndarray
 
+    @property
+    def close(self) -> pd.Series:
+        """The first series' closes (the only one for a one-series recipe)."""
+        return self.series[0].close
 
-def load_price_data(recipe: Recipe) -> PriceData:
+    @property
+    def train_end(self) -> int:
+        return self.series[0].train_end
+
+
+def _load_series(recipe: Recipe, spec: SeriesSection, split: SplitSection) -> SeriesData:
     assert recipe.price is not None
     p = recipe.price
-    csv = recipe.csv_path() if recipe.data.source == "csv" else None
-    close = load_close_series(recipe.data, csv)
+    close = load_close_series(spec, recipe.csv_path(spec) if spec.source == "csv" else None)
     max_h = max(p.horizons)
     if len(close) < p.window + max_h + 3:
         raise TrainError(
-            f"the series has {len(close)} rows; window {p.window} plus horizon {max_h} "
-            "needs more; use a longer series or a smaller window"
+            f"{close.name}: the series has {len(close)} rows; window {p.window} plus horizon "
+            f"{max_h} needs more; use a longer series or a smaller window"
         )
-    idx = split_index(pd.DatetimeIndex(close.index), recipe.split, p.window, max_h)
-    # A sample belongs to a period only if its origin and every target close lie inside it.
-    train = make_price_samples(close, idx.start, idx.train_end - max_h, p.window, p.horizons)
-    valid = make_price_samples(
-        close, idx.train_end + 1, idx.valid_end - max_h, p.window, p.horizons
-    )
-    test = make_price_samples(close, idx.valid_end + 1, idx.end - max_h, p.window, p.horizons)
-    log_close = np.log(close.to_numpy(dtype=np.float64))
-    train_returns = np.diff(log_close[idx.start : idx.train_end + 1])
+    try:
+        idx = split_index(pd.DatetimeIndex(close.index), split, p.window, max_h)
+    except DataError as exc:
+        raise DataError(f"{close.name}: {exc}") from exc
+    train, valid, test = period_samples(close, idx, p.window, p.horizons)
+    return SeriesData(spec, close, train, valid, test, idx.train_end)
+
+
+def load_price_data(recipe: Recipe) -> PriceData:
+    """Load and split every series; pool their samples. The volatility scale is the std of
+    all series' pooled train returns; horizon stds are those of the pooled train targets."""
+    series = tuple(_load_series(recipe, spec, split) for spec, split in recipe.series_splits())
+    returns = [
+        np.diff(np.log(s.close.to_numpy(dtype=np.float64)[: s.train_end + 1])) for s in series
+    ]
+    train = pool_samples([s.train for s in series])
     return PriceData(
-        close=close,
+        series=series,
         train=train,
-        valid=valid,
-        test=test,
-        train_end=idx.train_end,
-        train_vol=float(train_returns.std()),
+        valid=pool_samples([s.valid for s in series]),
+        test=pool_samples([s.test for s in series]),
+        train_vol=float(np.concatenate(returns).std()),
         horizon_std=train.y.std(axis=0).astype(np.float64),
     )
 
@@ -117,11 +154,12 @@ def evaluate_quantiles(
 
 
 def _baseline_forecasts(
-    data: PriceData, samples: PriceSamples, horizons: list[int], levels: list[float]
+    series: SeriesData, samples: PriceSamples, horizons: list[int], levels: list[float]
 ) -> dict[str, np.ndarray]:
-    log_close = np.log(data.close.to_numpy(dtype=np.float64))
+    """Each baseline fitted on this series' own train period, forecasting at `samples`."""
+    log_close = np.log(series.close.to_numpy(dtype=np.float64))
     return baselines.baseline_forecasts(
-        log_close, samples.origins, horizons, levels, data.train_end
+        log_close, samples.origins, horizons, levels, series.train_end
     )
 
 
@@ -168,7 +206,12 @@ def compress_student(
     teacher_row = measure_graph(teacher_graph, ctx, runs)
     torch.manual_seed(recipe.seed)
     base = MLPStudent(
-        p.window, p.horizons, p.quantiles, data.train_vol, hidden=recipe.student.hidden
+        p.window,
+        p.horizons,
+        p.quantiles,
+        data.train_vol,
+        hidden=recipe.student.hidden,
+        level=p.vol_level,
     )
     search = run_search(
         base,
@@ -264,11 +307,14 @@ class Compression:
 @dataclass(frozen=True)
 class PriceEvaluation:
     """Test-period scores (computed once, after the choice) for the teacher, the shipped
-    student and the baselines, torch/ONNX parity, and the headline ratios."""
+    student and the baselines, on the pool and on every series; torch/ONNX parity, and the
+    headline ratios (on the pool)."""
 
     models: dict[str, dict[str, Any]]
     parity: dict[str, float]
     headline: dict[str, Any]
+    # series symbol -> model -> {"validation": metrics, "test": metrics}; `models` is the pool
+    per_series: dict[str, dict[str, dict[str, Any]]]
 
     @property
     def student_row(self) -> dict[str, Any]:
@@ -299,6 +345,7 @@ def fit_teacher(recipe: Recipe, data: PriceData, console: Console) -> TeacherFit
         hidden=t.hidden,
         layers=t.layers,
         dropout=t.dropout,
+        level=p.vol_level,
     )
     with Progress(*_progress_columns(), console=console, transient=False) as progress:
         task = progress.add_task(
@@ -394,9 +441,9 @@ def evaluate_choice(
         "teacher": teacher_row,
         compression.chosen_name: student_row,
     }
-    for split_name, samples in (("validation", data.valid), ("test", data.test)):
-        for name, q in _baseline_forecasts(data, samples, horizons, levels).items():
-            models.setdefault(name, {"kind": "baseline"})[split_name] = evaluate(samples.y, q)
+    graphs = {"teacher": teacher.graph, compression.chosen_name: chosen.graph}
+    pooled_baselines, per_series = _score_series(data, graphs, evaluate, horizons, levels)
+    models |= pooled_baselines
     student_test = student_row["test"]["pinball"]["overall"]
     headline = {
         "chosen": compression.chosen_name,
@@ -408,20 +455,62 @@ def evaluate_choice(
         "test_pinball_ratio_vs_historical": student_test
         / models["historical_quantiles"]["test"]["pinball"]["overall"],
     }
-    return PriceEvaluation(models, _parity(data, teacher, compression), headline)
+    return PriceEvaluation(models, _parity(data, teacher, compression), headline, per_series)
+
+
+def _score_series(
+    data: PriceData,
+    graphs: dict[str, bytes],
+    evaluate: Callable[[np.ndarray, np.ndarray], dict[str, Any]],
+    horizons: list[int],
+    levels: list[float],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+    """Every graph and baseline on every series' validation and test samples, and the
+    baselines on the pool (each series' forecasts stacked, as the pooled samples are)."""
+    pooled: dict[str, dict[str, Any]] = {}
+    per_series: dict[str, dict[str, dict[str, Any]]] = {s.symbol: {} for s in data.series}
+    for split_name, pool in (("validation", data.valid), ("test", data.test)):
+        forecasts = [
+            _series_forecasts(s, split_name, graphs, horizons, levels) for s in data.series
+        ]
+        for name in forecasts[0]:
+            if name not in graphs:  # the graphs' pooled scores come from the search
+                q = np.concatenate([f[name] for f in forecasts])
+                pooled.setdefault(name, {"kind": "baseline"})[split_name] = evaluate(pool.y, q)
+        for s, series_forecasts in zip(data.series, forecasts, strict=True):
+            samples = s.valid if split_name == "validation" else s.test
+            for name, q in series_forecasts.items():
+                per_series[s.symbol].setdefault(name, {})[split_name] = evaluate(samples.y, q)
+    return pooled, per_series
+
+
+def _series_forecasts(
+    series: SeriesData,
+    split_name: str,
+    graphs: dict[str, bytes],
+    horizons: list[int],
+    levels: list[float],
+) -> dict[str, np.ndarray]:
+    """The graphs' and the baselines' quantiles on one series' validation or test samples."""
+    samples = series.valid if split_name == "validation" else series.test
+    forecasts = {name: run_onnx(graph, samples.x) for name, graph in graphs.items()}
+    return forecasts | _baseline_forecasts(series, samples, horizons, levels)
 
 
 def _test_forecasts(data: PriceData, horizons: list[int], graph: bytes) -> dict[str, Any]:
-    """The test period's closes, future closes and the shipped graph's quantiles, for charts."""
-    origins, close = data.test.origins, data.close
+    """The first series' test closes, future closes and the shipped graph's quantiles, for
+    the fan chart."""
+    first = data.series[0]
+    origins, close = first.test.origins, first.close
     return {
-        "dates": [d.date().isoformat() for d in data.test.dates],
+        "symbol": first.symbol,
+        "dates": [d.date().isoformat() for d in first.test.dates],
         "close": close.iloc[origins].round(4).tolist(),
         "future_close": {str(h): close.iloc[origins + h].round(4).tolist() for h in horizons},
         "future_dates": {
             str(h): [d.date().isoformat() for d in close.index[origins + h]] for h in horizons
         },
-        "quantiles": np.round(run_onnx(graph, data.test.x), 6).tolist(),
+        "quantiles": np.round(run_onnx(graph, first.test.x), 6).tolist(),
     }
 
 
@@ -448,7 +537,48 @@ def build_report(
         "models": evaluation.models,
         "headline": evaluation.headline,
         "compression": {**search.summary(), "teacher": evaluation.models["teacher"]},
+        "series": _series_report(data, evaluation),
         "test_forecasts": _test_forecasts(data, recipe.price.horizons, compression.chosen.graph),
+    }
+
+
+def _series_source(series: SeriesData) -> dict[str, str | None]:
+    spec = series.spec
+    return {
+        "source": spec.source,
+        "symbol": series.symbol,
+        "path": str(spec.path) if spec.path else None,
+    }
+
+
+def _series_report(data: PriceData, evaluation: PriceEvaluation) -> dict[str, Any]:
+    """report.json's `series`: each series' source, periods, sample counts and every model's
+    metrics on it (the baselines fitted on that series' own train period). The pooled scores
+    are `models`: every window weighs the same, so a longer series counts for more."""
+    return {
+        s.symbol: {
+            **_series_source(s),
+            "periods": sample_periods(s.train, s.valid, s.test),
+            "samples": sample_counts(s.train, s.valid, s.test),
+            "models": evaluation.per_series[s.symbol],
+        }
+        for s in data.series
+    }
+
+
+def _manifest_data(recipe: Recipe, data: PriceData) -> dict[str, Any]:
+    """The manifest's `data`: one series as always; several as `series` (each with its source
+    and periods) beside a `source = "panel"` summary."""
+    if len(data.series) == 1:
+        return series_source(recipe, data.close)
+    return {
+        "source": "panel",
+        "symbol": "+".join(s.symbol for s in data.series),
+        "path": None,
+        "series": [
+            {**_series_source(s), "periods": sample_periods(s.train, s.valid, s.test)}
+            for s in data.series
+        ],
     }
 
 
@@ -469,7 +599,7 @@ def build_manifest(
         "window": p.window,
         "horizons": p.horizons,
         "quantiles": p.quantiles,
-        "data": series_source(recipe, data.close),
+        "data": _manifest_data(recipe, data),
         "periods": sample_periods(data.train, data.valid, data.test),
         "compression": _manifest_steps(compression.search),
         "metrics": {
@@ -494,10 +624,11 @@ def train_price(
     torch.set_num_threads(max(1, torch.get_num_threads()))
     private_key, key_note = resolve_signing_key(key, registry)
     data = load_price_data(recipe)
-    console.print(
-        f"[bold]{recipe.model.name}[/]: {len(data.close)} closes of {data.close.name}; "
-        f"samples train {len(data.train)}, validation {len(data.valid)}, test {len(data.test)}"
-    )
+    for s in data.series:
+        console.print(
+            f"[bold]{recipe.model.name}[/]: {len(s.close)} closes of {s.symbol}; samples "
+            f"train {len(s.train)}, validation {len(s.valid)}, test {len(s.test)}"
+        )
     teacher = fit_teacher(recipe, data, console)
     compression = search_students(recipe, data, teacher, plan, console)
     evaluation = evaluate_choice(recipe, data, teacher, compression)

@@ -21,6 +21,7 @@ __all__ = [
     "metrics_table",
     "pareto_chart",
     "print_price_report",
+    "series_table",
     "write_report_plots",
 ]
 
@@ -77,6 +78,50 @@ def metrics_table(models: dict[str, dict[str, Any]], split: str = "test", title:
     return table
 
 
+_SERIES_MODELS = (
+    ("teacher", "teacher"),
+    ("random_walk", "random walk"),
+    ("historical_quantiles", "hist. q"),
+    ("garch", "GARCH"),
+)
+
+
+def _series_row(label: str, n: int, models: dict[str, Any], chosen: str, split: str) -> list[str]:
+    def loss(name: str) -> float | None:
+        m = models.get(name, {}).get(split)
+        return None if m is None else m["pinball"]["overall"]
+
+    student = models[chosen][split]
+    return [
+        label,
+        _fmt(n),
+        _fmt(loss(chosen)),
+        *[_fmt(loss(name)) for name, _ in _SERIES_MODELS],
+        _ratio(loss(chosen), loss("garch")),
+        _ratio(loss(chosen), loss("historical_quantiles")),
+        _fmt(_mean(student["coverage"].get("80%", {})), 3),
+        _fmt(_mean(student["coverage"].get("90%", {})), 3),
+    ]
+
+
+def series_table(report: dict[str, Any], split: str = "test") -> Table:
+    """One row per series and one for the pool (every window weighing the same): the shipped
+    student's pinball loss beside the teacher's and each baseline's (fitted per series)."""
+    chosen = report["headline"]["chosen"]
+    table = Table(title=f"{report['name']}: {split} period by series", header_style="bold")
+    for col in ["series", "windows", "student", *[t for _, t in _SERIES_MODELS]]:
+        table.add_column(col, justify="left" if col == "series" else "right")
+    for col in ["×GARCH", "×hist. q", "student cov 80%", "cov 90%"]:
+        table.add_column(col, justify="right")
+    for symbol, row in report.get("series", {}).items():
+        table.add_row(*_series_row(symbol, row["samples"][split], row["models"], chosen, split))
+    table.add_row(
+        *_series_row("pool", report["samples"][split], report["models"], chosen, split),
+        style="bold",
+    )
+    return table
+
+
 def fan_chart(report: dict[str, Any], out: Path) -> Path:
     """Realized price over the test period with the shipped student's bands per horizon."""
     f = report["test_forecasts"]
@@ -104,7 +149,8 @@ def fan_chart(report: dict[str, Any], out: Path) -> Path:
         if len(levels) % 2:
             ax.plot(dates, prices[:, n_pairs], color="tab:blue", lw=0.8, label="median")
         ax.plot(dates, f["future_close"][h], color="black", lw=0.9, label="realized close")
-        ax.set_title(f"{h}-day-ahead forecast bands ({report['headline']['chosen']})")
+        symbol = f.get("symbol", report["name"])
+        ax.set_title(f"{symbol}: {h}-day-ahead forecast bands ({report['headline']['chosen']})")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -296,6 +342,8 @@ def print_price_report(
     out.print(
         metrics_table(report["models"], split=split, title=f"{report['name']}: {split} period")
     )
+    if len(report.get("series", {})) > 1:
+        out.print(series_table(report, split=split))
     if report.get("compression"):
         out.print(compression_table(report["compression"]))
     headline = report["headline"]
