@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from forecaster.macro_feed import macro_releases
 
 from device.bundle import pack_bundle
 from device.errors import PayloadError
@@ -19,6 +18,7 @@ from device.plugins.deploy import deploy_plugin
 from device.plugins.nowcast import nowcast_plugin
 from device.schemas import BUNDLE_CONTENT_TYPE, FleetEvent, Nowcast, NowcastFailure
 from device.settings import load_settings
+from forecaster.ops.macro_feed import macro_releases
 from tests.support.bundles import TrainedBundle
 from tests.support.fake_host import FakeHost, message
 
