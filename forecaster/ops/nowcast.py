@@ -171,7 +171,7 @@ def nowcast_panel(answer: NowcastAnswer) -> Panel:
     grid.add_row("source", source)
     if n.previous is not None:
         grid.add_row(
-            "revision",
+            "revised",
             f"{_signed(n.revision)} pp from {_signed(n.previous)} ({n.attribution} attribution)",
         )
         grid.add_row("news", _impacts_table(n.impacts))
