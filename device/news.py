@@ -135,15 +135,16 @@ def impacts_of(
     return impacts
 
 
-def _row(
-    base: dict[str, np.ndarray], players: Sequence[Player], members: frozenset[int]
+def _batch(
+    base: dict[str, np.ndarray], players: Sequence[Player], sets: Sequence[frozenset[int]]
 ) -> dict[str, np.ndarray]:
-    row = {name: array.copy() for name, array in base.items()}
-    for i in sorted(members):  # in release order: a later revision of a cell wins
-        cell = players[i].cell
-        if cell is not None:
-            row[cell[0]][cell[1]] = players[i].value
-    return row
+    """One input row per set: `base` with the values of the set's players."""
+    batch = {name: np.repeat(array[None], len(sets), axis=0) for name, array in base.items()}
+    for i, p in enumerate(players):  # in release order: a later revision of a cell wins
+        if p.cell is not None:
+            rows = [r for r, s in enumerate(sets) if i in s]
+            batch[p.cell[0]][(rows, *p.cell[1])] = p.value
+    return batch
 
 
 def attribute(
@@ -154,9 +155,7 @@ def attribute(
     (time, then series, then period); simultaneous ones are grouped here."""
     groups = _groups(players)
     sets = coalitions(groups, cap)
-    rows = [_row(base, players, s) for s in sets]
-    batch = {name: np.stack([r[name] for r in rows]) for name in base}
-    nowcast, band = run(batch)
+    nowcast, band = run(_batch(base, players, sets))
     # float64 before any difference: exact for float32 inputs (see the module docstring)
     payoff = dict(zip(sets, nowcast.astype(np.float64).tolist(), strict=True))
     impacts = impacts_of(payoff.__getitem__, groups, cap)
