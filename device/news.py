@@ -142,8 +142,10 @@ def _batch(
     batch = {name: np.repeat(array[None], len(sets), axis=0) for name, array in base.items()}
     for i, p in enumerate(players):  # in release order: a later revision of a cell wins
         if p.cell is not None:
+            name, index = p.cell
             rows = [r for r, s in enumerate(sets) if i in s]
-            batch[p.cell[0]][(rows, *p.cell[1])] = p.value
+            flat = batch[name].reshape(len(sets), -1)  # a view: np.repeat's result is contiguous
+            flat[rows, int(np.ravel_multi_index(index, base[name].shape))] = p.value
     return batch
 
 
