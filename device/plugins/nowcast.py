@@ -6,6 +6,10 @@ The panel of released values lives in the agent's state database and is written 
 transaction as the nowcasts it leads to, so a release is acknowledged only once both are durable.
 The target quarter is the quarter of the latest release time (`as_of`): the student was trained
 on information sets whose cut lies inside the quarter it nowcasts (docs/NOWCAST.md).
+
+Each nowcast carries the news of its release time (device/news.py: the move from the nowcast
+before that time, split per release) and becomes that time's entry in the region's track
+(device/track.py), answered to `{"history": true}` requests.
 """
 
 from __future__ import annotations
