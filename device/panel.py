@@ -22,6 +22,7 @@ import numpy as np
 
 from device.errors import ConfigError, ModelError, PayloadError
 from device.manifest import BundleManifest
+from device.news import Cell
 from device.outbox import StateWrite
 from device.runtime import OnnxModel
 from device.schemas import MacroRelease
@@ -222,6 +223,17 @@ class GdpLayout:
     def known(self) -> tuple[str, ...]:
         """Every series this model reads from `macro/<series>`."""
         return (*self.series, GDP_SERIES)
+
+    def cell(self, quarter: int, series: str, period: str) -> Cell | None:
+        """Where the value of (series, period) sits in the inputs for `quarter` (index without
+        the batch axis), or None when this quarter's window does not read it."""
+        if series == GDP_SERIES:
+            lag = quarter_index(period) - (quarter - self.gdp_lags)
+            return (INPUT_GDP, (lag,)) if 0 <= lag < self.gdp_lags else None
+        if series not in self.series:
+            return None
+        row = month_index(period) - (3 * quarter + 3 - self.months)
+        return (INPUT_MONTHLY, (row, self.series.index(series))) if 0 <= row < self.months else None
 
     @classmethod
     def from_manifest(cls, m: BundleManifest) -> GdpLayout:

@@ -22,7 +22,11 @@ __all__ = [
     "Nowcast",
     "NowcastBand",
     "NowcastFailure",
+    "NowcastHistory",
+    "NowcastRequest",
     "PriceForecast",
+    "ReleaseImpact",
+    "TrackEntry",
     "TrendForecast",
     "utcnow",
 ]
@@ -202,9 +206,28 @@ class InformationSet(BaseModel):
     cells: int
 
 
+class ReleaseImpact(BaseModel):
+    """What one release did to the nowcast: its value (and the value it revised, if any) and
+    its impact in percentage points, from the student itself (device/news.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    series: str
+    period: str
+    value: float
+    previous: float | None = None  # the value this release revised; None for a first release
+    released_at: datetime
+    impact_pp: float
+
+
 class Nowcast(BaseModel):
     """The current-quarter GDP nowcast, retained on `nowcast/gdp/<region>` and the reply to
-    `nowcast/gdp/<region>/get`; `as_of` is the latest release time it saw."""
+    `nowcast/gdp/<region>/get`; `as_of` is the latest release time it saw.
+
+    `previous` is the student's nowcast of the same quarter on the information before the latest
+    release time (for the quarter's first nowcast: the opening value on the information the
+    previous quarter ended with); `revision = nowcast - previous`, and `impacts` (one per release
+    at that time) sum to it: exactly in `sequential`, to float64 rounding in `shapley`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -219,6 +242,47 @@ class Nowcast(BaseModel):
     as_of: datetime
     produced_at: datetime = Field(default_factory=utcnow)
     latency_ms: float
+    previous: float | None = None
+    revision: float = 0.0
+    impacts: list[ReleaseImpact] = Field(default_factory=list)
+    attribution: Literal["sequential", "shapley"] = "sequential"
+
+
+class TrackEntry(BaseModel):
+    """One step of the nowcast track: the nowcast after the releases of one release time, the
+    revision they made and each one's impact."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quarter: str = Field(pattern=r"^\d{4}Q[1-4]$")
+    time: datetime  # the release time
+    nowcast: float
+    band: NowcastBand
+    previous: float
+    revision: float
+    impacts: list[ReleaseImpact]
+    model: ModelRef
+    produced_at: datetime
+
+
+class NowcastHistory(BaseModel):
+    """The reply to `nowcast/gdp/<region>/get` with `{"history": true}`: the latest nowcast and
+    the track of its quarter and the previous one, oldest first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    region: str
+    nowcast: Nowcast
+    track: list[TrackEntry]
+
+
+class NowcastRequest(BaseModel):
+    """The body of `nowcast/gdp/<region>/get` (an empty body is `{}`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    history: bool = False
 
 
 class NowcastFailure(BaseModel):

@@ -6,12 +6,16 @@ The panel of released values lives in the agent's state database and is written 
 transaction as the nowcasts it leads to, so a release is acknowledged only once both are durable.
 The target quarter is the quarter of the latest release time (`as_of`): the student was trained
 on information sets whose cut lies inside the quarter it nowcasts (docs/NOWCAST.md).
+
+Each nowcast carries the news of its release time (device/news.py: the move from the nowcast
+before that time, split per release) and becomes that time's entry in the region's track
+(device/track.py), answered to `{"history": true}` requests.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -24,6 +28,7 @@ from device.bars import validation_reason
 from device.errors import ModelError, PayloadError
 from device.modelset import LoadedModel
 from device.mqtt import new_properties
+from device.news import Player, attribute
 from device.outbox import OutMessage
 from device.panel import (
     INPUT_GDP,
@@ -40,37 +45,96 @@ from device.panel import (
     quarter_label,
     quarter_of,
 )
-from device.schemas import InformationSet, MacroRelease, Nowcast, NowcastBand, NowcastFailure
+from device.schemas import (
+    InformationSet,
+    MacroRelease,
+    Nowcast,
+    NowcastBand,
+    NowcastFailure,
+    NowcastHistory,
+    NowcastRequest,
+    ReleaseImpact,
+    TrackEntry,
+)
+from device.track import (
+    GroupMember,
+    ReleaseGroup,
+    Track,
+    group_write,
+    load_group,
+    load_tracks,
+    track_write,
+)
 
-__all__ = ["NowcastService", "compute_nowcast", "nowcast_plugin"]
+__all__ = ["NowcastService", "compute_nowcast", "nowcast_plugin", "track_entry"]
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
 NOWCAST_COUNTERS = ("nowcasts", "requests")
+NO_GROUP = ReleaseGroup()
+
+
+def _players(
+    layout: GdpLayout, quarter: int, group: ReleaseGroup
+) -> tuple[list[GroupMember], list[Player]]:
+    """The group's releases this model reads, in release order (the manifest's series order,
+    then period, for simultaneous ones), and where each sits in the quarter's inputs."""
+    order = {s: i for i, s in enumerate(layout.known)}
+    members = sorted(
+        (m for m in group.members if m.release.series in order),
+        key=lambda m: (m.release.released_at, order[m.release.series], m.release.period),
+    )
+    players = [
+        Player(
+            layout.cell(quarter, m.release.series, m.release.period),
+            np.float32(m.release.value),
+            m.release.released_at,
+        )
+        for m in members
+    ]
+    return members, players
 
 
 def compute_nowcast(
-    agent_id: str, model: LoadedModel, layout: GdpLayout, panel: ReleasedPanel
+    agent_id: str,
+    model: LoadedModel,
+    layout: GdpLayout,
+    panel: ReleasedPanel,
+    group: ReleaseGroup = NO_GROUP,
 ) -> Nowcast:
-    """Run the GDP student on the panel's information set for the quarter of its `as_of`."""
+    """Run the GDP student on the panel's information set for the quarter of its `as_of`, in
+    one batch with the inputs before the `group`'s releases, so the nowcast carries each
+    release's impact (device/news.py)."""
     if panel.as_of is None:
         raise ModelError("no macro release received yet")
     quarter = quarter_of(panel.as_of)
     monthly, gdp = panel.inputs(layout, quarter)
-    outputs, latency_ms = model.model.run({INPUT_MONTHLY: monthly, INPUT_GDP: gdp})
-    centre, band = outputs[OUTPUT_NOWCAST], outputs[OUTPUT_BAND]
-    if not (np.isfinite(centre).all() and np.isfinite(band).all()):
-        raise ModelError(
-            f"{model.model_id} produced a non-finite nowcast for {quarter_label(quarter)}"
-        )
+    members, players = _players(layout, quarter, group)
+    base = {INPUT_MONTHLY: monthly[0].copy(), INPUT_GDP: gdp[0].copy()}
+    for m, p in zip(members, players, strict=True):
+        if p.cell is not None:
+            base[p.cell[0]][p.cell[1]] = np.nan if m.previous is None else m.previous.value
+    latency: list[float] = []
+
+    def run(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        outputs, ms = model.model.run(batch)
+        latency.append(ms)
+        centre, band = outputs[OUTPUT_NOWCAST], outputs[OUTPUT_BAND]
+        if not (np.isfinite(centre).all() and np.isfinite(band).all()):
+            raise ModelError(
+                f"{model.model_id} produced a non-finite nowcast for {quarter_label(quarter)}"
+            )
+        return centre, band
+
+    news = attribute(run, base, players)
     last_month = 3 * quarter + 2
     return Nowcast(
         agent=agent_id,
         region=layout.region,
         quarter=quarter_label(quarter),
-        nowcast=float(centre[0]),
-        band=NowcastBand(lo=float(band[0, 0]), hi=float(band[0, 1]), levels=layout.band_levels),
+        nowcast=news.nowcast,
+        band=NowcastBand(lo=news.band[0], hi=news.band[1], levels=layout.band_levels),
         information=InformationSet(
             months=(month_label(last_month - layout.months + 1), month_label(last_month)),
             gdp_quarters=(quarter_label(quarter - layout.gdp_lags), quarter_label(quarter - 1)),
@@ -80,7 +144,36 @@ def compute_nowcast(
         ),
         model=model.ref,
         as_of=panel.as_of,
-        latency_ms=latency_ms,
+        latency_ms=latency[0],
+        previous=news.previous,
+        revision=news.revision,
+        impacts=[
+            ReleaseImpact(
+                series=m.release.series,
+                period=m.release.period,
+                value=m.release.value,
+                previous=None if m.previous is None else m.previous.value,
+                released_at=m.release.released_at,
+                impact_pp=impact,
+            )
+            for m, impact in zip(members, news.impacts, strict=True)
+        ],
+        attribution="shapley" if news.shapley else "sequential",
+    )
+
+
+def track_entry(nowcast: Nowcast, time: datetime) -> TrackEntry:
+    """The track's record of `nowcast`, made by the releases of `time`."""
+    return TrackEntry(
+        quarter=nowcast.quarter,
+        time=time,
+        nowcast=nowcast.nowcast,
+        band=nowcast.band,
+        previous=nowcast.nowcast if nowcast.previous is None else nowcast.previous,
+        revision=nowcast.revision,
+        impacts=nowcast.impacts,
+        model=nowcast.model,
+        produced_at=nowcast.produced_at,
     )
 
 
@@ -94,6 +187,8 @@ class NowcastService:
         self.host = host
         self.topics = host.topics
         self.panel = load_panel(host.state_path)
+        self.group = load_group(host.state_path)
+        self.tracks = load_tracks(host.state_path)
         self._latest: dict[str, Nowcast] = {}  # region -> last computed
         self._layouts: dict[str, GdpLayout] = {}  # model sha256 -> layout
         for name in NOWCAST_COUNTERS:
@@ -123,8 +218,8 @@ class NowcastService:
         if len(self.panel):
             # Computed now, so a request right after a restart finds it; published once the
             # network thread runs, so the retained nowcast comes from the model this agent runs.
-            messages = self._compute(self._models())
-            host.call_soon(lambda: host.emit(Outcome(messages=messages)))
+            outcome = self._compute(self._models())
+            host.call_soon(lambda: host.emit(outcome))
 
     def _models(self) -> list[tuple[LoadedModel, GdpLayout]]:
         found = []
@@ -135,21 +230,24 @@ class NowcastService:
             found.append((model, layout))
         return found
 
-    def _compute(self, models: list[tuple[LoadedModel, GdpLayout]]) -> list[OutMessage]:
-        """Nowcasts of `models` as retained messages (inference errors become fleet events)."""
-        out = []
+    def _compute(
+        self, models: list[tuple[LoadedModel, GdpLayout]], record: bool = False
+    ) -> Outcome:
+        """Nowcasts of `models` as retained messages (inference errors become fleet events);
+        with `record`, each also becomes its region's track entry for the current group."""
+        out = Outcome()
         for model, layout in models:
             try:
-                nowcast = compute_nowcast(self.host.agent_id, model, layout, self.panel)
+                nowcast = compute_nowcast(self.host.agent_id, model, layout, self.panel, self.group)
             except ModelError as exc:
                 self.host.counters["errors"] += 1
                 logger.warning("%s", exc)
-                out.append(self.host.event("inference_error", str(exc), model))
+                out.messages.append(self.host.event("inference_error", str(exc), model))
                 continue
             self._latest[layout.region] = nowcast
             self.host.counters["nowcasts"] += 1
             self.host.inference_ms.add(nowcast.latency_ms)
-            out.append(
+            out.messages.append(
                 OutMessage(
                     self.topics.nowcast(layout.region),
                     nowcast.model_dump_json().encode(),
@@ -157,6 +255,11 @@ class NowcastService:
                     retain=True,
                 )
             )
+            if record and self.group.released_at is not None:
+                entry = track_entry(nowcast, self.group.released_at)
+                track = self.tracks.setdefault(layout.region, Track())
+                keep = track.put(self.group.id, entry)
+                out.writes.append(track_write(layout.region, self.group.id, entry, keep))
         return out
 
     def handle_release(self, msg: mqtt.MQTTMessage) -> Outcome | None:
@@ -186,8 +289,11 @@ class NowcastService:
             )
         if change is Change.REVISION:
             logger.info("%s %s revised to %r", release.series, release.period, release.value)
+        self.group = self.group.add(release, stored)
         uses = [(m, layout) for m, layout in models if release.series in layout.known]
-        return Outcome(messages=self._compute(uses), writes=[panel_write(release)])
+        outcome = self._compute(uses, record=True)
+        outcome.writes[:0] = [panel_write(release), group_write(self.group)]
+        return outcome
 
     def handle_request(self, msg: mqtt.MQTTMessage) -> Outcome:
         props = msg.properties
@@ -198,9 +304,19 @@ class NowcastService:
             )
         if any(c in response for c in "+#"):
             raise PayloadError(f"response topic {response!r} contains a wildcard")
+        try:
+            request = NowcastRequest.model_validate_json(msg.payload or b"{}")
+        except ValidationError as exc:
+            raise PayloadError(validation_reason("nowcast request", exc)) from exc
         self.host.counters["requests"] += 1
         outcome = Outcome()
-        answer = self._answer(msg.topic.split("/")[-2], outcome)
+        region = msg.topic.split("/")[-2]
+        answer: Nowcast | NowcastFailure | NowcastHistory = self._answer(region, outcome)
+        if request.history and isinstance(answer, Nowcast):
+            track = self.tracks.get(region, Track()).around(answer.quarter)
+            answer = NowcastHistory(
+                agent=self.host.agent_id, region=region, nowcast=answer, track=track
+            )
         reply = new_properties(PacketTypes.PUBLISH)
         reply.ContentType = JSON
         correlation = getattr(props, "CorrelationData", None)
@@ -224,7 +340,8 @@ class NowcastService:
             return self._failure(region, "no macro release received yet")
         current = self._latest.get(region)
         if current is None or current.model != mine[0][0].ref:
-            outcome.messages.extend(self._compute(mine[:1]))
+            again = self._compute(mine[:1])
+            outcome.messages.extend(again.messages)
             current = self._latest.get(region)
         if current is None or current.model != mine[0][0].ref:
             return self._failure(region, "the nowcast failed; see the agent's events")
@@ -239,7 +356,7 @@ class NowcastService:
         if self.panel.as_of is None:
             logger.info("no macro release yet; no nowcast to publish")
             return
-        self.host.emit(Outcome(messages=self._compute(self._models())))
+        self.host.emit(self._compute(self._models()))
 
 
 def nowcast_plugin(host: Host) -> NowcastService | None:

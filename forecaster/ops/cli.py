@@ -316,30 +316,55 @@ def _progress(total: int, what: str) -> Iterator[Callable[[], None]]:
         yield lambda: progress.advance(task)
 
 
-def nowcast_command(
+def nowcast_command(  # noqa: PLR0913 (one parameter per command-line option)
     region: Annotated[str, typer.Option(help="Region of the GDP nowcast.")] = "us",
     broker: BrokerOption = "mqtt://127.0.0.1:1883",
     timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds to wait for an agent's reply.")
     ] = 5.0,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the nowcast as JSON instead of a panel.")
+        bool, typer.Option("--json", help="Print the nowcast (or track) as JSON.")
     ] = False,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history", help="The track of the current and previous quarter, per release."
+        ),
+    ] = False,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option("--csv", help="With --history: also write the track to this CSV file."),
+    ] = None,
     ca: CaOption = None,
     cert: CertOption = None,
     key: TlsKeyOption = None,
     prefix: PrefixOption = "",
 ) -> None:
-    """Pull the current GDP nowcast: ask the agents on nowcast/gdp/<region>/get (MQTT v5
-    request/response); if none answers in time, show the retained nowcast."""
+    """Pull the current GDP nowcast and the news behind its latest revision: ask the agents on
+    nowcast/gdp/<region>/get (MQTT v5 request/response); if none answers in time, show the
+    retained nowcast. --history asks for the track (only an agent's answer has it)."""
     from device.topics import Topics
-    from forecaster.ops.nowcast import nowcast_panel, request_nowcast
+    from forecaster.ops.nowcast import (
+        history_table,
+        nowcast_panel,
+        request_nowcast,
+        write_track_csv,
+    )
 
-    answer = request_nowcast(_broker(broker, ca, cert, key), region, Topics(prefix), timeout)
+    if csv_file is not None and not history:
+        raise ForecasterError("--csv writes the track: use it with --history")
+    address = _broker(broker, ca, cert, key)
+    answer = request_nowcast(address, region, Topics(prefix), timeout, history=history)
+    shown = answer.history if answer.history is not None else answer.nowcast
     if json_output:
-        print(answer.nowcast.model_dump_json(indent=2))
+        print(shown.model_dump_json(indent=2))
+    elif answer.history is not None:
+        console.print(history_table(answer.history))
     else:
         console.print(nowcast_panel(answer))
+    if csv_file is not None and answer.history is not None:
+        rows = write_track_csv(answer.history, csv_file)
+        err_console.print(f"wrote {rows} rows to {escape(str(csv_file))}")
 
 
 def watch_command(

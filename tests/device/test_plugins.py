@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -16,7 +18,13 @@ from device.keys import load_trusted_keys
 from device.modelset import WINDOW_TASKS, load_model_set
 from device.plugins.deploy import deploy_plugin
 from device.plugins.nowcast import nowcast_plugin
-from device.schemas import BUNDLE_CONTENT_TYPE, FleetEvent, Nowcast, NowcastFailure
+from device.schemas import (
+    BUNDLE_CONTENT_TYPE,
+    FleetEvent,
+    Nowcast,
+    NowcastFailure,
+    NowcastHistory,
+)
 from device.settings import load_settings
 from forecaster.ops.macro_feed import macro_releases
 from tests.support.bundles import TrainedBundle
@@ -119,7 +127,7 @@ def test_a_release_is_committed_with_the_nowcast_it_leads_to(nowcast_host):
     [out] = outcome.messages
     assert out.topic == "nowcast/gdp/us" and out.retain and out.qos == 1
     assert Nowcast.model_validate_json(out.payload).model == host.models.by_task("gdp")[0].ref
-    assert len(outcome.writes) == 1  # the panel row, in the same transaction
+    assert len(outcome.writes) == 3  # panel row, release group, track entry: one transaction
     assert host.counters["nowcasts"] == 1
 
 
@@ -134,3 +142,69 @@ def test_a_request_is_answered_on_its_response_topic_with_its_correlation(nowcas
     failure = NowcastFailure.model_validate_json(reply.payload)
     assert failure.region == "xx" and "serving: us" in failure.error
     assert set(json.loads(reply.payload)) == {"agent", "region", "error", "ts"}
+
+
+def commit(host: FakeHost, outcome) -> None:
+    """Run an outcome's state writes in one transaction, as the agent's outbox commit does."""
+    with closing(sqlite3.connect(host.state_path)) as db:
+        cur = db.cursor()
+        for write in outcome.writes:
+            write(cur)
+        db.commit()
+
+
+def feed_releases(host: FakeHost, releases) -> list[Nowcast]:
+    nowcasts = []
+    for r in releases:
+        outcome = host.handler("macro/x")(
+            message(f"macro/{r.series}", r.model_dump_json().encode())
+        )
+        commit(host, outcome)
+        nowcasts.append(Nowcast.model_validate_json(outcome.messages[0].payload))
+    return nowcasts
+
+
+def history(host: FakeHost, body: bytes = b'{"history": true}') -> NowcastHistory:
+    host.handler("nowcast/gdp/us/get")(
+        message("nowcast/gdp/us/get", body, ResponseTopic="reply/h", CorrelationData=b"h")
+    )
+    return NowcastHistory.model_validate_json(host.published[-1].payload)
+
+
+def test_the_track_is_answered_on_request_and_survives_a_restart(tmp_path, quick_bundles):
+    host = fake_host(tmp_path, quick_bundles["gdp"])
+    nowcast_plugin(host).install()
+    releases = macro_releases(date(2008, 5, 1), date(2008, 8, 31))
+    # the month-end market batch of August split by a restart: half before, half after
+    cut = len(releases) - 3
+    nowcasts = feed_releases(host, releases[:cut])
+    latest = nowcasts[-1]
+    assert latest.impacts and latest.impacts[-1].series == releases[cut - 1].series
+    assert abs(sum(i.impact_pp for i in latest.impacts) - latest.revision) <= 1e-9
+    answer = history(host)
+    assert answer.nowcast == latest
+    assert {e.quarter for e in answer.track} == {"2008Q2", "2008Q3"}  # 2008Q1's were pruned
+    assert answer.track[-1].impacts == latest.impacts
+    times = [e.time for e in answer.track]
+    assert times == sorted(set(times))  # one entry per release time, oldest first
+    # a plain request still gets the nowcast itself; a malformed body is dead-lettered
+    host.handler("nowcast/gdp/us/get")(
+        message("nowcast/gdp/us/get", b"", ResponseTopic="reply/p", CorrelationData=b"p")
+    )
+    assert Nowcast.model_validate_json(host.published[-1].payload) == latest
+    with pytest.raises(PayloadError, match="invalid nowcast request"):
+        host.handler("nowcast/gdp/us/get")(
+            message("nowcast/gdp/us/get", b"{", ResponseTopic="reply/p")
+        )
+
+    restarted = FakeHost(host.settings, host.models, tasks=host.tasks)
+    nowcast_plugin(restarted).install()
+    [republished] = restarted.emitted[0].messages
+    assert Nowcast.model_validate_json(republished.payload).impacts == latest.impacts
+    assert history(restarted).track == answer.track
+    after = feed_releases(restarted, releases[cut:])[-1]
+    # ... the batch goes on across the restart: its split is that of an agent that never stopped
+    straight = fake_host(tmp_path / "straight", quick_bundles["gdp"])
+    nowcast_plugin(straight).install()
+    assert feed_releases(straight, releases)[-1].impacts == after.impacts
+    assert len(after.impacts) == sum(r.released_at == releases[-1].released_at for r in releases)

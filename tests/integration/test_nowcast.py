@@ -6,7 +6,10 @@ is dead-lettered; the cron job republishes."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -33,10 +36,11 @@ from device.schemas import (
 from device.settings import load_settings
 from forecaster.data.macro import load_macro_panel
 from forecaster.ops.macro_feed import macro_releases
-from forecaster.ops.nowcast import request_nowcast
+from forecaster.ops.nowcast import TRACK_COLUMNS, request_nowcast
 from forecaster.tasks.gdp.student import stack_inputs
 from tests.integration.conftest import ROOT, Collector, agent_config, sp500_closes
 from tests.support.bundles import TrainedBundle
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -257,3 +261,58 @@ def test_the_cron_job_republishes_the_nowcast(tmp_path, broker, quick_bundles, c
     finally:
         agent.stop()
     assert agent.fatal is None
+
+
+def test_the_news_and_the_track_of_the_nowcast(
+    tmp_path, broker, quick_bundles, agent_process, collector
+):
+    """Real releases through `forecaster feed macro`: the retained nowcast carries the impacts
+    of its release time (the month-end market batch: Shapley values), summing to its revision;
+    `{"history": true}` returns the track; `forecaster nowcast --history --csv` writes it."""
+    sub = collector("nowcast/#", f"fleet/{AGENT}/status")
+    agent_process(nowcast_config(tmp_path, broker.url, quick_bundles["gdp"]))
+    wait_online(sub)
+    start, end = date(2008, 5, 1), END
+    replay = run_cli(
+        "feed", "macro", "--broker", broker.url, "--rate", "0",
+        "--start", start.isoformat(), "--end", end.isoformat(),
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    releases = macro_releases(start, end)
+    found = sub.wait_for("nowcast/gdp/us", lambda n: len(n) >= len(releases), 30)
+    latest = Nowcast.model_validate(found[-1])
+    batch = {(r.series, r.period) for r in releases if r.released_at == latest.as_of}
+    assert len(batch) > 1 and latest.attribution == "shapley"
+    assert {(i.series, i.period) for i in latest.impacts} == batch
+    assert abs(math.fsum(i.impact_pp for i in latest.impacts) - latest.revision) <= 1e-9
+    assert latest.revision == latest.nowcast - latest.previous
+
+    answer = request_nowcast(parse_broker_url(broker.url), "us", timeout=10, history=True)
+    assert answer.source == "reply" and answer.history is not None
+    track = answer.history.track
+    assert {e.quarter for e in track} == {"2008Q2", "2008Q3"}  # May's releases: 2008Q2
+    assert track[-1].impacts == latest.impacts and track[-1].nowcast == latest.nowcast
+    for before, after in itertools.pairwise(track):
+        assert abs(math.fsum(i.impact_pp for i in after.impacts) - after.revision) <= 1e-9
+        if before.quarter == after.quarter:  # each step starts where the last one ended
+            assert abs(after.previous - before.nowcast) <= 1e-6
+
+    table = tmp_path / "track.csv"
+    shown = run_cli("nowcast", "--broker", broker.url, "--history", "--csv", str(table))
+    assert shown.returncode == 0, shown.stderr
+    assert "GDP nowcast track" in shown.stdout
+    rows = list(csv.DictReader(table.open()))
+    assert tuple(rows[0]) == TRACK_COLUMNS
+    assert len(rows) == sum(len(e.impacts) for e in track)
+    last = [r for r in rows if r["time"] == rows[-1]["time"]]
+    assert {(r["series"], r["period"]) for r in last} == batch
+    assert float(last[0]["nowcast"]) == round(latest.nowcast, 4)
+    assert abs(sum(float(r["impact_pp"]) for r in last) - float(last[0]["revision"])) < 1e-3
+
+    plain = run_cli("nowcast", "--broker", broker.url)
+    assert plain.returncode == 0, plain.stderr
+    assert f"{latest.revision:+.2f} pp from {latest.previous:+.2f}" in plain.stdout
+    top = max(latest.impacts, key=lambda i: abs(i.impact_pp))
+    assert f"{top.impact_pp:+.3f}" in plain.stdout
+    misuse = run_cli("nowcast", "--broker", broker.url, "--csv", str(table))
+    assert misuse.returncode == 1 and "use it with --history" in misuse.stderr

@@ -87,8 +87,9 @@ def test_new_symbols_beyond_the_bound_are_dropped() -> None:
 
 def test_nowcast_extra_fields_pass_through_and_a_cleared_retained_message_removes_it() -> None:
     store = make_store()
-    store.ingest("nowcast/gdp/us", nowcast_payload(impacts=[{"series": "cpi", "impact": 0.2}]))
-    assert store.named("nowcast")["us"]["impacts"] == [{"series": "cpi", "impact": 0.2}]
+    extra = [{"series": "cpi", "weight": 0.2}]  # a field this gateway's schema does not know
+    store.ingest("nowcast/gdp/us", nowcast_payload(contributions=extra))
+    assert store.named("nowcast")["us"]["contributions"] == extra
     store.ingest("fleet/a1/status", status_payload())
     assert store.named("status")["a1"]["online"] is True
     update = store.ingest("fleet/a1/status", b"")
