@@ -24,6 +24,11 @@ class FakeQuantLinear(nn.Module):
     """A Linear that trains through int8 rounding. Input ranges follow an exponential moving
     average of each batch's min/max (the learned ranges the exported graph uses)."""
 
+    # buffers, declared so that they type as tensors rather than `Tensor | Module`
+    act_range: torch.Tensor
+    w_scale: torch.Tensor
+    observed: torch.Tensor
+
     def __init__(self, layer: nn.Linear, per_channel: bool = False, momentum: float = 0.01) -> None:
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features

@@ -49,6 +49,8 @@ class ClusteredLinear(nn.Module):
     """A Linear whose weight is `codebook[indices]`: gradients of tied weights add up on
     their shared centroid during fine-tuning."""
 
+    indices: torch.Tensor  # a buffer: which codebook entry each weight takes
+
     def __init__(self, layer: nn.Linear, k: int) -> None:
         super().__init__()
         weight = layer.weight.detach().numpy()
