@@ -102,5 +102,6 @@ class BundleManifest(BaseModel):
 
     @property
     def model_id(self) -> str:
-        """`<task>/<name>`: the slot a bundle fills on a device; versions replace each other."""
+        """`<task>/<name>`, the model id: a device serves one version of each; versions replace
+        each other."""
         return f"{self.task}/{self.name}"

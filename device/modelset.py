@@ -135,7 +135,7 @@ def load_model(bundle: Bundle, intra_op_threads: int = 1) -> LoadedModel:
 
 
 def load_model_set(directory: Path, trusted: TrustedKeys, intra_op_threads: int = 1) -> ModelSet:
-    """Per `<task>/<name>` slot, the version its CURRENT file records (the last deploy or
+    """Per model id (`<task>/<name>`), the version its CURRENT file records (the last deploy or
     rollback), else the newest, that verifies and runs; versions that fail on the way are skipped
     with an error log and listed in `rejected`, never loaded."""
     by_model_id: dict[str, list[Path]] = defaultdict(list)

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from device.errors import AgentError, ConfigError
 
@@ -148,15 +149,21 @@ def write_pending(client: mqtt.Client, packets: int) -> MQTTErrorCode:
     if not client.want_write():
         return mqtt.MQTT_ERR_SUCCESS
     sock = client.socket()
-    cork = packets > 1 and hasattr(socket, "TCP_CORK") and isinstance(sock, socket.socket)
-    if cork:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # type: ignore[union-attr]
+    corked = (
+        sock
+        if packets > 1 and hasattr(socket, "TCP_CORK") and isinstance(sock, socket.socket)
+        else None
+    )
+    if corked is not None:
+        corked.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
     try:
         return client.loop_write()
     finally:
-        if cork and client.socket() is sock:
+        # loop_write may have dropped the connection: only a socket still in use is uncorked
+        reconnected = client.socket() is not corked
+        if corked is not None and not reconnected:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # type: ignore[union-attr]
+                corked.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -184,8 +191,8 @@ def connect(
     connected = threading.Event()
     result: dict[str, int] = {}
 
-    def on_connect(_c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
-        result["rc"] = int(getattr(rc, "value", rc))  # type: ignore[call-overload]
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        result["rc"] = rc.value
         connected.set()
 
     client.on_connect = on_connect

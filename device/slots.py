@@ -1,4 +1,4 @@
-"""The versions of one model slot on disk, `<models>/<task>/<name>/<version>/`, and which one the
+"""The versions of one model id on disk, `<models>/<task>/<name>/<version>/`, and which one the
 agent serves: the `CURRENT` file beside them records it, so a deploy or a rollback survives a
 restart."""
 
@@ -31,33 +31,33 @@ CURRENT_FILE = "CURRENT"
 
 
 def created_at(path: Path) -> datetime:
-    """Unverified creation time of a version directory, only to order a slot's versions."""
+    """Unverified creation time of a version directory, only to order a model id's versions."""
     try:
         return datetime.fromisoformat(json.loads((path / MANIFEST_FILE).read_bytes())["created_at"])
     except (OSError, ValueError, KeyError, TypeError):
         return datetime.max.replace(tzinfo=UTC)  # unreadable: try (and reject) it first
 
 
-def installed_versions(slot_dir: Path) -> list[Path]:
-    """Version directories of a slot (those holding a manifest), newest first."""
-    if not slot_dir.is_dir():
+def installed_versions(model_dir: Path) -> list[Path]:
+    """Version directories of a model id (those holding a manifest), newest first."""
+    if not model_dir.is_dir():
         return []
-    found = [p.parent for p in slot_dir.glob(f"*/{MANIFEST_FILE}")]
+    found = [p.parent for p in model_dir.glob(f"*/{MANIFEST_FILE}")]
     return sorted(found, key=lambda p: (created_at(p), p.name), reverse=True)
 
 
-def read_current(slot_dir: Path) -> str | None:
+def read_current(model_dir: Path) -> str | None:
     """The version recorded as served, or None when none is recorded (or the file is unreadable)."""
     try:
-        version = (slot_dir / CURRENT_FILE).read_text().strip()
+        version = (model_dir / CURRENT_FILE).read_text().strip()
     except OSError:
         return None
     return version or None
 
 
-def preferred_order(slot_dir: Path, versions: list[Path]) -> list[Path]:
-    """The order to try a slot's versions at start: the recorded one, then newest first."""
-    current = read_current(slot_dir)
+def preferred_order(model_dir: Path, versions: list[Path]) -> list[Path]:
+    """The order to try a model id's versions at start: the recorded one, then newest first."""
+    current = read_current(model_dir)
     newest = sorted(versions, key=lambda p: (created_at(p), p.name), reverse=True)
     return sorted(newest, key=lambda p: p.name != current)  # stable: keeps the rest newest first
 
@@ -71,15 +71,15 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_current(slot_dir: Path, version: str) -> None:
+def write_current(model_dir: Path, version: str) -> None:
     """Record `version` as served, atomically and durably (temp file, fsync, rename)."""
-    tmp = slot_dir / f".{CURRENT_FILE}.tmp"
+    tmp = model_dir / f".{CURRENT_FILE}.tmp"
     with tmp.open("w") as f:
         f.write(f"{version}\n")
         f.flush()
         os.fsync(f.fileno())
-    tmp.replace(slot_dir / CURRENT_FILE)
-    _sync_dir(slot_dir)
+    tmp.replace(model_dir / CURRENT_FILE)
+    _sync_dir(model_dir)
 
 
 def install(staged: Path, dest: Path) -> None:
@@ -92,10 +92,10 @@ def install(staged: Path, dest: Path) -> None:
     _sync_dir(dest.parent)
 
 
-def prune(slot_dir: Path, keep: int, current: str) -> list[str]:
-    """Delete all but the `keep` newest versions of a slot, never the served one; returns the
+def prune(model_dir: Path, keep: int, current: str) -> list[str]:
+    """Delete all but the `keep` newest versions of a model id, never the served one; returns the
     versions deleted."""
-    others = [p for p in installed_versions(slot_dir) if p.name != current]
+    others = [p for p in installed_versions(model_dir) if p.name != current]
     removed = []
     for path in others[max(0, keep - 1) :]:
         with contextlib.suppress(FileNotFoundError):

@@ -14,7 +14,13 @@ import typer
 from rich.markup import escape
 
 from device.errors import DeviceError
-from forecaster.console import REGISTRY_DEFAULT, console, err_console
+from forecaster.console import (
+    REGISTRY_DEFAULT,
+    TrustedKeyOption,
+    TrustedRegistryOption,
+    console,
+    err_console,
+)
 from forecaster.console import trusted_or_fail as _trusted
 from forecaster.errors import ForecasterError
 from forecaster.ops.cli import register as register_operator_commands
@@ -79,12 +85,8 @@ def evaluate(
     fit_fraction: Annotated[
         float, typer.Option(min=0.1, max=0.9, help="Share of the series used to fit the baselines.")
     ] = 0.5,
-    registry: Annotated[
-        Path, typer.Option(help="Registry whose development keys are trusted.")
-    ] = REGISTRY_DEFAULT,
-    trusted_key: Annotated[
-        list[Path] | None, typer.Option(help="Trusted public key file or dir.")
-    ] = None,
+    registry: TrustedRegistryOption = REGISTRY_DEFAULT,
+    trusted_key: TrustedKeyOption = None,
 ) -> None:
     """The bundle's metrics on another daily close series, beside the baselines."""
     from forecaster.data import load_csv_series

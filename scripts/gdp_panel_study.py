@@ -1,10 +1,10 @@
 """Which panel and which DynamicFactorMQ specification should the GDP teacher use? Chosen on
 validation only (the split of models/gdp/us.toml), with the pseudo-real-time calendar
-information sets and the fixed-parameter window filter of `forecaster.nowcast`.
+information sets and the fixed-parameter window filter of `forecaster.tasks.gdp.teacher`.
 
     cd /work/wt/<you> && export PYTHONPATH=$PWD OMP_NUM_THREADS=1
-    nice -n 10 .venv/bin/python scripts/gdp_panel_study.py            # validation table (~2 min)
-    nice -n 10 .venv/bin/python scripts/gdp_panel_study.py --test     # + the test, scored once
+    nice -n 10 .venv/bin/python -m scripts.gdp_panel_study         # validation table (~2 min)
+    nice -n 10 .venv/bin/python -m scripts.gdp_panel_study --test  # + the test, scored once
 
 Prints the validation table (RMSE per information month and its ratio to AR(1)), the choice,
 checks of the window filter and of `DynamicFactorMQResults.news` on consecutive release

@@ -1,7 +1,7 @@
 """Offline study of on-line calibration for price bundles (docs/CALIBRATION.md).
 
-    python scripts/price_calibration_study.py BUNDLE_DIR            # tuning: validation periods
-    python scripts/price_calibration_study.py BUNDLE_DIR --final    # once: test + eval series
+    python -m scripts.price_calibration_study BUNDLE_DIR           # tuning: validation periods
+    python -m scripts.price_calibration_study BUNDLE_DIR --final   # once: test + eval series
 
 Runs a price bundle's ONNX model through onnxruntime on every window of a series and feeds the
 outputs bar by bar through `device.calibration.Calibrator` (the agent's code path), started

@@ -19,6 +19,7 @@ from tensorly.decomposition import parafac
 from torch import nn
 
 from forecaster.compress.context import CompressContext
+from forecaster.compress.layers import bias_parameter, float_parameter
 from forecaster.compress.tensorize import tensorize
 
 __all__ = ["CPLinear", "cp", "cp_decompose", "cp_path", "cp_reconstruct"]
@@ -101,13 +102,9 @@ class CPLinear(nn.Module):
         self.out_modes = [int(f.shape[0]) for f in factors[n_in_modes:]]
         self.in_features, self.out_features = math.prod(self.in_modes), math.prod(self.out_modes)
         self.rank = int(factors[0].shape[1])
-
-        def param(a: np.ndarray) -> nn.Parameter:
-            return nn.Parameter(torch.tensor(np.ascontiguousarray(a), dtype=torch.float32))
-
-        self.in_factors = nn.ParameterList(param(f) for f in factors[:n_in_modes])
-        self.out_factors = nn.ParameterList(param(f) for f in factors[n_in_modes:])
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self.in_factors = nn.ParameterList(float_parameter(f) for f in factors[:n_in_modes])
+        self.out_factors = nn.ParameterList(float_parameter(f) for f in factors[n_in_modes:])
+        self.bias = bias_parameter(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, *ins = list(self.in_factors)

@@ -4,6 +4,7 @@ teacher's soft targets; the classifier variant uses temperature-softened probabi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -14,7 +15,7 @@ from torch.nn import functional as F
 from forecaster.compress.context import CompressContext
 from forecaster.training.loops import FitResult, LoopSettings, augment_windows, fit_early_stopping
 
-__all__ = ["distill", "distill_classifier", "train"]
+__all__ = ["ClassifierDistillation", "distill", "distill_classifier", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,33 +61,41 @@ def _logits(out: torch.Tensor, outputs: Outputs) -> torch.Tensor:
     return out if outputs == "logits" else torch.log(out.clamp_min(1e-8))
 
 
-def distill_classifier(  # noqa: PLR0913 (keyword-only knobs, one per recipe setting)
+@dataclass(frozen=True)
+class ClassifierDistillation:
+    """How a classifier learns from its teacher: the KL term's `weight` against the labels'
+    cross-entropy, the softmax `temperature`, what the nets output, and jittered copies."""
+
+    weight: float = 0.7
+    temperature: float = 2.0
+    outputs: Outputs = "logits"
+    augment_copies: int = 0
+    augment_noise: float = 0.1
+
+
+_DEFAULT_LOOP = LoopSettings(epochs=100, patience=10, lr=3e-3, batch_size=256, seed=0)
+
+
+def distill_classifier(
     student: nn.Module,
     teacher: nn.Module,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_valid: np.ndarray,
     y_valid: np.ndarray,
-    *,
-    weight: float = 0.7,
-    temperature: float = 2.0,
-    outputs: Outputs = "logits",
-    augment_copies: int = 0,
-    augment_noise: float = 0.1,
-    epochs: int = 100,
-    patience: int = 10,
-    lr: float = 3e-3,
-    batch_size: int = 256,
-    seed: int = 0,
+    how: ClassifierDistillation | None = None,
+    loop: LoopSettings = _DEFAULT_LOOP,
 ) -> FitResult:
     """Hinton distillation: (1 - weight) x cross-entropy(labels) + weight x T^2 x
     KL(teacher_T || student_T), softmax at temperature T; jittered windows carry the KL term
     only. Keeps the epoch with the lowest validation cross-entropy."""
+    how = how or ClassifierDistillation()
+    weight, temperature, outputs = how.weight, how.temperature, how.outputs
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    extra = augment_windows(x_train, augment_copies, augment_noise, rng)
+    torch.manual_seed(loop.seed)
+    rng = np.random.default_rng(loop.seed)
+    extra = augment_windows(x_train, how.augment_copies, how.augment_noise, rng)
     x_all = np.concatenate([x_train, extra]) if len(extra) else x_train
     labelled = torch.from_numpy(np.arange(len(x_all)) < len(x_train))
     xt = torch.from_numpy(x_all)
@@ -109,9 +118,8 @@ def distill_classifier(  # noqa: PLR0913 (keyword-only knobs, one per recipe set
     def validate() -> float:
         return float(F.cross_entropy(_logits(student(xv), outputs), yv))
 
-    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=1e-4)
-    settings = LoopSettings(epochs, patience, lr, batch_size, seed)
-    result = fit_early_stopping(student, optimizer, len(xt), batch_loss, validate, settings, rng)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=loop.lr, weight_decay=1e-4)
+    result = fit_early_stopping(student, optimizer, len(xt), batch_loss, validate, loop, rng)
     logger.info(
         "distilled classifier: %d epochs, best %d (valid CE %.4f)",
         result.epochs,

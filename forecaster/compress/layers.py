@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["learned_linears", "replace_linears", "set_module", "sparsity", "weight_count"]
+__all__ = [
+    "bias_parameter",
+    "float_parameter",
+    "learned_linears",
+    "replace_linears",
+    "set_module",
+    "sparsity",
+    "weight_count",
+]
 
 _LEARNED = ("body", "head")
 
@@ -47,6 +56,16 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
         parent[int(attr)] = module
     else:
         setattr(parent, attr, module)
+
+
+def float_parameter(values: np.ndarray) -> nn.Parameter:
+    """A trainable float32 copy of `values` (a factor, a core, a codebook)."""
+    return nn.Parameter(torch.tensor(np.ascontiguousarray(values), dtype=torch.float32))
+
+
+def bias_parameter(bias: torch.Tensor | None) -> nn.Parameter | None:
+    """A trainable copy of the bias of the layer being replaced (None where it had none)."""
+    return nn.Parameter(bias.detach().clone()) if bias is not None else None
 
 
 def weight_count(model: nn.Module) -> int:

@@ -34,7 +34,7 @@ def choose_rank(
         return int(min(full, max(1, int(budget * n_in * n_out // (n_in + n_out)))))
     share = np.cumsum(singular**2) / max(float(np.sum(singular**2)), 1e-30)
     target = 0.9 if energy is None else energy
-    return int(min(full, np.searchsorted(share, target - 1e-12) + 1))
+    return min(full, int(np.searchsorted(share, target - 1e-12)) + 1)
 
 
 def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:

@@ -51,21 +51,21 @@ def prune_magnitude(
     return model
 
 
-def _head_path(model: nn.Module) -> str:
-    """Where the output layer lives: `head` itself (classifiers) or `head.linear` (quantiles)."""
+def _head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """Where the output layer lives, and the layer: `head` itself (classifiers) or
+    `head.linear` (quantiles)."""
     head = getattr(model, "head", None)
     if isinstance(head, nn.Linear):
-        return "head"
-    if isinstance(getattr(head, "linear", None), nn.Linear):
-        return "head.linear"
+        return "head", head
+    inner = getattr(head, "linear", None)
+    if isinstance(inner, nn.Linear):
+        return "head.linear", inner
     raise ValueError("structured pruning needs a Linear `head` or `head.linear`")
 
 
-def chained_linears(model: nn.Module) -> list[nn.Linear]:
-    """The body's Linear layers then the output layer, if the body is plain Linear /
-    activation pairs: the structure structured pruning can shrink consistently."""
+def _body(model: nn.Module) -> nn.Sequential:
+    """The student's `body` of plain Linear / ReLU layers: what structured pruning can shrink."""
     body = getattr(model, "body", None)
-    head = model.get_submodule(_head_path(model))
     if not isinstance(body, nn.Sequential):
         raise ValueError("structured pruning needs a `body` Sequential")
     for module in body:
@@ -74,7 +74,14 @@ def chained_linears(model: nn.Module) -> list[nn.Linear]:
                 f"structured pruning needs plain Linear/ReLU layers, found "
                 f"{type(module).__name__}; put prune_structured before svd/tt/cluster/qat"
             )
-    return [m for m in body if isinstance(m, nn.Linear)] + [head]
+    return body
+
+
+def chained_linears(model: nn.Module) -> list[nn.Linear]:
+    """The body's Linear layers then the output layer, if the body is plain Linear /
+    activation pairs: the structure structured pruning can shrink consistently."""
+    _, head = _head(model)
+    return [m for m in _body(model) if isinstance(m, nn.Linear)] + [head]
 
 
 @torch.no_grad()
@@ -82,11 +89,14 @@ def unit_importance(model: nn.Module, x: np.ndarray) -> list[np.ndarray]:
     """Per hidden unit of each body layer: mean |activation| on real windows times the norm of
     its outgoing weights -- how much signal the unit passes on (dead units score 0)."""
     linears = chained_linears(model)
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Module):
+        raise ValueError("structured pruning needs the student's `features` preprocessing")
     model.eval()
-    z, level, _ = model.features(torch.from_numpy(x))
+    z, level, _ = features(torch.from_numpy(x))
     h = torch.cat([z, level], dim=1)
     scores, position = [], 0
-    for module in model.body:
+    for module in _body(model):
         h = module(h)
         if isinstance(module, nn.ReLU):
             outgoing = linears[position + 1].weight.norm(dim=0)
@@ -136,10 +146,11 @@ def prune_structured(
         rows = kept[i] if i < len(kept) else None
         cols = kept[i - 1] if i > 0 else None
         new_layers.append(_shrink(layer, rows, cols))
-    body_positions = [i for i, m in enumerate(model.body) if isinstance(m, nn.Linear)]
+    body = _body(model)
+    body_positions = [i for i, m in enumerate(body) if isinstance(m, nn.Linear)]
     for position, layer in zip(body_positions, new_layers[:-1], strict=True):
-        model.body[position] = layer
-    set_module(model, _head_path(model), new_layers[-1])
+        body[position] = layer
+    set_module(model, _head(model)[0], new_layers[-1])
     ctx.note(hidden_before=widths, hidden_after=list(hidden))
     if finetune:
         ctx.fit(model)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from forecaster.compress.context import CompressContext
-from forecaster.compress.layers import replace_linears
+from forecaster.compress.layers import bias_parameter, replace_linears
 
 __all__ = ["FakeQuantLinear", "qat"]
 
@@ -24,11 +24,16 @@ class FakeQuantLinear(nn.Module):
     """A Linear that trains through int8 rounding. Input ranges follow an exponential moving
     average of each batch's min/max (the learned ranges the exported graph uses)."""
 
+    # buffers, declared so that they type as tensors rather than `Tensor | Module`
+    act_range: torch.Tensor
+    w_scale: torch.Tensor
+    observed: torch.Tensor
+
     def __init__(self, layer: nn.Linear, per_channel: bool = False, momentum: float = 0.01) -> None:
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.weight = nn.Parameter(layer.weight.detach().clone())
-        self.bias = nn.Parameter(layer.bias.detach().clone()) if layer.bias is not None else None
+        self.bias = bias_parameter(layer.bias)
         self.per_channel, self.momentum = per_channel, momentum
         self.register_buffer("act_range", torch.zeros(2))
         # the weight scale as of the last training step: a stored constant in the export

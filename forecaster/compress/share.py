@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from forecaster.compress.context import CompressContext
-from forecaster.compress.layers import learned_linears, replace_linears, set_module
+from forecaster.compress.layers import bias_parameter, learned_linears, replace_linears, set_module
 
 __all__ = ["ClusteredLinear", "cluster", "kmeans_codebook"]
 
@@ -49,6 +49,8 @@ class ClusteredLinear(nn.Module):
     """A Linear whose weight is `codebook[indices]`: gradients of tied weights add up on
     their shared centroid during fine-tuning."""
 
+    indices: torch.Tensor  # a buffer: which codebook entry each weight takes
+
     def __init__(self, layer: nn.Linear, k: int) -> None:
         super().__init__()
         weight = layer.weight.detach().numpy()
@@ -57,7 +59,7 @@ class ClusteredLinear(nn.Module):
         self.register_buffer(
             "indices", torch.tensor(labels.reshape(weight.shape), dtype=torch.long)
         )
-        self.bias = nn.Parameter(layer.bias.detach().clone()) if layer.bias is not None else None
+        self.bias = bias_parameter(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.codebook[self.indices], self.bias)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from forecaster.compress.context import CompressContext
-from forecaster.compress.layers import replace_linears
+from forecaster.compress.layers import bias_parameter, float_parameter, replace_linears
 
 __all__ = ["TTLinear", "factorize", "tt", "tt_reconstruct", "tt_svd"]
 
@@ -81,26 +81,20 @@ class TTLinear(nn.Module):
         self.in_features = math.prod(self.in_factors)
         self.out_features = math.prod(self.out_factors)
         self.cores = nn.ParameterList(
-            nn.Parameter(
-                torch.tensor(
-                    c.transpose(1, 0, 2, 3).reshape(c.shape[1] * c.shape[0], -1),
-                    dtype=torch.float32,
-                )
-            )
+            float_parameter(c.transpose(1, 0, 2, 3).reshape(c.shape[1] * c.shape[0], -1))
             for c in cores
         )
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self.bias = bias_parameter(bias)
+
+    def _dims(self, k: int) -> tuple[int, int, int, int]:
+        """Core `k`'s (m_k, n_k, r_{k-1}, r_k)."""
+        return self.in_factors[k], self.out_factors[k], self.ranks[k], self.ranks[k + 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rest, done = self.in_features, 1
         t = x.reshape(-1, rest, 1, 1)
         for k, core in enumerate(self.cores):
-            m, n, r_prev, r = (
-                self.in_factors[k],
-                self.out_factors[k],
-                self.ranks[k],
-                self.ranks[k + 1],
-            )
+            m, n, r_prev, r = self._dims(k)
             rest //= m
             # bring (m_k, r_{k-1}) last, contract them with the core, keep the rest in order
             t = t.reshape(-1, m, rest, done, r_prev).permute(0, 2, 3, 1, 4)
@@ -113,12 +107,7 @@ class TTLinear(nn.Module):
         """The cores in the standard `[r_{k-1}, m_k, n_k, r_k]` layout."""
         out = []
         for k, core in enumerate(self.cores):
-            m, n, r_prev, r = (
-                self.in_factors[k],
-                self.out_factors[k],
-                self.ranks[k],
-                self.ranks[k + 1],
-            )
+            m, n, r_prev, r = self._dims(k)
             c = core.detach().numpy().reshape(m, r_prev, n, r)
             out.append(c.transpose(1, 0, 2, 3))
         return out

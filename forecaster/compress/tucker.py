@@ -18,6 +18,7 @@ from tensorly.decomposition import tucker as hooi
 from torch import nn
 
 from forecaster.compress.context import CompressContext
+from forecaster.compress.layers import bias_parameter, float_parameter
 from forecaster.compress.lowrank import choose_rank
 from forecaster.compress.tensorize import tensorize
 
@@ -124,15 +125,11 @@ class TuckerLinear(nn.Module):
         self.out_modes = [int(f.shape[0]) for f in factors[n_in_modes:]]
         self.out_ranks = [int(f.shape[1]) for f in factors[n_in_modes:]]
         self.in_features, self.out_features = math.prod(self.in_modes), math.prod(self.out_modes)
-
-        def param(a: np.ndarray) -> nn.Parameter:
-            return nn.Parameter(torch.tensor(np.ascontiguousarray(a), dtype=torch.float32))
-
-        self.in_factors = nn.ParameterList(param(f) for f in factors[:n_in_modes])
-        self.core = param(core.reshape(math.prod(core.shape[:n_in_modes]), -1))
+        self.in_factors = nn.ParameterList(float_parameter(f) for f in factors[:n_in_modes])
+        self.core = float_parameter(core.reshape(math.prod(core.shape[:n_in_modes]), -1))
         # stored `rank x dim`: the matrix the expanding step multiplies by
-        self.out_factors = nn.ParameterList(param(f.T) for f in factors[n_in_modes:])
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self.out_factors = nn.ParameterList(float_parameter(f.T) for f in factors[n_in_modes:])
+        self.bias = bias_parameter(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = _mode_products(x, self.in_modes, list(self.in_factors)) @ self.core

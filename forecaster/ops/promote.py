@@ -26,7 +26,7 @@ __all__ = [
     "describe",
     "gdp_validation_metric",
     "price_validation_metric",
-    "running_in_slot",
+    "running_versions",
     "trend_validation_metric",
     "validation_metric",
 ]
@@ -126,21 +126,21 @@ def _manifest(bundle_dir: Path) -> BundleManifest | None:
 
 @dataclass(frozen=True)
 class Running:
-    """The version (and model hash) an agent reports for a slot in its retained status."""
+    """The version (and model hash) an agent reports for a model id in its retained status."""
 
     version: str
     sha256: str | None = None
 
 
-def running_in_slot(
-    statuses: Mapping[str, AgentStatus], slot: str, agents: list[str]
+def running_versions(
+    statuses: Mapping[str, AgentStatus], model_id: str, agents: list[str]
 ) -> dict[str, Running | None]:
-    """Per target agent, what it runs in `slot` (`<task>/<name>`); None: nothing, or no status."""
+    """Per target agent, what it runs as `model_id` (`<task>/<name>`); None: nothing, or no status."""
     running: dict[str, Running | None] = {}
     for agent in agents:
         status = statuses.get(agent)
         models = status.models if status else []
-        match = next((m for m in models if m.get("id") == slot), None)
+        match = next((m for m in models if m.get("id") == model_id), None)
         version = match.get("version") if match else None
         running[agent] = (
             Running(str(version), match.get("sha256") if match else None) if version else None
@@ -152,7 +152,7 @@ def running_in_slot(
 class Decision:
     """Who gets the new bundle and why the others do not."""
 
-    slot: str
+    model_id: str
     version: str
     metric: Metric | None
     running: dict[str, Running | None]
@@ -163,10 +163,10 @@ class Decision:
 
 
 def _deployed_metric(
-    registry: Path, slot: str, running: Running, new: BundleManifest
+    registry: Path, model_id: str, running: Running, new: BundleManifest
 ) -> float | str:
     """The deployed bundle's metric from the registry, or the reason it cannot be judged."""
-    path = registry / slot / running.version
+    path = registry / model_id / running.version
     manifest = _manifest(path)
     if manifest is None or manifest.version != running.version:
         return f"deployed version {running.version} is not in the registry"
@@ -178,7 +178,7 @@ def _deployed_metric(
     if manifest.periods.validation != new.periods.validation:
         logger.warning(
             "%s: validation periods differ (new %s..%s, deployed %s %s..%s); comparing anyway",
-            slot,
+            model_id,
             *new.periods.validation,
             running.version,
             *manifest.periods.validation,
@@ -189,17 +189,17 @@ def _deployed_metric(
 def decide(
     bundle_dir: Path, registry: Path, statuses: Mapping[str, AgentStatus], agents: list[str]
 ) -> Decision:
-    """For each target agent: publish when it runs nothing in the slot or a bundle with a higher
+    """For each target agent: publish when it runs nothing as that model id or a bundle with a higher
     validation loss; never replace what cannot be judged (not in `registry`, no metric)."""
     new = _manifest(bundle_dir)
     if new is None:
         raise ForecasterError(f"{bundle_dir} has no readable manifest")
-    slot, version = new.model_id, new.version
-    running = running_in_slot(statuses, slot, agents)
+    model_id, version = new.model_id, new.version
+    running = running_versions(statuses, model_id, agents)
     metric = bundle_metric(bundle_dir)
     if metric is None:
         return Decision(
-            slot, version, None, running, skip=dict.fromkeys(running, "no validation metric")
+            model_id, version, None, running, skip=dict.fromkeys(running, "no validation metric")
         )
     deployed: dict[str, float | str] = {}
     publish: list[str] = []
@@ -212,7 +212,7 @@ def decide(
             skip[agent] = "already runs it"
             continue
         if current.version not in deployed:
-            deployed[current.version] = _deployed_metric(registry, slot, current, new)
+            deployed[current.version] = _deployed_metric(registry, model_id, current, new)
         baseline = deployed[current.version]
         if isinstance(baseline, str):
             skip[agent] = baseline
@@ -220,7 +220,7 @@ def decide(
             publish.append(agent)
         else:
             skip[agent] = "not better"
-    return Decision(slot, version, metric, running, deployed, tuple(publish), skip)
+    return Decision(model_id, version, metric, running, deployed, tuple(publish), skip)
 
 
 def _agents(n: int) -> str:
@@ -262,7 +262,7 @@ def _skip_text(decision: Decision) -> str:
 def describe(decision: Decision, events: Mapping[str, FleetEvent | None] | None = None) -> str:
     """One sentence per run, e.g. `price/spx V: validation pinball 0.0031 vs deployed 0.0032
     (V0) → published to 3 agents`."""
-    head = f"{decision.slot} {decision.version}: "
+    head = f"{decision.model_id} {decision.version}: "
     if decision.metric is None:
         return head + "no validation metric in its report → not published"
     head += str(decision.metric)

@@ -156,7 +156,11 @@ class Trainer:
         for agent, event in events.items():
             if event is not None and not event.ok:
                 logger.warning(
-                    "%s rejected %s %s: %s", agent, decision.slot, decision.version, event.detail
+                    "%s rejected %s %s: %s",
+                    agent,
+                    decision.model_id,
+                    decision.version,
+                    event.detail,
                 )
         message = describe(decision, events)
         logger.info("%s", message)
@@ -188,9 +192,11 @@ class ScheduleService:
         self.settings = settings
         self.trainer = Trainer(settings)
         self.zone = ZoneInfo(settings.timezone)
-        self.entries = {self._slot(e): e for e in settings.recipes}
+        self.entries = {self._model_id(e): e for e in settings.recipes}
         self.watched = {
-            slot: DataFile(e.recipe().csv_path()) for slot, e in self.entries.items() if e.watch
+            model_id: DataFile(e.recipe().csv_path())
+            for model_id, e in self.entries.items()
+            if e.watch
         }
         self._lock = threading.Lock()
         self._trained: dict[str, str | None] = {}  # digest each watched recipe last trained on
@@ -205,16 +211,18 @@ class ScheduleService:
         )
 
     @staticmethod
-    def _slot(entry: RecipeEntry) -> str:
+    def _model_id(entry: RecipeEntry) -> str:
         recipe = entry.recipe()
         return f"{recipe.model.task}/{recipe.model.name}"
 
     def start(self) -> ScheduleService:
-        for slot, entry in self.entries.items():
+        for model_id, entry in self.entries.items():
             trigger = CronTrigger.from_crontab(entry.cron, timezone=self.zone)
-            self.scheduler.add_job(self._run, trigger, args=[slot], id=slot, name=f"retrain {slot}")
-        for slot, data in self.watched.items():
-            self._trained[slot] = self._seen[slot] = data.digest()
+            self.scheduler.add_job(
+                self._run, trigger, args=[model_id], id=model_id, name=f"retrain {model_id}"
+            )
+        for model_id, data in self.watched.items():
+            self._trained[model_id] = self._seen[model_id] = data.digest()
         if self.watched:
             self.scheduler.add_job(
                 self._poll,
@@ -225,14 +233,14 @@ class ScheduleService:
                 executor="watch",
             )
         self.scheduler.start()
-        for slot, entry in self.entries.items():
-            job = self.scheduler.get_job(slot)
+        for model_id, entry in self.entries.items():
+            job = self.scheduler.get_job(model_id)
             logger.info(
                 "%s: cron %r, next run %s%s",
-                slot,
+                model_id,
                 entry.cron,
                 f"{job.next_run_time:%Y-%m-%d %H:%M %Z}" if job and job.next_run_time else "-",
-                f"; watching {self.watched[slot].path}" if slot in self.watched else "",
+                f"; watching {self.watched[model_id].path}" if model_id in self.watched else "",
             )
         return self
 
@@ -242,40 +250,42 @@ class ScheduleService:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
 
-    def _run(self, slot: str) -> None:
+    def _run(self, model_id: str) -> None:
         if self.trainer.stopping:
             return  # queued behind a run that was stopped by shutdown
         with self._lock:
-            reason = self._reasons.pop(slot, "cron schedule")
-            if slot in self.watched:
-                self._trained[slot] = self.watched[slot].digest()
+            reason = self._reasons.pop(model_id, "cron schedule")
+            if model_id in self.watched:
+                self._trained[model_id] = self.watched[model_id].digest()
         try:
-            self.trainer.run(self.entries[slot], reason)
+            self.trainer.run(self.entries[model_id], reason)
         finally:
             with self._lock:
-                self._triggered.pop(slot, None)
+                self._triggered.pop(model_id, None)
 
     def _poll(self) -> None:
         """Start a watched recipe's job now when its file changed since the data it was last
         trained on and has stayed the same for one poll (not half-written)."""
-        for slot, data in self.watched.items():
+        for model_id, data in self.watched.items():
             digest = data.digest()
             with self._lock:
-                previous, self._seen[slot] = self._seen.get(slot), digest
+                previous, self._seen[model_id] = self._seen.get(model_id), digest
                 if digest is None:
                     if previous is not None:
-                        logger.warning("%s: data file %s is missing or unreadable", slot, data.path)
+                        logger.warning(
+                            "%s: data file %s is missing or unreadable", model_id, data.path
+                        )
                     continue
                 if (
                     digest != previous
-                    or digest == self._trained.get(slot)
-                    or digest == self._triggered.get(slot)
+                    or digest == self._trained.get(model_id)
+                    or digest == self._triggered.get(model_id)
                 ):
                     continue
-                self._triggered[slot] = digest
-                self._reasons[slot] = f"data file {data.path} changed"
-            logger.info("%s: data file %s changed; retraining now", slot, data.path)
-            self.scheduler.modify_job(slot, next_run_time=datetime.now(self.zone))
+                self._triggered[model_id] = digest
+                self._reasons[model_id] = f"data file {data.path} changed"
+            logger.info("%s: data file %s changed; retraining now", model_id, data.path)
+            self.scheduler.modify_job(model_id, next_run_time=datetime.now(self.zone))
 
 
 @contextmanager

@@ -113,21 +113,21 @@ def _resolved(settings: TrainerSettings, base: Path) -> TrainerSettings:
 
 
 def _check_recipes(settings: TrainerSettings, config: Path) -> None:
-    """Every recipe loads, fills its own slot, and a watched one reads a CSV file."""
-    slots: dict[str, int] = {}
+    """Every recipe loads, trains its own model id, and a watched one reads a CSV file."""
+    seen: dict[str, int] = {}
     for i, entry in enumerate(settings.recipes):
         where = f"{config}: recipes.{i}"
         try:
             recipe = entry.recipe()
         except RecipeError as exc:
             raise ScheduleError(f"{where}: {exc}") from exc
-        slot = f"{recipe.model.task}/{recipe.model.name}"
-        if slot in slots:
+        model_id = f"{recipe.model.task}/{recipe.model.name}"
+        if model_id in seen:
             raise ScheduleError(
-                f"{where}: {entry.path} trains {slot}, as recipes.{slots[slot]} does; "
-                "one recipe per model slot"
+                f"{where}: {entry.path} trains {model_id}, as recipes.{seen[model_id]} does; "
+                "one recipe per model id"
             )
-        slots[slot] = i
+        seen[model_id] = i
         if entry.watch and recipe.data.source != "csv":
             raise ScheduleError(
                 f"{where}: watch = true needs a CSV data file, but {entry.path} reads the "

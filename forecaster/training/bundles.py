@@ -1,4 +1,5 @@
-"""Write signed bundles into the registry; resolve the signing key (DESIGN.md, "Bundle format")."""
+"""Write signed bundles into the registry; resolve the signing key (the bundle format:
+docs/ARCHITECTURE.md, "The contracts")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which bundles an agent serves: newest verified version per slot; the rest reported, not run."""
+"""Which bundles an agent serves: newest verified version per model id; the rest reported, not run."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from onnx import TensorProto, numpy_helper
 from torch import nn
 
 from forecaster.compress import (
+    ClassifierDistillation,
     CompressContext,
     FineTune,
     TTLinear,
@@ -153,13 +154,15 @@ def test_classifier_distillation_with_temperature(spx_samples: dict[str, np.ndar
     torch.manual_seed(0)
     teacher = _Classifier(s["train_vol"], 64)
     args = (s["x_train"], y_train, s["x_valid"], y_valid)
-    opts = {"epochs": 15, "patience": 15, "lr": 3e-3}
-    distill_classifier(teacher, teacher, *args, weight=0.0, **opts)
+    loop = LoopSettings(epochs=15, patience=15, lr=3e-3, batch_size=256, seed=0)
+    labels_only = ClassifierDistillation(weight=0.0)
+    distill_classifier(teacher, teacher, *args, labels_only, loop)
     torch.manual_seed(1)
     alone, taught = _Classifier(s["train_vol"], 4), _Classifier(s["train_vol"], 4)
     taught.load_state_dict(alone.state_dict())
-    distill_classifier(alone, teacher, *args, weight=0.0, **opts)
-    result = distill_classifier(taught, teacher, *args, weight=1.0, temperature=2.0, **opts)
+    distill_classifier(alone, teacher, *args, labels_only, loop)
+    soft = ClassifierDistillation(weight=1.0, temperature=2.0)
+    result = distill_classifier(taught, teacher, *args, soft, loop)
     assert result.epochs >= 1
     x = torch.from_numpy(s["x_valid"])
     with torch.no_grad():
@@ -171,7 +174,7 @@ def test_classifier_distillation_with_temperature(spx_samples: dict[str, np.ndar
 
         assert kl(taught) < kl(alone)
     with pytest.raises(ValueError, match="temperature"):
-        distill_classifier(taught, teacher, *args, temperature=0.0)
+        distill_classifier(taught, teacher, *args, ClassifierDistillation(temperature=0.0))
 
 
 # --- pruning ------------------------------------------------------------------------------

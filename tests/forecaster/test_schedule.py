@@ -185,7 +185,7 @@ def test_bad_settings_are_one_line_errors(
     assert "\n" not in str(err.value)
 
 
-def test_two_recipes_for_one_slot_are_refused(tmp_path: Path, keyfile: Path) -> None:
+def test_two_recipes_for_one_model_id_are_refused(tmp_path: Path, keyfile: Path) -> None:
     spx = str(ROOT / "models" / "price" / "spx.toml")
     config = write_config(
         tmp_path / "t.toml",
@@ -645,7 +645,7 @@ def once_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnceRun]:
         broker.stop()
 
 
-def test_once_runs_every_recipe_and_publishes_new_slots(once_run: OnceRun) -> None:
+def test_once_runs_every_recipe_and_publishes_new_model_ids(once_run: OnceRun) -> None:
     result = once_run.result
     lines = result.stderr.strip().splitlines()
     # a failed run is logged and the others still run; the exit status says one failed

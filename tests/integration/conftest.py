@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -65,13 +64,7 @@ def collector(broker) -> Iterator[Callable[..., Collector]]:
     made: list[Collector] = []
 
     def make(*filters: str, url: str | None = None) -> Collector:
-        client = persistent_client(url or broker.url, f"collector-{len(made)}")
-        c = Collector(client)
-        ready = threading.Event()
-        client.on_message = lambda _c, _u, msg: c.messages.put(msg)
-        client.on_subscribe = lambda *_: ready.set()
-        client.subscribe([(f, 1) for f in filters])
-        assert ready.wait(5), "subscription not acknowledged"
+        c = Collector.subscribed(url or broker.url, f"collector-{len(made)}", *filters, timeout=5)
         made.append(c)
         return c
 

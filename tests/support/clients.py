@@ -29,6 +29,21 @@ class Collector:
     messages: queue.Queue[mqtt.MQTTMessage] = field(default_factory=queue.Queue)
     seen: list[mqtt.MQTTMessage] = field(default_factory=list)
 
+    @classmethod
+    def subscribed(
+        cls, url: str | BrokerAddress, client_id: str, *filters: str, timeout: float = 10.0
+    ) -> Collector:
+        """A persistent client recording `filters` at QoS 1, returned once the broker acknowledged
+        the subscription (so nothing published afterwards can be missed)."""
+        client = persistent_client(url, client_id)
+        c = cls(client)
+        ready = threading.Event()
+        client.on_message = lambda _c, _u, msg: c.messages.put(msg)
+        client.on_subscribe = lambda *_: ready.set()
+        client.subscribe([(f, 1) for f in filters])
+        assert ready.wait(timeout), "subscription not acknowledged"
+        return c
+
     def drain(self) -> list[mqtt.MQTTMessage]:
         while True:
             try:

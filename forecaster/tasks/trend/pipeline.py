@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from device.manifest import TensorSpec
-from forecaster.compress.distill import distill_classifier
+from forecaster.compress.distill import ClassifierDistillation, distill_classifier
 from forecaster.compress.quantize import quantize_dynamic
 from forecaster.compress.search import RULE, choose
 from forecaster.data import (
@@ -43,7 +43,7 @@ from forecaster.training.export import (
     parity_max_abs,
     run_onnx,
 )
-from forecaster.training.loops import FitResult
+from forecaster.training.loops import FitResult, LoopSettings
 from forecaster.training.nets import count_parameters
 from forecaster.training.reports import (
     environment,
@@ -300,16 +300,10 @@ def distil_student(
         labels.labels["train"],
         data.valid.x,
         labels.labels["validation"],
-        weight=s.distill_weight,
-        temperature=s.temperature,
-        outputs="proba",
-        augment_copies=s.augment_copies,
-        augment_noise=s.augment_noise,
-        epochs=s.epochs,
-        patience=s.patience,
-        lr=s.lr,
-        batch_size=s.batch_size,
-        seed=recipe.seed,
+        ClassifierDistillation(
+            s.distill_weight, s.temperature, "proba", s.augment_copies, s.augment_noise
+        ),
+        LoopSettings(s.epochs, s.patience, s.lr, s.batch_size, recipe.seed),
     )
     console.print(
         f"  {fit.epochs} epochs, best {fit.best_epoch} "
