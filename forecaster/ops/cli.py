@@ -158,8 +158,9 @@ def feed_replay(  # noqa: PLR0913 (one parameter per command-line option)
         list[str] | None,
         typer.Option(
             "--dataset",
-            help="Daily OHLCV shipped with arch: sp500 (SPX) or nasdaq (NDX). Repeat to "
-            "interleave several in date order.",
+            help="A shipped daily dataset: sp500 (SPX) or nasdaq (NDX) OHLCV from arch, or a "
+            "close-only one (cac, smi, dax, ftse, wti, nyse, djia). Repeat to interleave several "
+            "in date order.",
         ),
     ] = None,
     csv: Annotated[
