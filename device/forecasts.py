@@ -6,12 +6,13 @@ from datetime import datetime
 
 import numpy as np
 
+from device.calibration import Calibrated
 from device.errors import ModelError
 from device.modelset import LoadedModel
 from device.schemas import PriceForecast, TrendForecast
 from device.topics import forecast_key
 
-__all__ = ["price_forecast", "price_levels", "trend_forecast"]
+__all__ = ["check_finite", "price_forecast", "price_levels", "trend_forecast"]
 
 
 def price_levels(last_close: float, log_returns: np.ndarray) -> np.ndarray:
@@ -19,7 +20,8 @@ def price_levels(last_close: float, log_returns: np.ndarray) -> np.ndarray:
     return last_close * np.exp(log_returns.astype(np.float64))
 
 
-def _finite(model: LoadedModel, values: np.ndarray) -> None:
+def check_finite(model: LoadedModel, values: np.ndarray) -> None:
+    """A model output with NaN or inf is an inference error, never published."""
     if not np.isfinite(values).all():
         raise ModelError(f"{model.model_id} produced non-finite values for this window")
 
@@ -31,12 +33,14 @@ def price_forecast(
     ts: datetime,
     last_close: float,
     model: LoadedModel,
-    output: np.ndarray,
+    output: np.ndarray | Calibrated,
     latency_ms: float,
 ) -> PriceForecast:
-    """`output` is the model's `[1, H, Q]` quantiles of cumulative log return."""
-    returns = output[0]
-    _finite(model, returns)
+    """`output` is the model's `[1, H, Q]` quantiles of cumulative log return, or what the
+    calibration made of them (then published with the raw output and the correction beside)."""
+    calibrated = output if isinstance(output, Calibrated) else None
+    returns = output.returns if isinstance(output, Calibrated) else output[0]
+    check_finite(model, returns)
     m = model.manifest
     return PriceForecast(
         key=forecast_key(agent, symbol, seq, model.model_id),
@@ -51,6 +55,8 @@ def price_forecast(
         returns=returns.tolist(),
         prices=price_levels(last_close, returns).tolist(),
         latency_ms=latency_ms,
+        raw=None if calibrated is None else calibrated.raw.tolist(),
+        correction=None if calibrated is None else calibrated.correction.tolist(),
     )
 
 
@@ -65,7 +71,7 @@ def trend_forecast(
 ) -> TrendForecast:
     """`output` is the model's `[1, C]` class probabilities."""
     proba = output[0]
-    _finite(model, proba)
+    check_finite(model, proba)
     return TrendForecast(
         key=forecast_key(agent, symbol, seq, model.model_id),
         agent=agent,

@@ -17,6 +17,7 @@ __all__ = [
     "DeployCommand",
     "FleetEvent",
     "InformationSet",
+    "LiveAccuracy",
     "MacroRelease",
     "ModelRef",
     "Nowcast",
@@ -97,10 +98,24 @@ class PriceForecast(BaseModel):
     last_close: float
     horizons: list[int]
     quantiles: list[float]
-    returns: list[list[float]]
-    prices: list[list[float]]
+    returns: list[list[float]] = Field(
+        description="Published quantiles [horizon][quantile] of the cumulative log return from "
+        "last_close: the model's output after the agent's on-line calibration, never crossing."
+    )
+    prices: list[list[float]] = Field(description="last_close * exp(returns).")
     latency_ms: float
     produced_at: datetime = Field(default_factory=utcnow)
+    # Issue 12: what the model said and what the calibration changed (returns = raw + correction).
+    raw: list[list[float]] | None = Field(
+        default=None,
+        description="The model's own quantiles [horizon][quantile] of log return, before "
+        "calibration; null when the agent does not calibrate (then returns are the raw output).",
+    )
+    correction: list[list[float]] | None = Field(
+        default=None,
+        description="returns - raw: the calibration's shift per horizon and quantile, learnt from "
+        "this model's earlier forecasts on this symbol (docs/CALIBRATION.md); null when none.",
+    )
 
 
 class TrendForecast(BaseModel):
@@ -120,6 +135,25 @@ class TrendForecast(BaseModel):
     produced_at: datetime = Field(default_factory=utcnow)
 
 
+class LiveAccuracy(BaseModel):
+    """How one price model did on one symbol: its published forecasts scored against the closes
+    that followed, over the last `window` scored forecasts of each horizon, pooled over horizons."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="<task>/<name>@<version>")
+    symbol: str
+    window: int = Field(description="Scored forecasts kept per horizon.")
+    scored: int = Field(description="Scored forecasts behind these numbers, summed over horizons.")
+    pinball: float = Field(
+        description="Mean pinball loss over horizons and quantiles (log return)."
+    )
+    coverage: dict[str, float] = Field(
+        description="Share of outcomes inside each central band, keyed by its nominal percentage, "
+        'e.g. {"80": 0.78, "90": 0.9} for the 10-90% and 5-95% bands.'
+    )
+
+
 class AgentStatus(BaseModel):
     """Retained heartbeat on `fleet/<agent>/status`; the last will publishes `online=False`."""
 
@@ -136,6 +170,8 @@ class AgentStatus(BaseModel):
     warming: dict[str, str] = Field(default_factory=dict)
     # Bundles found but not loaded (bad signature, hash mismatch, failed smoke test): path, reason.
     rejected: list[dict[str, str]] = Field(default_factory=list)
+    # Live accuracy per served price model and symbol with at least one scored forecast.
+    accuracy: list[LiveAccuracy] = Field(default_factory=list)
 
 
 class DeadLetter(BaseModel):

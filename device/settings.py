@@ -36,6 +36,7 @@ __all__ = [
     "AgentSettings",
     "BrokerAccess",
     "BrokerSettings",
+    "CalibrationSection",
     "ModelsSettings",
     "NowcastSettings",
     "OutboxSettings",
@@ -133,6 +134,14 @@ class StatusSettings(_Section):
     interval_s: float = Field(default=10.0, ge=0.5, le=3600)
 
 
+class CalibrationSection(_Section):
+    """On-line calibration of price forecasts (device/calibration.py, docs/CALIBRATION.md)."""
+
+    enabled: bool = True
+    # Scored forecasts per horizon behind the live accuracy in the status.
+    window: int = Field(default=250, ge=1, le=10_000)
+
+
 class NowcastSettings(_Section):
     """The GDP nowcast, served when a gdp bundle is loaded (see docs/NOWCAST.md)."""
 
@@ -172,6 +181,7 @@ class AgentSettings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     nowcast: NowcastSettings = Field(default_factory=NowcastSettings)
+    calibration: CalibrationSection = Field(default_factory=CalibrationSection)
 
     @model_validator(mode="after")
     def _check_symbols(self) -> AgentSettings:

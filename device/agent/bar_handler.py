@@ -1,5 +1,6 @@
 """The agent's own handler: `market/<symbol>/bar` in, a price or trend forecast per window model
-out. It keeps each symbol's window of closes (restored from the outbox at start)."""
+out. It keeps each symbol's window of closes (restored from the outbox at start) and, through
+`Calibrators`, corrects each price forecast after inference (state in the same transaction)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
+import numpy as np
 import paho.mqtt.client as mqtt
 
+from device.agent.calibrators import Calibrators
 from device.agent.host import Outcome
 from device.bars import SeqCheck, SymbolWindow, check_seq, parse_bar
+from device.calibration import Calibrated
 from device.errors import ModelError, PayloadError
-from device.forecasts import price_forecast, trend_forecast
+from device.forecasts import check_finite, price_forecast, trend_forecast
 from device.health import LatencyWindow
 from device.modelset import LoadedModel, ModelSet
 from device.outbox import OutMessage, WindowState
@@ -40,6 +44,7 @@ class BarHandler:
         counters: Counter[str],
         inference_ms: LatencyWindow,
         event: EventFn,
+        calibrators: Calibrators,
     ) -> None:
         self.agent_id = settings.agent_id
         self.topics = Topics(settings.topic_prefix)
@@ -50,6 +55,7 @@ class BarHandler:
         self._counters = counters
         self._event = event
         self.inference_ms = inference_ms
+        self.calibrators = calibrators
         window = models().window
         self.windows: dict[str, SymbolWindow] = {
             # Never shorter than what was saved: closes kept for a model that is gone (or not
@@ -97,6 +103,9 @@ class BarHandler:
                 self._counters["errors"] += 1
                 logger.warning("%s", exc)
                 outcome.messages.append(self._event("inference_error", str(exc), model))
+                self._calibrate(model, window, bar.seq, None)  # still score what ended here
+        if self.calibrators.changed:
+            outcome.writes.append(self.calibrators.write())
         return outcome
 
     def _window(self, symbol: str, size: int) -> SymbolWindow:
@@ -116,8 +125,17 @@ class BarHandler:
         self.inference_ms.add(latency_ms)
         forecast: PriceForecast | TrendForecast
         if model.manifest.task == "price":
+            check_finite(model, output)
+            calibrated = self._calibrate(model, window, seq, output[0])
             forecast = price_forecast(
-                self.agent_id, window.symbol, seq, ts, window.last_close, model, output, latency_ms
+                self.agent_id,
+                window.symbol,
+                seq,
+                ts,
+                window.last_close,
+                model,
+                output if calibrated is None else calibrated,
+                latency_ms,
             )
             topic = self.topics.price_forecast(window.symbol)
         else:
@@ -127,3 +145,10 @@ class BarHandler:
             topic = self.topics.trend_forecast(window.symbol)
         self._counters["forecasts"] += 1
         return OutMessage(topic, forecast.model_dump_json().encode())
+
+    def _calibrate(
+        self, model: LoadedModel, window: SymbolWindow, seq: int, raw: np.ndarray | None
+    ) -> Calibrated | None:
+        """After inference, per symbol: score the forecasts that end at this bar, then correct
+        this bar's raw `[H, Q]` output (None: the model failed; only the scoring happens)."""
+        return self.calibrators.apply(model, window.symbol, seq, window.last_close, raw)

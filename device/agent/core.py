@@ -29,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device.agent.bar_handler import BarHandler
+from device.agent.calibrators import Calibrators, load_calibration
 from device.agent.delivery import Delivery
 from device.agent.host import Handler, Outcome, Plugin, PluginFactory, Route, Ticket
 from device.agent.messages import dead_letter, failure_event
@@ -113,8 +114,15 @@ class Agent:
             self._client, self.outbox, settings.outbox.max_inflight, self.counters
         )
         saved = self.outbox.windows()
+        calibrators = Calibrators(settings.calibration, load_calibration(self.outbox.path))
         self._bars = BarHandler(
-            settings, self._model_set, saved, self.counters, self.inference_ms, self.event
+            settings,
+            self._model_set,
+            saved,
+            self.counters,
+            self.inference_ms,
+            self.event,
+            calibrators,
         )
         self._routes = [
             Route(self.topics.bar_filter(), self._bars.subscriptions(), self._bars.handle)
@@ -608,7 +616,8 @@ class Agent:
     # ----- status ---------------------------------------------------------------------------
 
     def status(self, online: bool = True) -> AgentStatus:
-        """The heartbeat: models, counters, latency percentiles, symbols still warming up."""
+        """The heartbeat: models, counters, latency percentiles, symbols still warming up, live
+        accuracy of the price models."""
         models = self._models
         need = models.window
         return AgentStatus(
@@ -628,6 +637,7 @@ class Agent:
             },
             warming=self._bars.warming(need),
             rejected=[{"path": r.path, "reason": r.reason} for r in models.rejected],
+            accuracy=self._bars.calibrators.accuracy(models.window_models),
         )
 
     def _status(self, online: bool) -> bytes:

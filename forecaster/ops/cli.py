@@ -125,10 +125,15 @@ def publish(
 
 @fleet_app.command("status")
 def fleet_status(broker: BrokerOption = "mqtt://127.0.0.1:1883", ca: CaOption = None) -> None:
-    """Every agent from its retained status: online, models, heartbeat, counters, latency."""
-    from forecaster.ops.fleet import collect_statuses, fleet_table
+    """Every agent from its retained status: online, models, heartbeat, counters, latency, and
+    the live accuracy of each price model per symbol."""
+    from forecaster.ops.fleet import accuracy_table, collect_statuses, fleet_table
 
-    console.print(fleet_table(collect_statuses(_broker(broker, ca))))
+    statuses = collect_statuses(_broker(broker, ca))
+    console.print(fleet_table(statuses))
+    accuracy = accuracy_table(statuses)
+    if accuracy is not None:
+        console.print(accuracy)
 
 
 @fleet_app.command("rollback")
@@ -153,8 +158,9 @@ def feed_replay(  # noqa: PLR0913 (one parameter per command-line option)
         list[str] | None,
         typer.Option(
             "--dataset",
-            help="Daily OHLCV shipped with arch: sp500 (SPX) or nasdaq (NDX). Repeat to "
-            "interleave several in date order.",
+            help="A shipped daily dataset: sp500 (SPX) or nasdaq (NDX) OHLCV from arch, or a "
+            "close-only one (cac, smi, dax, ftse, wti, nyse, djia). Repeat to interleave several "
+            "in date order.",
         ),
     ] = None,
     csv: Annotated[

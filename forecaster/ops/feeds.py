@@ -22,7 +22,13 @@ from device.bars import validation_reason
 from device.mqtt import BrokerAddress
 from device.schemas import Bar, MacroRelease
 from device.topics import Topics
-from forecaster.data.loaders import DATASETS, load_dataset, read_dated_csv
+from forecaster.data.loaders import (
+    CLOSE_DATASETS,
+    DATASETS,
+    load_close_dataset,
+    load_dataset,
+    read_dated_csv,
+)
 from forecaster.errors import DataError, FeedError
 from forecaster.ops.mqtt import tool_client
 
@@ -97,11 +103,22 @@ def dataset_bars(
     limit: int | None = None,
     seq_start: int = 0,
 ) -> list[Bar]:
-    """Daily OHLCV bars of a dataset shipped with `arch` (`sp500` -> SPX, `nasdaq` -> NDX)."""
-    frame = load_dataset(name).rename(columns=str.lower)
+    """Daily bars of a shipped dataset: OHLCV from `arch` (`sp500` -> SPX, `nasdaq` -> NDX), or
+    a close-only one (CLOSE_DATASETS: `wti`, `dax`, ...; open = high = low = close, volume 0)."""
+    if name not in DATASETS and name not in CLOSE_DATASETS:
+        names = ", ".join([*DATASETS, *CLOSE_DATASETS])
+        raise DataError(f"unknown dataset {name!r}; choose one of {names}")
+    if name in CLOSE_DATASETS:
+        close = load_close_dataset(name)
+        frame = pd.DataFrame(dict.fromkeys(("open", "high", "low", "close"), close))
+        frame["volume"] = 0.0
+        default = CLOSE_DATASETS[name].symbol
+    else:
+        frame = load_dataset(name).rename(columns=str.lower)
+        default = DATASETS[name][1]
     return bars_from_frame(
         frame,
-        symbol or DATASETS[name][1],
+        symbol or default,
         start=start,
         end=end,
         limit=limit,

@@ -26,7 +26,13 @@ from device.topics import Topics
 from forecaster.errors import FeedError, ForecasterError
 from forecaster.ops.mqtt import tool_client
 
-__all__ = ["collect_statuses", "fleet_table", "publish_bundle", "send_rollback"]
+__all__ = [
+    "accuracy_table",
+    "collect_statuses",
+    "fleet_table",
+    "publish_bundle",
+    "send_rollback",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +100,36 @@ def fleet_table(statuses: dict[str, AgentStatus]) -> Table:
             ),
             f"{s.latency_ms.get('p50', float('nan')):.3f}",
             f"{s.latency_ms.get('p99', float('nan')):.3f}",
+        )
+    return table
+
+
+def _coverage(share: float | None, nominal: int) -> str:
+    """A band's realized share, yellow when more than 5 points off its nominal level."""
+    if share is None:
+        return "-"
+    text = f"{share:.0%}"
+    return f"[yellow]{text}[/]" if abs(share * 100 - nominal) > 5 else text
+
+
+def accuracy_table(statuses: dict[str, AgentStatus]) -> Table | None:
+    """Live accuracy per agent, price model and symbol: the agent's own published forecasts
+    scored on the closes that followed (None when no agent has scored any yet)."""
+    rows = [(agent, a) for agent in sorted(statuses) for a in statuses[agent].accuracy]
+    if not rows:
+        return None
+    table = Table(title="live accuracy (last scored forecasts)", header_style="bold")
+    for col in ("agent", "model", "symbol", "scored", "pinball", "80% band", "90% band"):
+        table.add_column(col, justify="left" if col in ("agent", "model", "symbol") else "right")
+    for agent, a in rows:
+        table.add_row(
+            agent,
+            a.model,
+            a.symbol,
+            str(a.scored),
+            f"{a.pinball:.6f}",
+            _coverage(a.coverage.get("80"), 80),
+            _coverage(a.coverage.get("90"), 90),
         )
     return table
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from device.mqtt import BrokerAddress
-from device.schemas import AgentStatus, PriceForecast, TrendForecast, utcnow
+from device.schemas import AgentStatus, LiveAccuracy, PriceForecast, TrendForecast, utcnow
 from device.topics import Topics
 from forecaster.ops.mqtt import tool_client
 
@@ -163,6 +163,32 @@ def _status_line(status: AgentStatus) -> str:
     return " · ".join(parts)
 
 
+def _live_accuracy(board: ForecastBoard, forecast: PriceForecast) -> LiveAccuracy | None:
+    """The publishing agent's live accuracy for this forecast's model version and symbol."""
+    status = board.statuses.get(forecast.agent)
+    if status is None:
+        return None
+    model = f"price/{forecast.model.name}@{forecast.model.version}"
+    return next(
+        (a for a in status.accuracy if a.model == model and a.symbol == forecast.symbol), None
+    )
+
+
+def _accuracy_cell(board: ForecastBoard, forecast: PriceForecast) -> Text:
+    """E.g. "80% band: 78% / 90% band: 91% of the last 250": how often the bands held lately."""
+    acc = _live_accuracy(board, forecast)
+    if acc is None or not acc.coverage:
+        return Text("")
+    per_horizon = acc.scored // max(1, len(forecast.horizons))
+    lines = []
+    for name, share in acc.coverage.items():
+        off = abs(share * 100 - float(name)) > 5
+        lines.append(Text(f"{name}% band: {share:.0%}", style="yellow" if off else ""))
+    text = Text("\n").join(lines)
+    text.append(f"\nof the last {per_horizon}")
+    return text
+
+
 def _price(value: float) -> str:
     """Few characters for a handheld: no decimals in the thousands, more for small prices."""
     if abs(value) >= 1000:
@@ -171,11 +197,11 @@ def _price(value: float) -> str:
 
 
 def _row(
+    board: ForecastBoard,
     symbol: str,
     price: Received | None,
     trend: Received | None,
     horizons: list[int],
-    now: datetime,
 ) -> list[str | Text]:
     """The cells of one symbol's row (its price model's forecast, else its trend's)."""
     shown = price or trend
@@ -193,8 +219,9 @@ def _row(
             median, low, high = _band(pf, pf.horizons.index(h))
             style = "green" if median >= pf.last_close else "red"
             cells.append(Text(f"{_price(median)}\n{_price(low)}–{_price(high)}", style=style))
+        cells.append(_accuracy_cell(board, pf))
     else:
-        cells += [""] * (1 + len(horizons))
+        cells += [""] * (2 + len(horizons))
     cells.append(_trend_cell(trend))
     cells.append(
         "\n".join(
@@ -204,7 +231,6 @@ def _row(
         )
     )
     cells.append(f"{f.latency_ms:.2f}")
-    cells.append(_age(f.produced_at, now))
     return cells
 
 
@@ -225,8 +251,9 @@ def _caption(board: ForecastBoard) -> str:
 
 
 def render_board(board: ForecastBoard, now: datetime | None = None) -> Table:
-    """One row per symbol and price model: last close, median and band per horizon, the trend
-    regime when a trend model serves the symbol, inference latency and age."""
+    """One row per symbol and price model: last close, median and band per horizon, how often the
+    bands held lately (the agent's live accuracy), the trend regime when a trend model serves the
+    symbol, inference latency and age."""
     now = now or utcnow()
     board = board.snapshot()
     horizons = sorted(
@@ -238,6 +265,7 @@ def render_board(board: ForecastBoard, now: datetime | None = None) -> Table:
     table.add_column("last", justify="right", no_wrap=True)
     for h in horizons:
         table.add_column(f"+{h}d", justify="right", no_wrap=True)
+    table.add_column("live bands", no_wrap=True)
     table.add_column("trend", no_wrap=True)
     table.add_column("model")
     table.add_column("lat ms", justify="right", no_wrap=True)
@@ -251,7 +279,10 @@ def render_board(board: ForecastBoard, now: datetime | None = None) -> Table:
     priced = {symbol for symbol, _, _ in rows}
     rows += [(s, None, e) for s, e in sorted(trend_by_symbol.items()) if s not in priced]
     for symbol, price, trend in sorted(rows, key=lambda r: r[0]):
-        table.add_row(*_row(symbol, price, trend, horizons, now))
+        shown = price or trend
+        assert shown is not None
+        age = _age(shown.forecast.produced_at, now)
+        table.add_row(*_row(board, symbol, price, trend, horizons), age)
     if not rows:
         table.add_row("[dim]waiting for forecasts[/]", *[""] * (len(table.columns) - 1))
 

@@ -41,8 +41,19 @@ def test_nasdaq_defaults_to_ndx_and_limit_counts_bars() -> None:
     assert bars[0].close == pytest.approx(arch.data.nasdaq.load()["Close"].iloc[0])
 
 
+def test_close_only_datasets_replay_as_flat_bars() -> None:
+    from forecaster.data.loaders import load_close_dataset
+
+    bars = dataset_bars("wti", limit=5, seq_start=2)
+    closes = load_close_dataset("wti").iloc[:5]
+    assert [b.symbol for b in bars] == ["WTI"] * 5 and [b.seq for b in bars] == [2, 3, 4, 5, 6]
+    assert [b.close for b in bars] == pytest.approx(closes.tolist())
+    assert all(b.open == b.high == b.low == b.close and b.volume == 0 for b in bars)
+    assert [b.ts.date() for b in bars] == [d.date() for d in closes.index]
+
+
 def test_unknown_dataset_and_empty_period_are_one_line_errors() -> None:
-    with pytest.raises(DataError, match="unknown dataset 'dow'"):
+    with pytest.raises(DataError, match="unknown dataset 'dow'; choose one of sp500, nasdaq, cac"):
         dataset_bars("dow")
     with pytest.raises(FeedError, match="no bars between 2030-01-01"):
         dataset_bars("sp500", start=date(2030, 1, 1))

@@ -214,3 +214,38 @@ def test_summary_scores_each_model_on_replayed_bars_only(bars: list[Bar]) -> Non
     text = out.getvalue()
     assert "forecasts received: 60 price, 0 trend" in text
     assert "bar -> forecast end to end: p50 4.00 ms, p99 4.00 ms" in text
+
+
+def test_watch_and_fleet_status_show_the_live_accuracy_of_the_bands(bars: list[Bar]) -> None:
+    from device.schemas import LiveAccuracy
+    from forecaster.ops.fleet import accuracy_table
+
+    forecast = price_forecast(bars[-1])
+    acc = LiveAccuracy(
+        model=f"price/spx@{REF.version}",
+        symbol="SPX",
+        window=250,
+        scored=500,
+        pinball=0.0041,
+        coverage={"80": 0.78, "90": 0.83},
+    )
+    other = acc.model_copy(update={"symbol": "NDX", "coverage": {"80": 0.5, "90": 0.6}})
+    status = AgentStatus(agent="a1", online=True, accuracy=[other, acc])
+    board = ForecastBoard()
+    board.add("fleet/a1/status", status.model_dump_json().encode())
+    board.add("forecast/price/SPX", forecast.model_dump_json().encode())
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(render_board(board))
+    text = out.getvalue()
+    assert "80% band: 78%" in text and "90% band: 83%" in text
+    assert "of the last 250" in text  # 500 scored over the forecast's 2 horizons
+    assert "50%" not in text  # NDX's numbers are not SPX's
+
+    table = accuracy_table({"a1": status})
+    assert table is not None
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(table)
+    rows = [line for line in out.getvalue().splitlines() if "price/spx@" in line]
+    assert len(rows) == 2
+    assert any("SPX" in r and "78%" in r and "83%" in r and "0.004100" in r for r in rows)
+    assert accuracy_table({"a1": AgentStatus(agent="a1", online=True)}) is None

@@ -103,7 +103,7 @@ def test_replay_forecasts_equal_running_the_bundle_directly(
     for seq, f in by_seq.items():
         closes = np.array([c for _, c in bars[seq - w + 1 : seq + 1]], dtype=np.float32)
         expected, _ = model.run_window(closes[None, :])
-        np.testing.assert_array_equal(np.array(f.returns, dtype=np.float32), expected[0])
+        np.testing.assert_array_equal(np.array(f.raw, dtype=np.float32), expected[0])
         assert f.last_close == bars[seq][1]
         np.testing.assert_allclose(f.prices, f.last_close * np.exp(f.returns), rtol=1e-12)
         assert f.ts == datetime.fromisoformat(bars[seq][0])

@@ -1,0 +1,150 @@
+"""The bar handler's calibration step on the quick SPX bundle and real S&P 500 closes: what it
+publishes, and that its state, committed with the window in one outbox transaction, resumes
+exactly."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from device.agent.bar_handler import BarHandler
+from device.agent.calibrators import Calibrators, live_accuracy, load_calibration
+from device.calibration import Calibrator
+from device.health import LatencyWindow
+from device.keys import load_trusted_keys
+from device.modelset import LoadedModel, ModelSet, load_model_set
+from device.outbox import Outbox
+from device.schemas import PriceForecast
+from device.settings import AgentSettings, CalibrationSection
+from tests.support.clients import bar_payload, sp500_closes
+from tests.support.fake_host import message
+
+BARS = sp500_closes(64 + 140)
+
+
+@pytest.fixture(scope="module")
+def models(quick_price_bundle) -> ModelSet:
+    return load_model_set(
+        quick_price_bundle.registry, load_trusted_keys([quick_price_bundle.keys_dir])
+    )
+
+
+class Run:
+    """A bar handler over a real outbox in `state`, as the agent builds it (core.py)."""
+
+    def __init__(self, state: Path, models: ModelSet, **calibration: object) -> None:
+        self.models = models
+        settings = AgentSettings(agent_id="unit", state_dir=state)
+        self.outbox = Outbox(settings.outbox_path, 2**26, background_checkpoints=False)
+        section = CalibrationSection.model_validate(calibration)
+        self.handler = BarHandler(
+            settings,
+            lambda: self.models,
+            self.outbox.windows(),
+            Counter(),
+            LatencyWindow(),
+            lambda *_: pytest.fail("no inference error expected"),
+            Calibrators(section, load_calibration(settings.outbox_path)),
+        )
+
+    def feed(self, seqs: range, symbol: str = "SPX") -> dict[int, PriceForecast]:
+        """Handle and commit each bar as the agent does (one transaction per bar)."""
+        out = {}
+        for seq in seqs:
+            payload = bar_payload(symbol, seq, *BARS[seq])
+            outcome = self.handler.handle(message(f"market/{symbol}/bar", payload))
+            assert outcome is not None
+            windows = [outcome.window] if outcome.window else []
+            self.outbox.commit(outcome.messages, windows, writes=outcome.writes)
+            for m in outcome.messages:
+                f = PriceForecast.model_validate_json(m.payload)
+                out[f.seq] = f
+        return out
+
+    def close(self) -> None:
+        self.outbox.close()
+
+
+def fields(f: PriceForecast) -> tuple[object, ...]:
+    return (f.returns, f.prices, f.raw, f.correction)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    database=None,
+)
+@given(cut=st.integers(64, len(BARS) - 2))
+def test_a_restart_resumes_the_committed_state_exactly(
+    tmp_path_factory: pytest.TempPathFactory, models: ModelSet, cut: int
+) -> None:
+    steady = Run(tmp_path_factory.mktemp("steady"), models)
+    expected = steady.feed(range(len(BARS)))
+    steady.close()
+    state = tmp_path_factory.mktemp("cut")
+    first = Run(state, models)
+    got = first.feed(range(cut))
+    first.outbox._db.close()  # no clean close: what is committed is all there is
+    got |= Run(state, models).feed(range(cut, len(BARS)))
+    assert sorted(got) == sorted(expected)
+    assert all(fields(got[s]) == fields(expected[s]) for s in expected)
+
+
+def test_published_forecasts_carry_raw_and_correction_and_never_cross(
+    tmp_path: Path, models: ModelSet
+) -> None:
+    run = Run(tmp_path, models)
+    [model] = models.window_models
+    w = model.manifest.window or 0
+    out = run.feed(range(len(BARS)))
+    assert sorted(out) == list(range(w - 1, len(BARS)))
+    for f in out.values():
+        returns, raw, correction = (np.array(a) for a in (f.returns, f.raw, f.correction))
+        np.testing.assert_allclose(returns, raw + correction, atol=1e-12)
+        assert (np.diff(returns, axis=1) >= 0).all()
+        np.testing.assert_allclose(f.prices, f.last_close * np.exp(returns), rtol=1e-12)
+    # nothing scored yet at the first forecast; later ones are corrected
+    assert not np.any(out[w - 1].correction)
+    assert np.any(out[len(BARS) - 1].correction)
+    [acc] = run.handler.calibrators.accuracy(models.window_models)
+    assert acc.symbol == "SPX" and acc.model == f"{model.model_id}@{model.ref.version}"
+    # forecasts published since the first, per horizon, scored once their horizon has passed
+    n = len(out)
+    assert acc.scored == sum(n - h for h in model.manifest.horizons or [])
+    assert set(acc.coverage) == {"80", "90"} and all(0 <= c <= 1 for c in acc.coverage.values())
+    assert acc.pinball > 0
+
+
+def test_a_new_model_version_starts_its_own_state(tmp_path: Path, models: ModelSet) -> None:
+    run = Run(tmp_path, models)
+    [old] = models.window_models
+    split = 130
+    before = run.feed(range(split))
+    assert np.any(before[split - 1].correction)
+    new = LoadedModel(model=old.model, ref=old.ref.model_copy(update={"version": "v2"}))
+    run.models = ModelSet((new,))
+    after = run.feed(range(split, len(BARS)))
+    # The same graph under a new version: its first forecast is uncorrected, as at a fresh start.
+    assert not np.any(after[split].correction)
+    [acc] = run.handler.calibrators.accuracy(run.models.window_models)
+    assert acc.model.endswith("@v2")
+    assert acc.scored == sum(len(after) - h for h in old.manifest.horizons or [])
+    run.close()
+    # ... and what is committed is the new version's state, not the old one's
+    [(key, blob)] = load_calibration(tmp_path / "outbox.sqlite").items()
+    assert key == ("SPX", old.model_id)
+    assert live_accuracy("SPX", Calibrator.from_bytes(blob)) == acc
+
+
+def test_calibration_can_be_turned_off(tmp_path: Path, models: ModelSet) -> None:
+    run = Run(tmp_path, models, enabled=False)
+    out = run.feed(range(len(BARS)))
+    assert all(f.raw is None and f.correction is None for f in out.values())
+    assert run.handler.calibrators.accuracy(models.window_models) == []
+    assert load_calibration(tmp_path / "outbox.sqlite") == {}
