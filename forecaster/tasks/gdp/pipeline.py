@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ __all__ = [
     "distil_student",
     "evaluate_models",
     "fit_teacher",
+    "hide_series",
     "load_gdp_data",
     "teacher_news",
     "train_gdp",
@@ -152,9 +153,9 @@ def load_gdp_data(recipe: Recipe, section: GdpSection) -> GdpData:
     )
 
 
-def _spec(candidate: DfmCandidate, settings: GdpTeacherSettings) -> DfmSpec:
+def _spec(candidate: DfmCandidate, settings: GdpTeacherSettings, series: list[str]) -> DfmSpec:
     return DfmSpec(
-        factors=candidate.factors,
+        factors=candidate.factor_map(series),
         factor_orders=candidate.factor_orders,
         idiosyncratic_ar1=settings.idiosyncratic_ar1,
         maxiter=settings.maxiter,
@@ -177,26 +178,35 @@ def _select_teacher(
     information months) wins. The test period plays no part."""
     actual = np.array([data.panel.gdp[i.quarter] for i in infos])
     months = np.array([i.month for i in infos])
+    ended = section.teacher.score_without
+    scored = hide_series(data.panel, infos, ended)
     rows: list[dict[str, Any]] = []
     for candidate in section.teacher.candidates:
-        teacher = DfmTeacher(_spec(candidate, section.teacher), section.window_quarters)
-        teacher.fit(data.panel, data.train_cut)
-        scores = _by_month(actual, teacher.nowcasts(data.panel, infos), months)
+        spec = _spec(candidate, section.teacher, data.panel.series)
+        teacher = DfmTeacher(spec, section.window_quarters).fit(data.panel, data.train_cut)
+        scores = _by_month(actual, teacher.nowcasts(data.panel, scored), months)
         mean_rmse = float(np.mean([scores[f"month_{k}"]["rmse"] for k in MONTHS]))
-        rows.append(
-            {
-                "spec": teacher.spec.label,
-                "fit": teacher.fit_info,
-                "validation": scores,
-                "mean_rmse": mean_rmse,
-            }
-        )
-        console.print(
-            f"  DFM {teacher.spec.label}: validation RMSE {mean_rmse:.3f} (mean of m1-m3)"
-        )
+        row = {"spec": spec.label, "fit": teacher.fit_info, "validation": scores}
+        if ended:
+            row["scored_without"] = ended
+            row["validation_all_series"] = _by_month(
+                actual, teacher.nowcasts(data.panel, infos), months
+            )
+        rows.append({**row, "mean_rmse": mean_rmse})
+        console.print(f"  DFM {spec.label}: validation RMSE {mean_rmse:.3f} (mean of m1-m3)")
     best = min(range(len(rows)), key=lambda i: rows[i]["mean_rmse"])
     rows[best]["chosen"] = True
-    return _spec(section.teacher.candidates[best], section.teacher), rows
+    return _spec(section.teacher.candidates[best], section.teacher, data.panel.series), rows
+
+
+def hide_series(panel: MacroPanel, infos: list[InfoSet], names: list[str]) -> list[InfoSet]:
+    """The information sets with the series `names` hidden (calendar month kept)."""
+    if not names:
+        return infos
+    hidden = np.zeros(infos[0].monthly.shape, dtype=bool)
+    hidden[:, [panel.series.index(n) for n in names]] = True
+    keep = np.zeros(infos[0].gdp.shape, dtype=bool)
+    return [replace(i.masked(hidden, keep), month=i.month) for i in infos]
 
 
 def _vintages(data: GdpData, refit: str) -> list[pd.Timestamp]:
@@ -431,8 +441,10 @@ def distil_student(
     export, and check torch against onnxruntime on the real validation and test sets."""
     s, wq, panel = section.student, section.window_quarters, data.panel
     quarters = data.train[-s.max_train_quarters :] if s.max_train_quarters else data.train
+    ended = tuple(panel.series.index(n) for n in section.teacher.score_without)
     policy = SimulationPolicy(
-        s.delay_prob, s.absent_prob, s.hole_prob, s.amplify_prob, s.amplify_max
+        s.delay_prob, s.absent_prob, s.hole_prob, s.amplify_prob, s.amplify_max,
+        s.ended_prob if ended else 0.0, ended,
     )
     m_mean, m_std, g_mean, g_std = _train_stats(data)
     rng = np.random.default_rng(seed)
@@ -440,9 +452,11 @@ def distil_student(
         panel, quarters, s.sims_per_quarter, wq, policy, rng, train_mean=m_mean
     )
     # early stopping: the real calendar sets of validation plus simulated ones (not amplified)
-    stop_infos = valid_infos + simulate_info_sets(
-        panel, data.valid, s.valid_sims_per_quarter, wq, policy, rng
-    )
+    # and the calendar sets without the series that end before the test (its availability)
+    stop_infos = list(valid_infos)
+    if ended:
+        stop_infos += hide_series(panel, valid_infos, section.teacher.score_without)
+    stop_infos += simulate_info_sets(panel, data.valid, s.valid_sims_per_quarter, wq, policy, rng)
     console.print(
         f"student: teacher labels for {len(train_infos)} information sets of "
         f"{len(quarters)} train quarters and {len(stop_infos)} of validation ..."
