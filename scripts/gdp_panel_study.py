@@ -431,6 +431,8 @@ STUDENT_DESIGNS = (
     StudentDesign((32, 16)),
     StudentDesign((32, 16), ended_prob=0.5),
     StudentDesign((64, 32), sims=80, ended_prob=0.5),
+    StudentDesign((64, 32), sims=80),
+    StudentDesign((64, 32), sims=80, ended_prob=0.25),
 )
 
 
@@ -508,12 +510,13 @@ def main() -> None:
     parser.add_argument(
         "--students-only", action="store_true", help="only the student designs (chosen teacher)"
     )
+    parser.add_argument("--first-design", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     split = load_split()
     if args.students_only:
         chosen = next(c for c in candidates() if c.label == CHOSEN)
-        for design in STUDENT_DESIGNS:
+        for design in STUDENT_DESIGNS[args.first_design :]:
             print(f"student {design}:", json.dumps(distil(split, chosen, design)), flush=True)
         return
     print(

@@ -3,6 +3,7 @@ simulated information sets, and the quick settings."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -121,6 +122,9 @@ class GdpSection(_Settings):
     window_quarters: int = Field(default=3, ge=2, le=8)
     max_valid_quarters: int | None = Field(default=None, ge=1)
     max_test_quarters: int | None = Field(default=None, ge=1)
+    # test quarters whose nowcast track (one point per release) and news the report shows;
+    # those outside the test period are skipped; none left: the last test quarter
+    track_quarters: list[str] = Field(default_factory=list)
     teacher: GdpTeacherSettings = Field(default_factory=GdpTeacherSettings)
     student: GdpStudentSettings = Field(default_factory=GdpStudentSettings)
 
@@ -134,14 +138,22 @@ class GdpSection(_Settings):
             raise ValueError("series must not repeat")
         return value
 
+    @field_validator("track_quarters")
+    @classmethod
+    def _quarters(cls, value: list[str]) -> list[str]:
+        for quarter in value:
+            if not re.fullmatch(r"\d{4}Q[1-4]", quarter):
+                raise ValueError(f"track quarter {quarter!r} is not YYYYQn")
+        return value
+
     @model_validator(mode="after")
     def _teacher_names_series(self) -> GdpSection:
         named = set(self.teacher.score_without)
         for candidate in self.teacher.candidates:
-            named |= {s for names in (candidate.blocks or {}).values() for s in names}
-            if candidate.blocks and not candidate.global_factor:
-                if set(self.series) - {s for n in candidate.blocks.values() for s in n}:
-                    raise ValueError("without a global factor every series needs a block")
+            blocked = {s for names in (candidate.blocks or {}).values() for s in names}
+            named |= blocked
+            if candidate.blocks and not candidate.global_factor and set(self.series) - blocked:
+                raise ValueError("without a global factor every series needs a block")
         unknown = sorted(named - set(self.series))
         if unknown:
             raise ValueError(f"teacher settings name series not in [gdp] series: {unknown}")

@@ -48,7 +48,8 @@ class DfmSpec:
         if isinstance(self.factors, int):
             names = f"{self.factors}f"
         else:
-            names = "+".join(dict.fromkeys(f for fs in self.factors.values() for f in fs))
+            every = dict.fromkeys(f for fs in self.factors.values() for f in fs)
+            names = "+".join(self.factors.get(GDP) or every)
         idio = "" if self.idiosyncratic_ar1 else "/iid"
         return f"{names}/var{self.factor_orders}{idio}"
 
