@@ -433,6 +433,7 @@ STUDENT_DESIGNS = (
     StudentDesign((64, 32), sims=80, ended_prob=0.5),
     StudentDesign((64, 32), sims=80),
     StudentDesign((64, 32), sims=80, ended_prob=0.25),
+    StudentDesign((64, 32), sims=120),
 )
 
 

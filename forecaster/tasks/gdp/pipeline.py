@@ -474,9 +474,9 @@ def distil_student(
         panel, quarters, s.sims_per_quarter, wq, policy, rng, train_mean=m_mean
     )
     # early stopping: the real calendar sets of validation plus simulated ones (not amplified)
-    # and the calendar sets without the series that end before the test (its availability)
+    # (with `ended_prob`, also the calendar sets without the series that end before the test)
     stop_infos = list(valid_infos)
-    if ended:
+    if policy.ended_prob:
         stop_infos += hide_series(panel, valid_infos, section.teacher.score_without)
     stop_infos += simulate_info_sets(panel, data.valid, s.valid_sims_per_quarter, wq, policy, rng)
     console.print(
