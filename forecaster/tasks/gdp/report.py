@@ -142,16 +142,17 @@ def track_chart(report: dict[str, Any], out: Path) -> Path:
                     lw=1.5, **_STYLE[name])  # fmt: skip
         ax.axhline(tr["actual"], color="black", lw=2, label=f"realized GDP {tr['actual']:.2f}%")
         impacts = [(r, s["released_at"]) for s in tr["steps"] for r in s["impacts"]]
-        for row, when in sorted(impacts, key=lambda x: -abs(x[0]["impact_pp"]))[:3]:
+        top = sorted(impacts, key=lambda x: -abs(x[0]["impact_pp"]))[:3]
+        for n, (row, when) in enumerate(top):
             y = next(p["student"] for p in tr["points"] if p["at"] == when)
             ax.annotate(f"{row['series']} {row['period']}: {row['impact_pp']:+.2f}",
-                        (np.datetime64(when[:19]), y), fontsize=7, xytext=(4, 6),
+                        (np.datetime64(when[:19]), y), fontsize=7, xytext=(4, 6 + 10 * n),
                         textcoords="offset points")  # fmt: skip
         ax.set_title(f"{tr['quarter']}: nowcast after every release", fontsize=10)
         ax.set_ylabel("% q/q annualized")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.autofmt_xdate()
+        ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
