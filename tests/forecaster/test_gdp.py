@@ -23,6 +23,7 @@ from device.runtime import OnnxModel
 from device.schemas import MacroRelease
 from forecaster.data.macro import (
     SERIES,
+    InfoSet,
     MacroPanel,
     information_cut,
     load_macro_panel,
@@ -31,6 +32,7 @@ from forecaster.data.macro import (
 from forecaster.errors import DataError, RecipeError
 from forecaster.recipe import load_recipe
 from forecaster.tasks.gdp import gdp_section, train_gdp
+from forecaster.tasks.gdp.news import NewValue, StudentNews, new_values
 from forecaster.tasks.gdp.report import print_gdp_report
 from forecaster.tasks.gdp.student import (
     NowcastStudent,
@@ -385,3 +387,41 @@ def test_report_prints_the_table_and_rewrites_the_charts(bundle: Path) -> None:
     assert "RMSE m3" in text and "student" in text and "ar1" in text
     assert "coverage" in text and "news, student vs teacher" in text
     assert (bundle / "news.png").exists() and (bundle / "track.png").exists()
+
+
+# ---------------------------------------------------------------- news attribution
+
+
+def test_student_news_sums_to_the_revision_and_is_exact_for_an_additive_student(
+    panel: MacroPanel,
+) -> None:
+    torch.manual_seed(1)
+    monthly = panel.monthly.loc[:"2000-12"]
+    stats = (monthly.mean().fillna(0).to_numpy(), monthly.std().fillna(1).to_numpy())
+    gdp = (float(panel.gdp.mean()), float(panel.gdp.std()))
+    linear = NowcastStudent(3 * WQ, WQ - 1, *stats, *gdp, [])
+    explainer = StudentNews.of(export_student(linear))
+    quarter = pd.Period("2008Q4", "Q")
+    before = panel.info_set(quarter, information_cut(quarter, 1), WQ)
+    after = panel.info_set(quarter, information_cut(quarter, 3), WQ)
+    rows, previous, updated = explainer.impacts(panel, before, after)
+    values = new_values(panel, before, after)
+    # every new value once, in release order, the month-end market batches among them
+    assert [(r["series"], r["period"]) for r in rows] == [(v.series, v.period) for v in values]
+    assert [r["released_at"] for r in rows] == sorted(r["released_at"] for r in rows)
+    assert len({r["released_at"] for r in rows}) < len(rows)
+    assert sum(r["impact_pp"] for r in rows) == pytest.approx(updated - previous, abs=1e-9)
+    # additive in its inputs: each impact is that value's own effect, whatever the order
+    base = explainer.nowcasts([before])[0]
+    for row, value in zip(rows, values, strict=True):
+        alone = explainer.nowcasts([_with_value(before, after, value)])[0]
+        assert row["impact_pp"] == pytest.approx(alone - base, abs=2e-5)
+
+
+def _with_value(before: InfoSet, after: InfoSet, value: NewValue) -> InfoSet:
+    monthly, gdp = before.monthly.copy(), before.gdp.copy()
+    if value.row is None:
+        gdp[value.col] = after.gdp[value.col]
+    else:
+        monthly[value.row, value.col] = after.monthly[value.row, value.col]
+    return InfoSet(before.quarter, after.cut, monthly, gdp)
