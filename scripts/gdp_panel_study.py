@@ -33,6 +33,8 @@ from forecaster.data.macro import (
     MacroPanel,
     load_macro_panel,
 )
+from forecaster.tasks.gdp.news import release_times
+from forecaster.tasks.gdp.pipeline import hide_series
 from forecaster.tasks.gdp.teacher import (
     DfmSpec,
     DfmTeacher,
@@ -204,16 +206,7 @@ def validate(split: Split) -> list[dict[str, Any]]:
 def _without_ended(panel: MacroPanel, infos: list[InfoSet]) -> list[InfoSet]:
     """The validation sets as the test period will see them: industrial production (which ends
     in 2004-12) hidden; the parameters still know it, as the test's do."""
-    if ENDED not in panel.series:
-        return infos
-    hidden = np.zeros(infos[0].monthly.shape, dtype=bool)
-    hidden[:, panel.series.index(ENDED)] = True
-    return [
-        InfoSet(
-            i.quarter, i.cut, i.masked(hidden, np.zeros(i.gdp.shape, bool)).monthly, i.gdp, i.month
-        )
-        for i in infos
-    ]
+    return hide_series(panel, infos, [ENDED] if ENDED in panel.series else [])
 
 
 def _ratio(rmse: list[float], ar1: list[float]) -> list[float]:
@@ -257,12 +250,7 @@ def check_window_filter(split: Split, cand: Candidate, teacher: DfmTeacher) -> f
 
 def release_vintages(panel: MacroPanel, quarter: pd.Period) -> list[pd.Timestamp]:
     """Every distinct release time inside `quarter` whose value enters its window."""
-    last = quarter.asfreq("M", "end")
-    rows = panel.monthly.index.get_indexer(pd.period_range(end=last, periods=3 * WQ, freq="M"))
-    stamps = pd.DatetimeIndex(panel.monthly_released[rows].ravel())
-    stamps = stamps.append(pd.DatetimeIndex(panel.gdp_released))
-    inside = stamps[(stamps >= quarter.start_time) & (stamps <= quarter.end_time)]
-    return sorted(set(inside))
+    return release_times(panel, quarter, WQ)
 
 
 def check_news(

@@ -23,7 +23,6 @@ from device.runtime import OnnxModel
 from device.schemas import MacroRelease
 from forecaster.data.macro import (
     SERIES,
-    InfoSet,
     MacroPanel,
     information_cut,
     load_macro_panel,
@@ -32,7 +31,7 @@ from forecaster.data.macro import (
 from forecaster.errors import DataError, RecipeError
 from forecaster.recipe import load_recipe
 from forecaster.tasks.gdp import gdp_section, train_gdp
-from forecaster.tasks.gdp.news import NewValue, StudentNews, new_values
+from forecaster.tasks.gdp.news import StudentNews, new_values, with_values
 from forecaster.tasks.gdp.report import print_gdp_report
 from forecaster.tasks.gdp.student import (
     NowcastStudent,
@@ -416,14 +415,5 @@ def test_student_news_sums_to_the_revision_and_is_exact_for_an_additive_student(
     # additive in its inputs: each impact is that value's own effect, whatever the order
     base = explainer.nowcasts([before])[0]
     for row, value in zip(rows, values, strict=True):
-        alone = explainer.nowcasts([_with_value(before, after, value)])[0]
+        alone = explainer.nowcasts([with_values(before, after, [value])])[0]
         assert row["impact_pp"] == pytest.approx(alone - base, abs=2e-5)
-
-
-def _with_value(before: InfoSet, after: InfoSet, value: NewValue) -> InfoSet:
-    monthly, gdp = before.monthly.copy(), before.gdp.copy()
-    if value.row is None:
-        gdp[value.col] = after.gdp[value.col]
-    else:
-        monthly[value.row, value.col] = after.monthly[value.row, value.col]
-    return InfoSet(before.quarter, after.cut, monthly, gdp)

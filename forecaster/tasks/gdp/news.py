@@ -32,6 +32,7 @@ __all__ = [
     "new_values",
     "release_times",
     "track",
+    "with_values",
 ]
 
 
@@ -63,7 +64,8 @@ def new_values(panel: MacroPanel, before: InfoSet, after: InfoSet) -> list[NewVa
     return sorted(out, key=lambda v: (v.released_at, order[v.series], v.period))
 
 
-def _with(info: InfoSet, after: InfoSet, values: Sequence[NewValue]) -> InfoSet:
+def with_values(info: InfoSet, after: InfoSet, values: Sequence[NewValue]) -> InfoSet:
+    """`info` plus the `values` as `after` has them (the cut becomes `after`'s)."""
     monthly, gdp = info.monthly.copy(), info.gdp.copy()
     for v in values:
         if v.row is None:
@@ -112,7 +114,7 @@ class StudentNews:
         for _, group_iter in itertools.groupby(values, key=lambda v: v.released_at):
             group = list(group_iter)
             subsets = [
-                _with(base, after, [v for i, v in enumerate(group) if mask >> i & 1])
+                with_values(base, after, [v for i, v in enumerate(group) if mask >> i & 1])
                 for mask in range(1 << len(group))
             ]
             outputs = self.nowcasts(subsets)
