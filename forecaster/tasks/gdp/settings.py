@@ -3,11 +3,12 @@ simulated information sets, and the quick settings."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from forecaster.data.macro import SERIES_BY_NAME
+from forecaster.data.macro import SERIES, SERIES_BY_NAME
 from forecaster.recipe import Recipe
 from forecaster.training.sections import task_section
 
@@ -26,10 +27,38 @@ class _Settings(BaseModel):
 
 
 class DfmCandidate(_Settings):
-    """One DynamicFactorMQ specification to try: global factors and their VAR order."""
+    """One DynamicFactorMQ specification to try: `factors` global factors, or (with `blocks`)
+    one factor per named block of series (NY Fed style) plus, with `global_factor`, one that
+    every series loads on; GDP loads on all of them. `factor_orders` is each block's VAR order."""
 
     factors: int = Field(default=1, ge=1, le=4)
+    blocks: dict[str, list[str]] | None = None
+    global_factor: bool = True
     factor_orders: int = Field(default=1, ge=1, le=6)
+
+    @model_validator(mode="after")
+    def _blocks(self) -> DfmCandidate:
+        if self.blocks is None:
+            return self
+        members = [s for names in self.blocks.values() for s in names]
+        if not self.blocks or any(not names for names in self.blocks.values()):
+            raise ValueError("blocks must name at least one block, each with its series")
+        if len(set(members)) != len(members):
+            raise ValueError("a series belongs to one block at most")
+        if "global" in self.blocks:
+            raise ValueError("'global' is the global factor's name, not a block's")
+        return self
+
+    def factor_map(self, series: list[str]) -> int | dict[str, list[str]]:
+        """`DynamicFactorMQ`'s `factors` for a panel of `series` (plus `gdp`, which loads on
+        every factor); a series outside every block loads on the global factor only."""
+        if self.blocks is None:
+            return self.factors
+        top = ["global"] if self.global_factor else []
+        block_of = {s: name for name, names in self.blocks.items() for s in names}
+        out = {s: [*top, block_of[s]] if s in block_of else top for s in series}
+        out["gdp"] = [*top, *self.blocks]
+        return out
 
 
 class GdpTeacherSettings(_Settings):
@@ -42,6 +71,9 @@ class GdpTeacherSettings(_Settings):
     tolerance: float = Field(default=1e-6, gt=0)
     # once: parameters from the end of validation; yearly: also re-estimated every January
     refit: Literal["once", "yearly"] = "yearly"
+    # series known to end before the test period (their source stops): candidates are scored
+    # on validation with them hidden, the availability the test and any later use will have
+    score_without: list[str] = Field(default_factory=list)
 
 
 class GdpStudentSettings(_Settings):
@@ -63,6 +95,9 @@ class GdpStudentSettings(_Settings):
     # share of simulated sets whose indicator swings are scaled up or down (see SimulationPolicy)
     amplify_prob: float = Field(default=0.3, ge=0, le=1)
     amplify_max: float = Field(default=3.0, ge=1)
+    # share of simulated sets with the teacher's `score_without` series hidden (the student
+    # must learn the teacher's nowcast without them: the test period never has them)
+    ended_prob: float = Field(default=0.0, ge=0, le=1)
     # simulated sets per validation quarter, added to the calendar ones for early stopping
     valid_sims_per_quarter: int = Field(default=10, ge=0)
     # distil on the last N train quarters only (quick runs); None: all of them
@@ -82,11 +117,14 @@ class GdpSection(_Settings):
     how many validation / test quarters to score, teacher and student."""
 
     region: str = Field(default="us", pattern=r"^[a-z0-9_-]+$")
-    series: list[str] = Field(default_factory=lambda: list(SERIES_BY_NAME), min_length=1)
+    series: list[str] = Field(default_factory=lambda: [s.name for s in SERIES], min_length=1)
     # the student reads the months of this many quarters, ending with the target quarter
     window_quarters: int = Field(default=3, ge=2, le=8)
     max_valid_quarters: int | None = Field(default=None, ge=1)
     max_test_quarters: int | None = Field(default=None, ge=1)
+    # test quarters whose nowcast track (one point per release) and news the report shows;
+    # those outside the test period are skipped; none left: the last test quarter
+    track_quarters: list[str] = Field(default_factory=list)
     teacher: GdpTeacherSettings = Field(default_factory=GdpTeacherSettings)
     student: GdpStudentSettings = Field(default_factory=GdpStudentSettings)
 
@@ -99,6 +137,27 @@ class GdpSection(_Settings):
         if len(set(value)) != len(value):
             raise ValueError("series must not repeat")
         return value
+
+    @field_validator("track_quarters")
+    @classmethod
+    def _quarters(cls, value: list[str]) -> list[str]:
+        for quarter in value:
+            if not re.fullmatch(r"\d{4}Q[1-4]", quarter):
+                raise ValueError(f"track quarter {quarter!r} is not YYYYQn")
+        return value
+
+    @model_validator(mode="after")
+    def _teacher_names_series(self) -> GdpSection:
+        named = set(self.teacher.score_without)
+        for candidate in self.teacher.candidates:
+            blocked = {s for names in (candidate.blocks or {}).values() for s in names}
+            named |= blocked
+            if candidate.blocks and not candidate.global_factor and set(self.series) - blocked:
+                raise ValueError("without a global factor every series needs a block")
+        unknown = sorted(named - set(self.series))
+        if unknown:
+            raise ValueError(f"teacher settings name series not in [gdp] series: {unknown}")
+        return self
 
 
 # `--quick`: tests and demos, not for shipping; a recipe's [quick.gdp] overrides these

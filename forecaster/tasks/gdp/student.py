@@ -132,13 +132,16 @@ class SimulationPolicy:
     (`absent_prob`), isolated gaps (`hole_prob`). Amplifying (`amplify_prob`, when train means
     are given): each indicator's deviations from its train mean scaled by one factor drawn
     log-uniformly in [1/amplify_max, amplify_max], so the student also learns the teacher's
-    response to swings larger than the train period's (crises)."""
+    response to swings larger than the train period's (crises). Ending: the columns `ended`
+    (series whose source stops before the test period) hidden with `ended_prob`."""
 
     delay_prob: float = 0.2
     absent_prob: float = 0.05
     hole_prob: float = 0.03
     amplify_prob: float = 0.0
     amplify_max: float = 3.0
+    ended_prob: float = 0.0
+    ended: tuple[int, ...] = ()
 
 
 def simulate_info_sets(
@@ -178,6 +181,8 @@ def _extra_hidden(
             hidden[rows[-rng.integers(1, 3) :], j] = True
         if rng.random() < policy.absent_prob:
             hidden[:, j] = True
+    if policy.ended and rng.random() < policy.ended_prob:
+        hidden[:, list(policy.ended)] = True
     gdp_hidden = rng.random(info.gdp.shape) < policy.hole_prob
     gdp_rows = np.flatnonzero(np.isfinite(info.gdp))
     if gdp_rows.size and rng.random() < policy.delay_prob:

@@ -33,9 +33,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DfmSpec:
-    """One `DynamicFactorMQ` specification: global factors, their VAR order, EM settings."""
+    """One `DynamicFactorMQ` specification: `factors` as statsmodels takes it (a number of
+    global factors, or `{series: [factor names]}` for factor blocks), the factors' VAR order,
+    idiosyncratic AR(1) or white noise, EM settings."""
 
-    factors: int = 1
+    factors: int | dict[str, list[str]] = 1
     factor_orders: int = 1
     idiosyncratic_ar1: bool = True
     maxiter: int = 200
@@ -43,7 +45,13 @@ class DfmSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.factors}f/var{self.factor_orders}"
+        if isinstance(self.factors, int):
+            names = f"{self.factors}f"
+        else:
+            every = dict.fromkeys(f for fs in self.factors.values() for f in fs)
+            names = "+".join(self.factors.get(GDP) or every)
+        idio = "" if self.idiosyncratic_ar1 else "/iid"
+        return f"{names}/var{self.factor_orders}{idio}"
 
 
 @dataclass(frozen=True)
