@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -83,6 +84,48 @@ def test_bad_requests_get_a_json_reason(
 def test_nothing_but_reads(client: TestClient) -> None:
     assert client.post("/api/v1/symbols").status_code == 405
     assert client.delete("/api/v1/fleet").status_code == 405
+
+
+def test_head_answers_like_get_without_a_body(client: TestClient, store: Store) -> None:
+    store.ingest("forecast/price/SPX", price_payload(BARS[0]))
+    for path, status in [
+        ("/api/v1/symbols", 200),
+        ("/api/v1/symbols/SPX?limit=3", 200),
+        ("/api/v1/symbols/NOPE", 404),
+        ("/api/v1/symbols/SPX?limit=0", 422),
+        ("/", 200),
+        ("/static/app.js", 200),
+        ("/static/icon-180.png", 200),  # the iOS home-screen icon (scripts/make_icon.py)
+    ]:
+        get, head = client.get(path), client.head(path)
+        assert (head.status_code, head.content) == (status, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert (
+            head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+        )
+        assert head.headers["content-security-policy"] == CSP
+    assert client.head("/api/v1/stream").status_code == 405  # HEAD opens no stream
+
+
+def test_a_full_gateway_refuses_new_stream_clients_with_503() -> None:
+    app = create_app(WebSettings(stream={"max_clients": 1}), make_store(), listen=False)
+    hub: Hub = app.state.hub
+
+    async def scenario() -> httpx.Response:
+        holder = hub.events(None)
+        waiting = asyncio.ensure_future(anext(holder))
+        await asyncio.sleep(0)  # the one allowed client is registered
+        assert hub.clients == 1 and hub.full()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.get("/api/v1/stream")
+        waiting.cancel()
+        return response
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 503
+    assert response.json() == {"detail": "too many stream clients"}
+    assert response.headers["content-security-policy"] == CSP
 
 
 def test_security_headers_and_closed_cors(client: TestClient) -> None:
