@@ -113,8 +113,9 @@ class HistorySettings(_Section):
 
 
 class StreamSettings(_Section):
-    """The live stream: updates are batched every `interval_ms` (one event per batch, the latest
-    per symbol), a client whose queue of `queue_batches` batches is full is disconnected."""
+    """The live stream: a change is sent at once, then changes arriving within `interval_ms` are
+    batched into the next event (the latest per symbol); a client whose queue of `queue_batches`
+    batches is full is disconnected."""
 
     interval_ms: int = Field(default=100, ge=10, le=10_000)
     queue_batches: int = Field(default=64, ge=1, le=10_000)
