@@ -62,7 +62,7 @@ class Hub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for client in self._clients:
+        for client in list(self._clients):  # _end removes it
             self._end(client)
 
     async def _run(self, changed: asyncio.Event) -> None:

@@ -7,6 +7,8 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
+from typing import Any
 
 import httpx
 import pytest
@@ -215,3 +217,30 @@ def test_the_stream_batches_updates_and_drops_a_client_that_falls_behind() -> No
     assert [[(u["kind"], u["name"]) for u in b] for b in batches[1:]] == [[("price", "SPX")]] * 4
     assert [b[0]["data"]["seq"] for b in batches[1:]] == [0, 1, 2, 3]
     assert dropped
+
+
+def test_a_change_goes_out_at_once_and_what_follows_is_coalesced() -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], float, list[dict[str, Any]], float]:
+        store = make_store()
+        hub = Hub(store, StreamSettings(interval_ms=3000))
+        hub.start()
+        events = hub.events(None)
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        # From another thread, as paho's network thread writes the store.
+        await asyncio.to_thread(store.ingest, "forecast/price/SPX", price_payload(BARS[0]))
+        lone = frame_json(await asyncio.wait_for(first, 10))
+        lone_s = time.monotonic() - start
+        for bar in BARS[1:4]:
+            await asyncio.to_thread(store.ingest, "forecast/price/SPX", price_payload(bar))
+        burst = frame_json(await asyncio.wait_for(anext(events), 10))
+        burst_s = time.monotonic() - start
+        await hub.stop()
+        return lone, lone_s, burst, burst_s
+
+    lone, lone_s, burst, burst_s = asyncio.run(scenario())
+    assert [u["data"]["seq"] for u in lone] == [0]  # type: ignore[index]
+    assert lone_s < 1.5  # sent at once, not on the 3 s tick
+    assert [u["data"]["seq"] for u in burst] == [3]  # type: ignore[index]  # the latest only
+    assert burst_s >= 2.9  # after the interval: one write for the three
