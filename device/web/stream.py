@@ -76,7 +76,7 @@ class Hub:
             updates = self.store.take_updates()
             if updates:
                 self.publish(updates)
-            await asyncio.sleep(gap)
+                await asyncio.sleep(gap)
 
     def publish(self, updates: list[Update]) -> None:
         """Queue one event with `updates` to every client (each sees only its symbols)."""
