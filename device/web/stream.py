@@ -1,8 +1,8 @@
 """The live stream: the store's changes become one SSE event as soon as they arrive, then for
 `interval_ms` what arrives is coalesced (the latest per name) into the next event; each event is
-encoded once per symbol filter and queued to every client. A client's queue is bounded; one that falls
-`queue_batches` behind is disconnected (its browser reconnects and reloads the snapshot) instead
-of growing the gateway's memory."""
+encoded once per symbol filter and queued to every client. A client's queue is bounded; one that
+falls `queue_batches` behind is disconnected (its browser reconnects and reloads the snapshot)
+instead of growing the gateway's memory."""
 
 from __future__ import annotations
 
