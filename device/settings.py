@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import socket
-from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from apscheduler.triggers.cron import CronTrigger
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from device.configio import ConfigFileError, describe_validation, read_toml, resolve_path
+from device.configio import ConfigFileError, FileSettings, load_file_settings, resolve_path
 from device.errors import ConfigError
 from device.mqtt import BrokerAddress, parse_broker_url
 
@@ -47,10 +31,6 @@ __all__ = [
 ENV_PREFIX = "FORECASTER_AGENT_"
 NESTED_DELIMITER = "__"
 _NAME = r"^[A-Za-z0-9_.-]+$"
-
-# The TOML file of the settings being loaded; a context variable because pydantic-settings builds
-# its sources inside the constructor, where no argument can reach them.
-_config_file: ContextVar[Path | None] = ContextVar("forecaster_agent_config", default=None)
 
 
 class _Section(BaseModel):
@@ -89,6 +69,13 @@ class BrokerAccess(_Section):
             ca_file=self.ca_file,
             cert_file=self.cert_file,
             key_file=self.key_file,
+        )
+
+    def resolved(self, base: Path) -> Self:
+        """A copy with relative TLS file paths taken from `base` (the config file's folder)."""
+        names = ("ca_file", "cert_file", "key_file")
+        return self.model_copy(
+            update={n: resolve_path(getattr(self, n), base) for n in names if getattr(self, n)}
         )
 
 
@@ -152,6 +139,9 @@ class NowcastSettings(_Section):
     @classmethod
     def _crontab(cls, value: str) -> str:
         if value.strip():
+            # Imported here: the web gateway shares these settings' module but runs no scheduler.
+            from apscheduler.triggers.cron import CronTrigger
+
             try:
                 CronTrigger.from_crontab(value, timezone=UTC)
             except ValueError as exc:
@@ -159,7 +149,7 @@ class NowcastSettings(_Section):
         return value.strip()
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(FileSettings):
     """Everything `forecaster-agent` reads; `deploy/agent.example.toml` documents every key."""
 
     model_config = SettingsConfigDict(
@@ -198,63 +188,15 @@ class AgentSettings(BaseSettings):
     def outbox_path(self) -> Path:
         return self.state_dir / "outbox.sqlite"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: constructor arguments, then the environment, then the file.
-        path = _config_file.get()
-        if path is None:
-            return (init_settings, env_settings)
-        file = InitSettingsSource(settings_cls, init_kwargs=read_toml(path, "config file"))
-        return (init_settings, env_settings, file)
-
-
-def _unknown_env_keys() -> list[str]:
-    """`FORECASTER_AGENT_*` variables that name no setting (pydantic-settings ignores them)."""
-    unknown = []
-    for name in os.environ:
-        if not name.upper().startswith(ENV_PREFIX):
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split(NESTED_DELIMITER)
-        field = AgentSettings.model_fields.get(parts[0])
-        if field is None:
-            unknown.append(name)
-        elif len(parts) > 1:
-            section = field.annotation
-            if (
-                not (isinstance(section, type) and issubclass(section, _Section))
-                or len(parts) != 2
-                or parts[1] not in section.model_fields
-            ):
-                unknown.append(name)
-    return sorted(unknown)
-
 
 def load_settings(config: Path | None) -> AgentSettings:
     """Settings from `config` (TOML) and the environment; relative paths are taken relative to
     the config file's directory (or the working directory without one). Raises ConfigError."""
-    if config is not None and not config.is_file():
-        raise ConfigError(f"config file {config} does not exist")
-    unknown = _unknown_env_keys()
-    if unknown:
-        raise ConfigError(f"unknown environment variables: {', '.join(unknown)}")
-    token = _config_file.set(config)
     try:
-        settings = AgentSettings()
+        settings = load_file_settings(AgentSettings, config)
     except ConfigFileError as exc:
         raise ConfigError(str(exc)) from exc
-    except ValidationError as exc:
-        raise ConfigError(f"{config or 'environment'}: {describe_validation(exc)}") from exc
-    finally:
-        _config_file.reset(token)
     base = config.resolve().parent if config is not None else Path.cwd()
-    broker = settings.broker
     return settings.model_copy(
         update={
             "state_dir": resolve_path(settings.state_dir, base),
@@ -264,12 +206,6 @@ def load_settings(config: Path | None) -> AgentSettings:
                     "trusted_keys": [resolve_path(p, base) for p in settings.models.trusted_keys],
                 }
             ),
-            "broker": broker.model_copy(
-                update={
-                    name: resolve_path(getattr(broker, name), base)
-                    for name in ("ca_file", "cert_file", "key_file")
-                    if getattr(broker, name) is not None
-                }
-            ),
+            "broker": settings.broker.resolved(base),
         }
     )

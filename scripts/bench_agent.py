@@ -112,6 +112,8 @@ class Receiver:
         ready.wait(10)
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            return  # forecasts are retained: an earlier phase's latest, handed over on subscribe
         now = time.perf_counter()
         self.count += 1
         if self.record:

@@ -144,7 +144,8 @@ class BarHandler:
             )
             topic = self.topics.trend_forecast(window.symbol)
         self._counters["forecasts"] += 1
-        return OutMessage(topic, forecast.model_dump_json().encode())
+        # Retained: a late joiner (a gateway after its restart, a new watcher) sees it at once.
+        return OutMessage(topic, forecast.model_dump_json().encode(), retain=True)
 
     def _calibrate(
         self, model: LoadedModel, window: SymbolWindow, seq: int, raw: np.ndarray | None

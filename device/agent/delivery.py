@@ -50,6 +50,9 @@ class Delivery:
         # Rows stored before the current connection began, and rows stored since (see `pump`).
         self._backlog = Lane(waiting=outbox.rows > 0)
         self._live = Lane()
+        # Topics of retained rows handed on the live lane of this connection (bounded by the
+        # topics the agent writes: one per symbol and kind, region, agent).
+        self._retained_live: set[str] = set()
 
     def connected_with(self, window: int) -> None:
         """A connection is up: everything stored so far is the backlog, what comes now is live."""
@@ -58,6 +61,7 @@ class Delivery:
         boundary = self._outbox.last_id
         self._backlog = Lane(through=boundary, waiting=self._outbox.rows > 0)
         self._live = Lane(cursor=boundary)
+        self._retained_live = set()
 
     def take_acked(self) -> list[int]:
         acked, self.acked = self.acked, []
@@ -114,9 +118,22 @@ class Delivery:
             if row.id not in sent:
                 if len(self.inflight) >= self.window_size:
                     return
-                info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                info = self._client.publish(
+                    row.topic, row.payload, qos=row.qos, retain=self._retain(row, lane)
+                )
                 self.inflight[info.mid] = row.id
             lane.cursor = row.id
+
+    def _retain(self, row: StoredMessage, lane: Lane) -> bool:
+        """The row's retain flag, except for a backlog row whose topic already got a newer
+        retained row on the live lane: the backlog goes out after it, and must not replace the
+        broker's retained message with an older one (subscribers still receive it live)."""
+        if not row.retain:
+            return False
+        if lane is self._live:
+            self._retained_live.add(row.topic)
+            return True
+        return row.topic not in self._retained_live
 
     def waiting(self) -> bool:
         """Whether outbox rows may wait to be handed to the connection."""

@@ -26,7 +26,7 @@ from device.web.settings import WebSettings
 from device.web.store import Store
 from device.web.stream import Hub
 
-__all__ = ["CSP", "create_app"]
+__all__ = ["CSP", "STREAM_PATH", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,29 @@ _HEADERS = [
 ]
 
 
+STREAM_PATH = f"{API_PREFIX}/stream"
+
+
+def _head_as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
+    """HEAD answered as the GET it asks about (status and headers, no body): FastAPI routes take
+    GET only. The stream is left out: a HEAD there is refused rather than opening a stream."""
+    done = False
+
+    async def headers_only(message: Message) -> None:
+        nonlocal done
+        if message["type"] != "http.response.body":
+            await send(message)
+        elif not done:
+            done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return {**scope, "method": "GET"}, headers_only
+
+
 class Guard:
-    """Pure ASGI middleware (it does not buffer the event stream): refuses what is not GET/HEAD,
-    asks for credentials when auth is on, and adds the security headers to every response."""
+    """Pure ASGI middleware (it does not buffer the event stream): answers HEAD like GET, asks
+    for credentials when auth is on, and adds the security headers to every response (FastAPI
+    refuses every other method with 405: the routes are GET only)."""
 
     def __init__(self, app: ASGIApp, auth: Authenticator, tls: bool) -> None:
         self.app = app
@@ -76,6 +96,8 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
+        if scope["method"] == "HEAD" and scope["path"] != STREAM_PATH:
+            scope, send = _head_as_get(scope, send)
         if self.auth.enabled and not await self._allowed(scope):
             realm = self.auth.settings.realm
             response = JSONResponse(

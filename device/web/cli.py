@@ -17,6 +17,12 @@ __all__ = ["main", "serve"]
 
 logger = logging.getLogger("device.web")
 
+# paho's network thread gives up the GIL at every socket call (several per message) and then waits
+# for the event loop's thread, busy writing to hundreds of streams, to hand it back: after up to
+# `sys.getswitchinterval()`, 5 ms by default. That capped the gateway's intake near 200 messages/s
+# under load (docs/BENCHMARKS.md, "Web gateway"); 0.5 ms lets it keep up with 1,000/s.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -88,6 +94,7 @@ def serve(config: Path | None) -> int:
     # this one in place that is a logged clean stop (exit 0) instead of death by signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # this process only serves the gateway
     try:
         server.run()
     except (OSError, SystemExit) as exc:

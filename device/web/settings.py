@@ -6,20 +6,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from device.configio import describe_validation, resolve_path
+from device.configio import ConfigFileError, FileSettings, load_file_settings, resolve_path
 from device.errors import ConfigError
 from device.settings import BrokerAccess
 
@@ -37,8 +30,6 @@ __all__ = [
 
 ENV_PREFIX = "FORECASTER_WEB_"
 _HASH = r"^(scrypt\$\d+\$\d+\$\d+\$[0-9a-f]{32}\$[0-9a-f]{64}|sha256\$[0-9a-f]{64})$"
-
-_config_file: ContextVar[Path | None] = ContextVar("forecaster_web_config", default=None)
 
 
 class _Section(BaseModel):
@@ -122,8 +113,9 @@ class HistorySettings(_Section):
 
 
 class StreamSettings(_Section):
-    """The live stream: updates are batched every `interval_ms` (one event per batch, the latest
-    per symbol), a client whose queue of `queue_batches` batches is full is disconnected."""
+    """The live stream: a change is sent at once, then changes arriving within `interval_ms` are
+    batched into the next event (the latest per symbol); a client whose queue of `queue_batches`
+    batches is full is disconnected."""
 
     interval_ms: int = Field(default=100, ge=10, le=10_000)
     queue_batches: int = Field(default=64, ge=1, le=10_000)
@@ -133,7 +125,7 @@ class StreamSettings(_Section):
     stale_after_s: float = Field(default=120.0, gt=0, le=7 * 24 * 3600)
 
 
-class WebSettings(BaseSettings):
+class WebSettings(FileSettings):
     """Everything `forecaster-web` reads."""
 
     model_config = SettingsConfigDict(
@@ -156,49 +148,23 @@ class WebSettings(BaseSettings):
             )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: constructor arguments, then the environment, then the file.
-        path = _config_file.get()
-        if path is None:
-            return (init_settings, env_settings)
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
-
 
 def load_web_settings(config: Path | None) -> WebSettings:
-    """Settings from `config` and the environment, relative paths taken from the config file's
-    folder; raises ConfigError with one line."""
-    if config is not None and not config.is_file():
-        raise ConfigError(f"config file {config} does not exist")
-    token = _config_file.set(config)
+    """Settings from `config` and the environment (an unknown `FORECASTER_WEB_*` variable is an
+    error, as for the agent), relative paths taken from the config file's folder; raises
+    ConfigError with one line."""
     try:
-        settings = WebSettings()
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config}: not valid TOML: {exc}") from exc
-    except ValidationError as exc:
-        raise ConfigError(f"{config or 'environment'}: {describe_validation(exc)}") from exc
-    finally:
-        _config_file.reset(token)
+        settings = load_file_settings(WebSettings, config)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from exc
     base = config.resolve().parent if config is not None else Path.cwd()
-    http, broker = settings.http, settings.broker
-
-    def resolved(section: BaseModel, names: tuple[str, ...]) -> dict[str, Path]:
-        values = {n: getattr(section, n) for n in names}
-        return {n: resolve_path(v, base) for n, v in values.items() if v is not None}
-
+    http = settings.http
+    names = ("ssl_certfile", "ssl_keyfile")
+    tls = {n: resolve_path(getattr(http, n), base) for n in names if getattr(http, n)}
     return settings.model_copy(
         update={
-            "http": http.model_copy(update=resolved(http, ("ssl_certfile", "ssl_keyfile"))),
-            "broker": broker.model_copy(
-                update=resolved(broker, ("ca_file", "cert_file", "key_file"))
-            ),
+            "http": http.model_copy(update=tls),
+            "broker": settings.broker.resolved(base),
         }
     )
 

@@ -137,6 +137,12 @@ class Store:
         self.counters: dict[str, int] = {"messages": 0, "invalid": 0, "dropped": 0, "stale": 0}
         self.connected = False
         self.last_message_at: float | None = None
+        self._wake: Callable[[], None] | None = None
+
+    def on_change(self, wake: Callable[[], None] | None) -> None:
+        """Call `wake` (from the writing thread) when a change arrives and none was waiting, so
+        the stream sends at once instead of on a timer; once per batch, not per message."""
+        self._wake = wake
 
     # ----- writing (the MQTT thread) -----------------------------------------------------------
 
@@ -184,9 +190,12 @@ class Store:
             if not kept:
                 return None
             update = Update(kind, name, data)
+            first = not self._pending
             self._pending.pop((kind, name), None)  # re-inserted last: arrival order
             self._pending[(kind, name)] = update
-            return update
+        if first:
+            self._woken()
+        return update
 
     def _keep_named(self, kind: Kind, name: str, data: dict[str, Any]) -> bool:
         table = self._named[kind]
@@ -255,8 +264,16 @@ class Store:
             elif self._named[kind].pop(name, None) is None:
                 return None
             update = Update(kind, name, None)
+            first = not self._pending
             self._pending[(kind, name)] = update
-            return update
+        if first:
+            self._woken()
+        return update
+
+    def _woken(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            wake()
 
     def set_connected(self, connected: bool) -> None:
         with self._lock:

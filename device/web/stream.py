@@ -1,7 +1,8 @@
-"""The live stream: every `interval_ms` the store's changes become one SSE event, encoded once
-per symbol filter and queued to every client. A client's queue is bounded; one that falls
-`queue_batches` behind is disconnected (its browser reconnects and reloads the snapshot) instead
-of growing the gateway's memory."""
+"""The live stream: the store's changes become one SSE event as soon as they arrive, then for
+`interval_ms` what arrives is coalesced (the latest per name) into the next event; each event is
+encoded once per symbol filter and queued to every client. A client's queue is bounded; one that
+falls `queue_batches` behind is disconnected (its browser reconnects and reloads the snapshot)
+instead of growing the gateway's memory."""
 
 from __future__ import annotations
 
@@ -45,23 +46,37 @@ class Hub:
         return len(self._clients) >= self.settings.max_clients
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:
+            # The store is written on paho's thread: hop onto the loop to set the event.
+            loop.call_soon_threadsafe(changed.set)
+
+        self.store.on_change(wake)
+        self._task = loop.create_task(self._run(changed))
 
     async def stop(self) -> None:
+        self.store.on_change(None)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for client in self._clients:
+        for client in list(self._clients):  # _end removes it
             self._end(client)
 
-    async def _run(self) -> None:
-        interval = self.settings.interval_ms / 1000
+    async def _run(self, changed: asyncio.Event) -> None:
+        """Send what changed at once, then rest `interval_ms`: a lone forecast is not held back
+        by a timer, and a burst costs every client one write per interval, not one per message."""
+        gap = self.settings.interval_ms / 1000
+        changed.set()  # anything stored before the start (retained messages) goes out now
         while True:
-            await asyncio.sleep(interval)
+            await changed.wait()
+            changed.clear()
             updates = self.store.take_updates()
             if updates:
                 self.publish(updates)
+                await asyncio.sleep(gap)
 
     def publish(self, updates: list[Update]) -> None:
         """Queue one event with `updates` to every client (each sees only its symbols)."""
@@ -93,7 +108,13 @@ class Hub:
         self._clients.add(client)
         try:
             while (event := await client.queue.get()) is not None:
+                # Batches that piled up meanwhile (a slow network, a busy machine) go out as one
+                # write: fewer sends and wake-ups, so a client that lags catches up.
+                while not client.queue.empty() and (more := client.queue.get_nowait()):
+                    event += more
                 yield event
+                if client.dropped:
+                    return
         finally:
             self._clients.discard(client)
 

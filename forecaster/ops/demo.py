@@ -1,9 +1,11 @@
-"""`forecaster demo`: broker, agent, a real-data replay and the live view on one machine."""
+"""`forecaster demo`: broker, agent, web gateway, a real-data replay and the live view on one
+machine."""
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import importlib.util
 import json
 import logging
 import os
@@ -15,11 +17,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -31,6 +36,7 @@ from device.manifest import MANIFEST_FILE, BundleManifest
 from device.mqtt import parse_broker_url
 from device.schemas import AgentStatus, Bar, PriceForecast
 from device.topics import Topics
+from device.web.settings import loopback_config
 from forecaster.errors import FeedError, ForecasterError
 from forecaster.ops.feeds import ReplayResult, dataset_bars, replay
 from forecaster.ops.mqtt import tool_client
@@ -40,6 +46,7 @@ from forecaster.training.bundles import DEV_KEY_DIR, SIGNING_KEY_ENV
 __all__ = [
     "Coverage",
     "DemoSummary",
+    "WebCheck",
     "band_coverage",
     "ensure_models",
     "find_mosquitto",
@@ -47,6 +54,7 @@ __all__ = [
     "run_demo",
     "start_agent",
     "start_broker",
+    "start_gateway",
     "summarize",
     "write_agent_config",
 ]
@@ -55,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 AGENT_ID = "demo"
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+WEB_MODULES = ("fastapi", "uvicorn", "sse_starlette")  # the `web` extra
 
 
 # ----- scoring what the agent forecast (plain functions) ------------------------------------
@@ -117,6 +126,17 @@ class DemoSummary:
     model_latency_ms: tuple[float, float] | None
     end_to_end_ms: tuple[float, float] | None
     agents: dict[str, AgentStatus] = field(default_factory=dict)
+    web: WebCheck | None = None
+
+
+@dataclass(frozen=True)
+class WebCheck:
+    """What the web gateway served at the end, beside what the live view received: the latest
+    price forecast's seq per symbol."""
+
+    url: str
+    gateway: dict[str, int]
+    view: dict[str, int]
 
 
 def summarize(
@@ -177,6 +197,11 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
         console.print(table)
     else:
         console.print("coverage: no forecast horizon has elapsed yet (run longer: --duration)")
+    if summary.web is not None:
+        web = summary.web
+        served = ", ".join(f"{s} seq {n}" for s, n in sorted(web.gateway.items())) or "nothing"
+        same = "same as the live view" if web.gateway == web.view else f"live view: {web.view}"
+        console.print(f"web gateway {web.url}: latest price forecast {served} ({same})")
     for label, value in (
         ("model latency (agent inference)", summary.model_latency_ms),
         ("bar -> forecast end to end", summary.end_to_end_ms),
@@ -365,6 +390,66 @@ def _status(payload: bytes) -> AgentStatus | None:
         return None
 
 
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return json.load(response)
+
+
+def start_gateway(
+    workdir: Path, broker_url: str, stack: contextlib.ExitStack, timeout: float = 30.0
+) -> str | None:
+    """`forecaster-web` on a free loopback port (open: loopback only), stopped by `stack`, once it
+    is connected to the broker; returns its URL, or None without the `web` extra."""
+    if any(importlib.util.find_spec(m) is None for m in WEB_MODULES):
+        return None
+    port = _free_port()
+    config = workdir / "web.toml"
+    config.write_text(loopback_config(broker_url, port))
+    log = workdir / "web.log"
+    # Configured by its file alone, like the demo's agent.
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FORECASTER_WEB_")}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "device.web.cli", "--config", str(config)],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    stack.callback(_stop_process, process, "the web gateway")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise FeedError(
+                f"the web gateway exited with status {process.returncode}: {_tail(log)}"
+            )
+        with contextlib.suppress(OSError, ValueError):
+            if _get_json(f"{url}/api/v1/gateway").get("connected"):
+                return url
+        time.sleep(0.1)
+    raise FeedError(f"the web gateway was not connected within {timeout:g} s: {_tail(log)}")
+
+
+def _latest_seqs(board: ForecastBoard) -> dict[str, int]:
+    latest: dict[str, int] = {}
+    for r in board.price_history():
+        latest[r.forecast.symbol] = max(r.forecast.seq, latest.get(r.forecast.symbol, -1))
+    return latest
+
+
+def check_gateway(url: str, board: ForecastBoard, timeout: float = 5.0) -> WebCheck:
+    """Ask the gateway for every symbol's latest forecast until it agrees with the live view (both
+    subscribe to the same broker; the last forecasts may still be on their way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = _latest_seqs(board)
+        try:
+            served = {s["symbol"]: s["seq"] for s in _get_json(f"{url}/api/v1/symbols")}
+        except (OSError, ValueError) as exc:
+            raise FeedError(f"the web gateway did not answer: {exc}") from exc
+        if served == view or time.monotonic() > deadline:
+            return WebCheck(url, served, view)
+        time.sleep(0.1)
+
+
 # ----- models -------------------------------------------------------------------------------
 
 
@@ -462,6 +547,10 @@ def _replay_thread(
         results.append(exc)
 
 
+def _failed(results: list[ReplayResult | BaseException]) -> list[BaseException]:
+    return [r for r in results if isinstance(r, BaseException)]
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     """What `forecaster demo` runs: the registry (trained from `recipes_dir` when it has no price
@@ -520,6 +609,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummar
             f"agent {status.agent}: serving "
             + ", ".join(f"{m.get('id')} {m.get('version')}" for m in status.models)
         )
+        web = start_gateway(workdir, url, stack)
+        if web is None:
+            console.print("web gateway: not installed (pip install '.\\[web]')")
+        else:
+            console.print(f"web page: {web}/ (phone), {web}/?kiosk=1 (kiosk screen)")
         console.print(
             f"replaying {paced[0].symbol} from {options.start} at {rate:g} bars/s "
             f"(first {len(warmup)} bars at once to fill the model window)"
@@ -546,9 +640,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummar
         finally:
             stop.set()
             feeder.join(35.0)
-    errors = [r for r in results if isinstance(r, BaseException)]
+        checked = check_gateway(web, board) if web is not None and not _failed(results) else None
+    errors = _failed(results)
     if errors:
         raise FeedError(f"the replay failed: {errors[0]}") from errors[0]
     summary = summarize(board, warmup + paced, sent_at)
+    summary.web = checked
     print_summary(summary, console)
     return summary

@@ -1,5 +1,6 @@
-"""`forecaster demo` end to end on a quick pre-trained registry: a broker, the agent, a replay of
-real S&P 500 bars, the live view and the summary, with nothing left running afterwards."""
+"""`forecaster demo` end to end on a quick pre-trained registry: a broker, the agent, the web
+gateway, a replay of real S&P 500 bars, the live view and the summary, with nothing left running
+afterwards."""
 
 from __future__ import annotations
 
@@ -57,6 +58,14 @@ def test_demo_shows_forecasts_prints_a_summary_and_stops_everything(
     assert re.search(r"model latency \(agent inference\): p50 [\d.]+ ms, p99 [\d.]+ ms", out)
     assert re.search(r"bar -> forecast end to end: p50 [\d.]+ ms", out)
     assert "SPX" in out
+    # The gateway ran beside it and served the forecasts the live view received.
+    page = re.search(r"web page: (http://127\.0\.0\.1:\d+)/ \(phone\), \1/\?kiosk=1", out)
+    assert page, out
+    served = re.search(
+        rf"web gateway {page.group(1)}: latest price forecast SPX seq (\d+) \(same as the live view\)",
+        out,
+    )
+    assert served and int(served.group(1)) >= 100, out
     assert {p.pid for p in demo_processes()} <= before
 
 

@@ -1,11 +1,15 @@
 """The web gateway in a real browser (Debian's Chromium, headless, driven by Playwright) against a
 real Mosquitto, agent, `forecaster feed replay` and `feed macro`: the phone page shows what the
 agent published, updates within 2 s of a bar, says "reconnecting" while the gateway is down and
-recovers when it is back; the kiosk layout renders; offline, the installed app shows the last
-known values. Screenshots go to docs/img/ for the README."""
+recovers when it is back, with every symbol's latest forecast from the retained topics before any
+new bar; the kiosk layout renders; offline, the installed app shows the last known values.
+Screenshots go to the test's folder, and to the folder $FORECASTER_SCREENSHOTS names when set
+(`FORECASTER_SCREENSHOTS=docs/img` refreshes the README's), so a test run leaves the tree clean."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +30,7 @@ from tests.integration.conftest import EDGE_ONLY, ROOT, Collector, Feed, agent_c
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
-IMG = ROOT / "docs" / "img"
+SCREENSHOTS_ENV = "FORECASTER_SCREENSHOTS"
 AGENT = "web-agent"
 WARM = 70  # bars replayed: the students' window is 64, so the last 7 bars get forecasts
 FORECASTER = [sys.executable, "-m", "forecaster.cli"]
@@ -79,6 +84,27 @@ def number(text: str) -> float:
     return float(text.replace(",", "").replace("%", ""))
 
 
+def screenshot(page: Any, out: Path, name: str, *, full_page: bool = False) -> None:
+    """Into the test's folder, and into $FORECASTER_SCREENSHOTS (e.g. docs/img) when it is set."""
+    folders = [out] + (
+        [ROOT / os.environ[SCREENSHOTS_ENV]] if os.environ.get(SCREENSHOTS_ENV) else []
+    )
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / name), full_page=full_page)
+
+
+def latest_seqs(url: str) -> dict[str, int]:
+    return {s["symbol"]: s["seq"] for s in httpx.get(f"{url}/api/v1/symbols", timeout=5).json()}
+
+
+def wait_for_seqs(url: str, expected: dict[str, int], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (seqs := latest_seqs(url)) != expected:
+        assert time.monotonic() < deadline, f"gateway has {seqs}, expected {expected}"
+        time.sleep(0.05)
+
+
 def run(*args: str) -> None:
     result = subprocess.run(
         [*FORECASTER, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -112,12 +138,22 @@ def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenar
     bars = dataset_bars("sp500", start=date(2018, 1, 1), limit=WARM + 2)
     run("feed", "replay", "--dataset", "sp500", "--start", "2018-01-01", "--limit", str(WARM),
         "--rate", "0", "--broker", broker.url)  # fmt: skip
+    run("feed", "replay", "--dataset", "nasdaq", "--start", "2018-01-01", "--limit", str(WARM),
+        "--rate", "0", "--broker", broker.url)  # fmt: skip
     run("feed", "macro", "--broker", broker.url, "--rate", "0", "--start", "2008-01-01",
         "--end", "2008-08-31")  # fmt: skip
     sent = sub.wait_for("forecast/price/SPX", lambda f: bool(f) and f[-1]["seq"] == WARM - 1, 30)[
         -1
     ]
     nowcast = sub.wait_for("nowcast/gdp/us", bool, 30)[-1]
+
+    # Forecasts are retained: a subscriber that arrives after them gets the latest at once.
+    late = collector("forecast/price/+")
+    late.wait_for("forecast/price/+", lambda f: {x["symbol"] for x in f} == {"SPX", "NDX"}, 10)
+    got = {m.topic: m for m in late.drain()}
+    assert all(m.retain for m in got.values())
+    assert json.loads(got["forecast/price/SPX"].payload)["seq"] == WARM - 1
+    assert json.loads(got["forecast/price/NDX"].payload)["seq"] == WARM - 1
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
@@ -163,8 +199,7 @@ def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenar
             .startswith(f"{AGENT}: online")
         )
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll
-        IMG.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(IMG / "web-phone.png"), full_page=True)
+        screenshot(page, tmp_path, "web-phone.png", full_page=True)
 
         def bar_updates_page(bar_index: int) -> float:
             bar = bars[bar_index]
@@ -179,6 +214,8 @@ def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenar
             return time.monotonic() - start
 
         assert bar_updates_page(WARM) < 2.0
+        before = latest_seqs(gateway.url)
+        assert before == {"SPX": bars[WARM].seq, "NDX": WARM - 1}
 
         # The gateway goes away: the page says so, keeps the last values, and comes back by itself.
         assert gateway.stop() == 0
@@ -190,7 +227,11 @@ def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenar
         page.wait_for_function(
             "() => document.querySelector('#conn').dataset.state === 'live'", timeout=15_000
         )
-        # Its view of the retained nowcast and status came back with the restart.
+        # Its view came back with the restart, before any new bar: every symbol's latest forecast
+        # (retained price and trend topics), the retained nowcast and status.
+        wait_for_seqs(gateway.url, before)
+        spx = httpx.get(f"{gateway.url}/api/v1/symbols/SPX", timeout=5).json()
+        assert spx["price"]["seq"] == spx["trend"]["seq"] == bars[WARM].seq
         recovered = httpx.get(f"{gateway.url}/api/v1/nowcasts/us", timeout=5).json()
         assert recovered["nowcast"] == nowcast["nowcast"]
         assert bar_updates_page(WARM + 1) < 2.0
@@ -204,12 +245,12 @@ def test_phone_page_live_stale_recovery_and_kiosk(  # noqa: PLR0915 - one scenar
         feed.bar("SPX", bars[WARM + 1].seq + 1, "2018-04-20T00:00:00Z", bars[WARM + 1].close)
         active = kiosk.locator("article.symbol.active")
         active.wait_for(timeout=5_000)
-        assert active.get_attribute("data-symbol") == "SPX"
+        assert active.get_attribute("data-symbol") in {"SPX", "NDX"}  # it cycles through both
         size = kiosk.evaluate(
             "parseFloat(getComputedStyle(document.querySelector('article.active h2')).fontSize)"
         )
         assert size >= 32
-        kiosk.screenshot(path=str(IMG / "web-kiosk.png"))
+        screenshot(kiosk, tmp_path, "web-kiosk.png")
 
         # Offline (the phone loses its network): the installed app still opens with the last
         # known values, from the service worker's cache and the page's saved state.

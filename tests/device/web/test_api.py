@@ -7,7 +7,10 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -83,6 +86,48 @@ def test_bad_requests_get_a_json_reason(
 def test_nothing_but_reads(client: TestClient) -> None:
     assert client.post("/api/v1/symbols").status_code == 405
     assert client.delete("/api/v1/fleet").status_code == 405
+
+
+def test_head_answers_like_get_without_a_body(client: TestClient, store: Store) -> None:
+    store.ingest("forecast/price/SPX", price_payload(BARS[0]))
+    for path, status in [
+        ("/api/v1/symbols", 200),
+        ("/api/v1/symbols/SPX?limit=3", 200),
+        ("/api/v1/symbols/NOPE", 404),
+        ("/api/v1/symbols/SPX?limit=0", 422),
+        ("/", 200),
+        ("/static/app.js", 200),
+        ("/static/icon-180.png", 200),  # the iOS home-screen icon (scripts/make_icon.py)
+    ]:
+        get, head = client.get(path), client.head(path)
+        assert (head.status_code, head.content) == (status, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert (
+            head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+        )
+        assert head.headers["content-security-policy"] == CSP
+    assert client.head("/api/v1/stream").status_code == 405  # HEAD opens no stream
+
+
+def test_a_full_gateway_refuses_new_stream_clients_with_503() -> None:
+    app = create_app(WebSettings(stream={"max_clients": 1}), make_store(), listen=False)
+    hub: Hub = app.state.hub
+
+    async def scenario() -> httpx.Response:
+        holder = hub.events(None)
+        waiting = asyncio.ensure_future(anext(holder))
+        await asyncio.sleep(0)  # the one allowed client is registered
+        assert hub.clients == 1 and hub.full()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.get("/api/v1/stream")
+        waiting.cancel()
+        return response
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 503
+    assert response.json() == {"detail": "too many stream clients"}
+    assert response.headers["content-security-policy"] == CSP
 
 
 def test_security_headers_and_closed_cors(client: TestClient) -> None:
@@ -172,3 +217,30 @@ def test_the_stream_batches_updates_and_drops_a_client_that_falls_behind() -> No
     assert [[(u["kind"], u["name"]) for u in b] for b in batches[1:]] == [[("price", "SPX")]] * 4
     assert [b[0]["data"]["seq"] for b in batches[1:]] == [0, 1, 2, 3]
     assert dropped
+
+
+def test_a_change_goes_out_at_once_and_what_follows_is_coalesced() -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], float, list[dict[str, Any]], float]:
+        store = make_store()
+        hub = Hub(store, StreamSettings(interval_ms=3000))
+        hub.start()
+        events = hub.events(None)
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        # From another thread, as paho's network thread writes the store.
+        await asyncio.to_thread(store.ingest, "forecast/price/SPX", price_payload(BARS[0]))
+        lone = frame_json(await asyncio.wait_for(first, 10))
+        lone_s = time.monotonic() - start
+        for bar in BARS[1:4]:
+            await asyncio.to_thread(store.ingest, "forecast/price/SPX", price_payload(bar))
+        burst = frame_json(await asyncio.wait_for(anext(events), 10))
+        burst_s = time.monotonic() - start
+        await hub.stop()
+        return lone, lone_s, burst, burst_s
+
+    lone, lone_s, burst, burst_s = asyncio.run(scenario())
+    assert [u["data"]["seq"] for u in lone] == [0]  # type: ignore[index]
+    assert lone_s < 1.5  # sent at once, not on the 3 s tick
+    assert [u["data"]["seq"] for u in burst] == [3]  # type: ignore[index]  # the latest only
+    assert burst_s >= 2.9  # after the interval: one write for the three

@@ -52,6 +52,38 @@ def test_environment_wins_and_unknown_keys_are_errors(
         load_web_settings(config)
 
 
+def test_unknown_environment_variables_are_errors_like_the_agents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FORECASTER_WEB_HTTP__PROT", "9100")
+    monkeypatch.setenv("FORECASTER_WEB_LOGLEVEL", "DEBUG")
+    monkeypatch.setenv("FORECASTER_WEB_BROKER__PASSWORD", "fine")  # a real key is accepted
+    with pytest.raises(
+        ConfigError, match=r"unknown environment variables: FORECASTER_WEB_HTTP__PROT, "
+        r"FORECASTER_WEB_LOGLEVEL$",
+    ):  # fmt: skip
+        load_web_settings(None)
+    monkeypatch.delenv("FORECASTER_WEB_HTTP__PROT")
+    monkeypatch.delenv("FORECASTER_WEB_LOGLEVEL")
+    password = load_web_settings(None).broker.password
+    assert password is not None and password.get_secret_value() == "fine"
+
+
+def test_the_gateway_does_not_import_the_agents_runtime() -> None:
+    # device/__init__ imports Agent and OnnxModel lazily: a gateway does not pay for them.
+    code = (
+        "import sys, device.web, device.web.cli, device.web.app\n"
+        "heavy = [m for m in ('onnxruntime', 'apscheduler', 'device.agent') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from device import Agent, OnnxModel\n"
+        "assert 'onnxruntime' in sys.modules and Agent.__name__ == 'Agent'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "device.web.cli", *args], cwd=ROOT, input=stdin,
