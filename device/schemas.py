@@ -95,8 +95,12 @@ class PriceForecast(BaseModel):
     quantiles: list[float]
     returns: list[list[float]]
     prices: list[list[float]]
+    # Of the onnxruntime call that computed it (shared with the bars batched into that call).
     latency_ms: float
     produced_at: datetime = Field(default_factory=utcnow)
+    # True when the window skips seq numbers (bars lost upstream or served by another agent):
+    # the forecast is not computed on the symbol's true last `window` closes.
+    seq_gap: bool = False
 
 
 class TrendForecast(BaseModel):
@@ -114,6 +118,9 @@ class TrendForecast(BaseModel):
     proba: list[float]
     latency_ms: float
     produced_at: datetime = Field(default_factory=utcnow)
+    # True when the window skips seq numbers (bars lost upstream or served by another agent):
+    # the forecast is not computed on the symbol's true last `window` closes.
+    seq_gap: bool = False
 
 
 class AgentStatus(BaseModel):
@@ -130,6 +137,10 @@ class AgentStatus(BaseModel):
     counters: dict[str, int] = Field(default_factory=dict)
     latency_ms: dict[str, float] = Field(default_factory=dict)
     warming: dict[str, str] = Field(default_factory=dict)
+    # Pool membership ({"index": k, "count": n}), the symbols served, seq gaps per symbol.
+    partition: dict[str, int] = Field(default_factory=dict)
+    symbols: list[str] = Field(default_factory=list)
+    seq_gaps: dict[str, int] = Field(default_factory=dict)
     # Bundles found but not loaded (bad signature, hash mismatch, failed smoke test): path, reason.
     rejected: list[dict[str, str]] = Field(default_factory=list)
 

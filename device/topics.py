@@ -24,10 +24,9 @@ class Topics:
     def bar(self, symbol: str) -> str:
         return self._t(f"market/{symbol}/bar")
 
-    def bar_filter(self, share_group: str | None = None) -> str:
-        """Subscription filter for every symbol; a share group splits one feed across agents."""
-        base = self._t("market/+/bar")
-        return f"$share/{share_group}/{base}" if share_group else base
+    def bar_filter(self) -> str:
+        """Subscription filter for every symbol (a pool member filters by partition itself)."""
+        return self._t("market/+/bar")
 
     def symbol_of_bar(self, topic: str) -> str | None:
         """The symbol in a `market/<symbol>/bar` topic, or None when the topic is not a bar topic."""
