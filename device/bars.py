@@ -100,7 +100,7 @@ class SymbolWindow:
 
     def has_gap(self, window: int) -> bool:
         """Whether the last `window` closes straddle a seq gap (known since this process started)."""
-        return self.gap_at > self.count - window + 1
+        return self.gap_at > max(0, self.count - window + 1)
 
     def latest(self, window: int) -> np.ndarray:
         """The last `window` closes as a `[1, window]` float32 view (valid until the next push)."""
