@@ -111,3 +111,31 @@ def test_a_pool_forecasts_every_bar_once_by_its_owner_through_a_sigkill(
         for agent in agents:
             if agent.alive():
                 agent.kill()
+
+
+def test_a_seq_gap_is_counted_logged_and_marked_on_the_forecasts_it_touches(
+    tmp_path, broker, quick_price_bundle, collector, feed
+) -> None:
+    sub = collector("forecast/price/+", "fleet/+/status")
+    [agent] = _start_pool(tmp_path, broker.url, quick_price_bundle, 1)
+    try:
+        w = load_bundle(
+            quick_price_bundle.path, load_trusted_keys([quick_price_bundle.keys_dir])
+        ).manifest.window
+        assert w is not None
+        _wait_statuses(sub, 1, lambda s: s.online)
+        bars = sp500_closes(w + 10)
+        jump = w + 3  # seqs 0 .. w+2, then w+5 ..: two bars of SPX went elsewhere
+        seqs = [*range(jump), *range(jump + 2, len(bars) + 2)]
+        for seq, (ts, close) in zip(seqs, bars, strict=True):
+            feed.bar("SPX", seq, ts, close)
+        feed.flush()
+        found = sub.wait_for("forecast/price/SPX", lambda f: len(f) >= len(bars) - w + 1, 30)
+        flagged = {f["seq"]: f["seq_gap"] for f in found}
+        # A window straddles the jump from the first bar after it until the jump leaves it.
+        after = seqs.index(jump + 2)
+        assert flagged == {s: after <= i < after + w - 1 for i, s in enumerate(seqs) if i >= w - 1}
+        _wait_statuses(sub, 1, lambda s: s.seq_gaps == {"SPX": 1} and s.counters["seq_gaps"] == 1)
+        assert "SPX: seq jumped from" in agent.output()
+    finally:
+        agent.kill()
