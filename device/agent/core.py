@@ -42,7 +42,7 @@ from device.outbox import Outbox, OutMessage, StateWrite, WindowState
 from device.redelivery import CommittedInputs, input_digest
 from device.schemas import AgentStatus
 from device.settings import AgentSettings
-from device.topics import Topics
+from device.topics import Topics, topic_matches
 
 __all__ = ["Agent"]
 
@@ -554,7 +554,7 @@ class Agent:
     def _dispatch(self, msg: mqtt.MQTTMessage) -> Outcome | Ticket | None:
         try:
             for route in self._routes:
-                if mqtt.topic_matches_sub(route.match, msg.topic):
+                if topic_matches(route.match, msg.topic):
                     return route.handler(msg)
             raise PayloadError("no handler for this topic")
         except PayloadError as exc:

@@ -140,3 +140,24 @@ def test_a_float_graph_runs_the_pass_as_one_call_with_the_per_window_results(
         assert not isinstance(result, Exception)
         alone, _ = model.model.run_window(row.closes)
         np.testing.assert_allclose(result[0], alone, rtol=1e-5, atol=1e-6)
+
+
+LEVELS = st.sampled_from(["market", "SPX", "bar", "", "$SYS", "a+b", "x#", "fleet"])
+
+
+@given(
+    st.lists(st.sampled_from(["market", "SPX", "bar", "+", "", "$SYS"]), min_size=1, max_size=4),
+    st.booleans(),
+    st.lists(LEVELS, min_size=1, max_size=5),
+)
+def test_topic_matching_agrees_with_paho(
+    levels: list[str], hash_tail: bool, topic: list[str]
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    from device.topics import topic_matches
+
+    topic_filter = "/".join([*levels, "#"] if hash_tail else levels)
+    name = "/".join(topic)
+    for f in (topic_filter, "#"):
+        assert topic_matches(f, name) == mqtt.topic_matches_sub(f, name), (f, name)
