@@ -205,6 +205,10 @@ class BarHandler:
             self._counters["errors"] += 1
             logger.warning("%s", exc)
             return self._event("inference_error", str(exc), row.model)
+        except Exception as exc:  # a bug must not fail the commit (the pass would be re-sent)
+            self._counters["errors"] += 1
+            logger.exception("forecast of %s seq %d failed", row.symbol, row.seq)
+            return self._event("internal_error", f"{row.symbol} seq {row.seq}: {exc}", row.model)
 
     def _forecast(self, row: PendingRow, output: np.ndarray, latency_ms: float) -> OutMessage:
         model = row.model
