@@ -161,3 +161,24 @@ def test_topic_matching_agrees_with_paho(
     name = "/".join(topic)
     for f in (topic_filter, "#"):
         assert topic_matches(f, name) == mqtt.topic_matches_sub(f, name), (f, name)
+
+
+def test_op_types_read_from_protobuf_match_onnx_including_subgraphs(quick_price_bundle) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    for name in ("model.onnx", "teacher.onnx"):
+        data = (quick_price_bundle.path / name).read_bytes()
+        assert op_types(data) == {n.op_type for n in onnx.load_from_string(data).graph.node}
+    # A dynamic quantization hidden in a branch of an If still makes the graph per-window only.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+    q = helper.make_tensor_value_info("q", TensorProto.UINT8, [None, 4])
+    branch = helper.make_graph(
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"])], "b", [], [q]
+    )
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    node = helper.make_node("If", ["c"], ["q"], then_branch=branch, else_branch=branch)
+    model = helper.make_model(helper.make_graph([node], "g", [cond, x], [q]))
+    data = model.SerializeToString()
+    assert op_types(data) == {"If", "DynamicQuantizeLinear"}
+    assert not rows_independent(data)
