@@ -91,6 +91,11 @@ class ModelSet:
             self, "window", max((m.manifest.window or 0 for m in window_models), default=0)
         )
 
+    @property
+    def batchable(self) -> bool:
+        """Whether some window model may run a pass's windows as one call."""
+        return any(m.model.batchable for m in self.window_models)
+
     def by_task(self, task: str) -> tuple[LoadedModel, ...]:
         return tuple(m for m in self.models if m.manifest.task == task)
 

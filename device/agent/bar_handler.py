@@ -157,7 +157,12 @@ class BarHandler:
                         window.has_gap(size),
                     )
                 )
-        return Outcome(window=window.state())
+        outcome = Outcome(window=window.state())
+        if not models.batchable:
+            # Nothing to share a call with: forecast now, as the bar arrives, rather than hold
+            # its inference until the pass's commit (which delays the pass's acknowledgements).
+            outcome.messages.extend(self.flush())
+        return outcome
 
     def _count_gap(self, symbol: str, last_seq: int | None, seq: int) -> None:
         if not self.seq_gaps[symbol]:
