@@ -55,6 +55,7 @@ class SymbolWindow:
         "closes",
         "count",
         "filled",
+        "gap_at",
         "last_seq",
         "last_ts",
         "model_input",
@@ -69,6 +70,8 @@ class SymbolWindow:
         self.model_input = np.zeros((1, capacity), dtype=np.float32)
         self.filled = 0  # valid closes at the end of the buffer
         self.count = 0  # bars accepted since the symbol was first seen
+        # `count` of the latest bar whose seq skipped numbers (0: none since the start).
+        self.gap_at = 0
         self.last_seq: int | None = None
         self.last_ts = ""
 
@@ -76,7 +79,9 @@ class SymbolWindow:
     def last_close(self) -> float:
         return float(self.closes[-1])
 
-    def push(self, seq: int, ts: str, close: float) -> None:
+    def push(self, seq: int, ts: str, close: float) -> bool:
+        """Append a bar (its seq above `last_seq`); True when its seq skipped numbers."""
+        gap = self.last_seq is not None and seq > self.last_seq + 1
         if self.capacity:
             self.closes[:-1] = self.closes[1:]
             self.closes[-1] = close
@@ -84,11 +89,18 @@ class SymbolWindow:
             self.model_input[0, -1] = close
             self.filled = min(self.filled + 1, self.capacity)
         self.count += 1
+        if gap:
+            self.gap_at = self.count
         self.last_seq = seq
         self.last_ts = ts
+        return gap
 
     def ready(self, window: int) -> bool:
         return self.filled >= window
+
+    def has_gap(self, window: int) -> bool:
+        """Whether the last `window` closes straddle a seq gap (known since this process started)."""
+        return self.gap_at > max(0, self.count - window + 1)
 
     def latest(self, window: int) -> np.ndarray:
         """The last `window` closes as a `[1, window]` float32 view (valid until the next push)."""

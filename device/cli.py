@@ -1,4 +1,5 @@
-"""`forecaster-agent --config agent.toml`: run the edge agent until SIGTERM or SIGINT."""
+"""`forecaster-agent --config agent.toml`: run the edge agent until SIGTERM or SIGINT.
+`forecaster-agent owner SYMBOL... --count N`: which member of a pool of N serves each symbol."""
 
 from __future__ import annotations
 
@@ -24,11 +25,34 @@ def _parser() -> argparse.ArgumentParser:
         "FORECASTER_AGENT_* environment variables (see deploy/agent.example.toml).",
     )
     parser.add_argument("--config", type=Path, required=True, help="agent settings (TOML)")
+    parser.epilog = "forecaster-agent owner SYMBOL... --count N: the pool member of each symbol"
     return parser
+
+
+def _owner(argv: list[str]) -> int:
+    """Print `SYMBOL INDEX` per symbol: the [partition] index that serves it."""
+    from device.partition import owner
+
+    parser = argparse.ArgumentParser(
+        prog="forecaster-agent owner",
+        description="Which member ([partition] index) of a pool of --count agents serves each "
+        "symbol: crc32(symbol as UTF-8) % count, as every agent computes it.",
+    )
+    parser.add_argument("symbols", nargs="+", metavar="SYMBOL")
+    parser.add_argument("--count", type=int, required=True, help="[partition] count of the pool")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    for symbol in args.symbols:
+        print(f"{symbol} {owner(symbol, args.count)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 after a clean stop; 1 with a one-line error when the agent cannot serve."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["owner"]:
+        return _owner(argv[1:])
     args = _parser().parse_args(argv)
     # Imported here so `--help` stays fast on small devices.
     from device.agent import Agent

@@ -15,6 +15,8 @@ COUNTERS = (
     "spooled",
     "dropped",
     "errors",
+    "not_owned",  # bars of symbols another pool member serves (device/partition.py)
+    "seq_gaps",
 )
 
 

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 # Tasks whose single input is the last `window` raw closes of one symbol.
 WINDOW_TASKS = ("price", "trend")
+# A batched row may differ from the same window run alone by float32 rounding only (onnxruntime
+# picks other GEMM kernels for other batch sizes).
+BATCH_RTOL = 1e-5
+BATCH_ATOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,11 @@ class ModelSet:
             self, "window", max((m.manifest.window or 0 for m in window_models), default=0)
         )
 
+    @property
+    def batchable(self) -> bool:
+        """Whether some window model may run a pass's windows as one call."""
+        return any(m.model.batchable for m in self.window_models)
+
     def by_task(self, task: str) -> tuple[LoadedModel, ...]:
         return tuple(m for m in self.models if m.manifest.task == task)
 
@@ -112,6 +121,7 @@ def smoke_test(model: OnnxModel, windows: Mapping[str, np.ndarray] | None = None
                 closes[-m.window :], dtype=np.float32
             )[None, :]
     latencies = []
+    rows = []
     for what, closes in inputs.items():
         out, latency_ms = model.run_window(closes)
         if out.shape != expected:
@@ -121,7 +131,27 @@ def smoke_test(model: OnnxModel, windows: Mapping[str, np.ndarray] | None = None
         if not np.isfinite(out).all():
             raise ModelError(f"{m.model_id}: non-finite output on {what}")
         latencies.append(latency_ms)
+        rows.append((closes, out))
+    if model.batchable:
+        _check_batch(model, rows)
     return latencies
+
+
+def _check_batch(model: OnnxModel, rows: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Run the smoke windows (and a rising one) as one call; a graph whose batched rows differ
+    from its single-window results beyond float32 rounding runs one window per call."""
+    window = rows[0][0].shape[1]
+    rising = np.linspace(90.0, 110.0, window, dtype=np.float32)[None, :]
+    single, _ = model.run_window(rising)
+    rows = [*rows, (rising, single)]
+    batched, _ = model.run_window(np.concatenate([closes for closes, _ in rows]))
+    expected = np.concatenate([out for _, out in rows])
+    if not np.allclose(batched, expected, rtol=BATCH_RTOL, atol=BATCH_ATOL):
+        logger.warning(
+            "%s: batched rows differ from single windows; running one window per call",
+            model.manifest.model_id,
+        )
+        model.batchable = False
 
 
 def load_model(bundle: Bundle, intra_op_threads: int = 1) -> LoadedModel:

@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from device.bundle import Bundle
 from device.errors import ModelError
+from device.onnxgraph import rows_independent
 
 __all__ = ["OnnxModel", "make_session"]
 
@@ -38,6 +39,9 @@ class OnnxModel:
         self.session = make_session(bundle.model_bytes, intra_op_threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # Whether one call may carry several windows (see `rows_independent`); the smoke test
+        # also checks it on real inputs.
+        self.batchable = rows_independent(bundle.model_bytes)
         expected = [i.name for i in self.manifest.inputs]
         if self.input_names != expected:
             raise ModelError(f"graph inputs {self.input_names} differ from manifest {expected}")

@@ -103,6 +103,7 @@ class PriceForecast(BaseModel):
         "last_close: the model's output after the agent's on-line calibration, never crossing."
     )
     prices: list[list[float]] = Field(description="last_close * exp(returns).")
+    # Of the onnxruntime call that computed it (shared with the bars batched into that call).
     latency_ms: float
     produced_at: datetime = Field(default_factory=utcnow)
     # Issue 12: what the model said and what the calibration changed (returns = raw + correction).
@@ -116,6 +117,9 @@ class PriceForecast(BaseModel):
         description="returns - raw: the calibration's shift per horizon and quantile, learnt from "
         "this model's earlier forecasts on this symbol (docs/CALIBRATION.md); null when none.",
     )
+    # True when the window skips seq numbers (bars lost upstream or served by another agent):
+    # the forecast is not computed on the symbol's true last `window` closes.
+    seq_gap: bool = False
 
 
 class TrendForecast(BaseModel):
@@ -133,6 +137,9 @@ class TrendForecast(BaseModel):
     proba: list[float]
     latency_ms: float
     produced_at: datetime = Field(default_factory=utcnow)
+    # True when the window skips seq numbers (bars lost upstream or served by another agent):
+    # the forecast is not computed on the symbol's true last `window` closes.
+    seq_gap: bool = False
 
 
 class LiveAccuracy(BaseModel):
@@ -168,6 +175,10 @@ class AgentStatus(BaseModel):
     counters: dict[str, int] = Field(default_factory=dict)
     latency_ms: dict[str, float] = Field(default_factory=dict)
     warming: dict[str, str] = Field(default_factory=dict)
+    # Pool membership ({"index": k, "count": n}), the symbols served, seq gaps per symbol.
+    partition: dict[str, int] = Field(default_factory=dict)
+    symbols: list[str] = Field(default_factory=list)
+    seq_gaps: dict[str, int] = Field(default_factory=dict)
     # Bundles found but not loaded (bad signature, hash mismatch, failed smoke test): path, reason.
     rejected: list[dict[str, str]] = Field(default_factory=list)
     # Live accuracy per served price model and symbol with at least one scored forecast.

@@ -14,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 from device.configio import ConfigFileError, FileSettings, load_file_settings, resolve_path
 from device.errors import ConfigError
 from device.mqtt import BrokerAddress, parse_broker_url
+from device.partition import Partition
 
 __all__ = [
     "ENV_PREFIX",
@@ -24,6 +25,7 @@ __all__ = [
     "ModelsSettings",
     "NowcastSettings",
     "OutboxSettings",
+    "PartitionSettings",
     "StatusSettings",
     "load_settings",
 ]
@@ -149,6 +151,24 @@ class NowcastSettings(_Section):
         return value.strip()
 
 
+class PartitionSettings(_Section):
+    """This agent's place in a pool that splits one feed by symbol (device/partition.py)."""
+
+    index: int = Field(default=0, ge=0)
+    count: int = Field(default=1, ge=1, le=4096)
+    # `$share/<group>/` for stateless requests (nowcast/gdp/<region>/get), never for bars.
+    request_group: str | None = Field(default=None, pattern=_NAME)
+
+    @model_validator(mode="after")
+    def _check_index(self) -> PartitionSettings:
+        if self.index >= self.count:
+            raise ValueError(f"index {self.index} must be below count {self.count}")
+        return self
+
+    def partition(self) -> Partition:
+        return Partition(self.index, self.count)
+
+
 class AgentSettings(FileSettings):
     """Everything `forecaster-agent` reads; `deploy/agent.example.toml` documents every key."""
 
@@ -164,14 +184,25 @@ class AgentSettings(FileSettings):
     state_dir: Path = Path("state")
     topic_prefix: str = Field(default="", pattern=r"^$|^[^#+$][^#+]*/$")
     symbols: list[str] = Field(default_factory=list)
-    share_group: str | None = Field(default=None, pattern=_NAME)
     max_symbols: int = Field(default=1000, ge=1)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    partition: PartitionSettings = Field(default_factory=PartitionSettings)
     nowcast: NowcastSettings = Field(default_factory=NowcastSettings)
     calibration: CalibrationSection = Field(default_factory=CalibrationSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "share_group" in data:
+            # $share hands a symbol's bars to the group's members in turn (wrong windows).
+            raise ValueError(
+                "share_group was removed: split a feed with [partition] index/count, and "
+                "share nowcast requests with [partition] request_group"
+            )
+        return data
 
     @model_validator(mode="after")
     def _check_symbols(self) -> AgentSettings:

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
-__all__ = ["Topics", "forecast_key"]
+__all__ = ["Topics", "forecast_key", "topic_matches"]
+
+
+@lru_cache(maxsize=256)
+def _filter_pattern(topic_filter: str) -> re.Pattern[str]:
+    levels = topic_filter.split("/")
+    tail = ""
+    if levels[-1] == "#":  # the parent level and any number below it
+        levels.pop()
+        tail = "(?:/.*)?" if levels else ".*"
+    body = "/".join("[^/]*" if level == "+" else re.escape(level) for level in levels)
+    # Wildcards in the first level never match a `$` topic (MQTT 5.0, section 4.7.2).
+    guard = "(?!\\$)" if topic_filter[:1] in ("+", "#") else ""
+    return re.compile(guard + body + tail, re.DOTALL)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """paho's `topic_matches_sub`, without building a matcher tree for every message."""
+    return _filter_pattern(topic_filter).fullmatch(topic) is not None
 
 
 def forecast_key(agent: str, symbol: str, seq: int, model: str) -> str:
@@ -24,10 +44,9 @@ class Topics:
     def bar(self, symbol: str) -> str:
         return self._t(f"market/{symbol}/bar")
 
-    def bar_filter(self, share_group: str | None = None) -> str:
-        """Subscription filter for every symbol; a share group splits one feed across agents."""
-        base = self._t("market/+/bar")
-        return f"$share/{share_group}/{base}" if share_group else base
+    def bar_filter(self) -> str:
+        """Subscription filter for every symbol (a pool member filters by partition itself)."""
+        return self._t("market/+/bar")
 
     def symbol_of_bar(self, topic: str) -> str | None:
         """The symbol in a `market/<symbol>/bar` topic, or None when the topic is not a bar topic."""

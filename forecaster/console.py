@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 # Piped output (logs, CI) gets room for the wide metric tables instead of 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=200)
+console = Console() if sys.stdout.isatty() else Console(width=320)
 err_console = Console(stderr=True)
 
 REGISTRY_DEFAULT = Path("models/registry")

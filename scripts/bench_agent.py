@@ -1,14 +1,17 @@
 """Benchmark the edge agent on one machine with Mosquitto on loopback (docs/BENCHMARKS.md, "Agent").
 
-    python -m scripts.bench_agent [--symbols 50] [--bars 100] [--rate 1000] [--seconds 10]
-                                  [--registry DIR] [--install-size] [--json OUT]
+    python -m scripts.bench_agent [--symbols 50] [--bars 100] [--rate R] [--seconds 10]
+                                  [--pool 3] [--registry DIR] [--install-size] [--json OUT]
 
 Measures, in one run against one broker:
 1. throughput: 50 symbols x `--bars` bars published as fast as possible at QoS 1; forecasts out
    per second for the agent (one price model) and for a bare paho subscribe->publish relay;
-2. end-to-end latency bar-published -> forecast-received with bars paced at `--rate` per second;
+2. end-to-end latency bar-published -> forecast-received with bars paced at `--rate` per second
+   (default: half the relay's throughput measured in the same run), for the relay and the agent;
 3. agent RSS with three models loaded (price/spx, price/ndx, trend/spx), and with one;
-4. with --install-size: the size of `pip install .` (the edge install) in a fresh venv's
+4. the combined throughput of pools of 1 .. `--pool` agents (symbol-affine partitions), and the
+   in-process cost of a bar the agent does not own next to one it forecasts;
+5. with --install-size: the size of `pip install .` (the edge install) in a fresh venv's
    site-packages, next to the training stack's packages in the development venv.
 Without --registry it trains the three quick bundles first (about a minute).
 """
@@ -206,7 +209,8 @@ def paced(
 
 def prepare_registries(work: Path, given: Path | None) -> tuple[Path, Path, Path]:
     """(registry with three models, registry with price/spx only, trusted key dir)."""
-    full = given or work / "trained" / "registry"
+    # Absolute: the agent takes a relative models.dir relative to its own config file.
+    full = given.resolve() if given is not None else work / "trained" / "registry"
     if given is None:
         from forecaster.tasks import train_recipe
 
@@ -218,6 +222,16 @@ def prepare_registries(work: Path, given: Path | None) -> tuple[Path, Path, Path
     source = sorted((full / "price" / "spx").iterdir())[-1]
     shutil.copytree(source, single / "price" / "spx" / source.name)
     return full, single, keys
+
+
+@dataclass(frozen=True)
+class BurstRun:
+    """What every burst of a run shares: the symbols, the window to fill, the timed bars."""
+
+    symbols: list[str]
+    window: int
+    bars: int
+    closes: list[float]
 
 
 @dataclass
@@ -236,14 +250,27 @@ class AgentRun:
         return self.status
 
 
+def window_models(registry: Path) -> list[Path]:
+    """The price/trend bundles' slots: each forecasts every bar (a gdp bundle answers macro)."""
+    return [p for p in registry.glob("*/*") if p.parent.name in ("price", "trend")]
+
+
 @contextmanager
-def agent(url: str, registry: Path, keys: Path, workdir: Path, name: str) -> Iterator[AgentRun]:
+def agent(
+    url: str,
+    registry: Path,
+    keys: Path,
+    workdir: Path,
+    name: str,
+    partition: tuple[int, int] = (0, 1),
+) -> Iterator[AgentRun]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "agent.toml"
     config.write_text(
         f'agent_id = "{name}"\nlog_level = "WARNING"\nstate_dir = "{workdir / "state"}"\n'
         f'[broker]\nurl = "{url}"\n[models]\ndir = "{registry}"\ntrusted_keys = ["{keys}"]\n'
         "[status]\ninterval_s = 1.0\n"
+        f"[partition]\nindex = {partition[0]}\ncount = {partition[1]}\n"
     )
     watcher = Receiver(url, f"fleet/{name}/status")
     proc = subprocess.Popen([sys.executable, "-m", "device.cli", "--config", str(config)], cwd=ROOT)
@@ -296,6 +323,162 @@ def rss_while(proc: psutil.Process, run: Callable[[], Any]) -> tuple[Any, float]
     return result, peak[0] / 2**20
 
 
+def pool_rates(
+    url: str, pub: mqtt.Client, work: Path, registry: Path, keys: Path, size: int, run: BurstRun
+) -> dict[str, int]:
+    """Forecasts per second of pools of 1 .. `size` agents, all forecasts of a burst counted."""
+    rates = {}
+    for count in range(1, size + 1):
+        rx = Receiver(url, "forecast/price/+")
+        with ExitStack() as pool:
+            for index in range(count):
+                pool.enter_context(
+                    agent(
+                        url,
+                        registry,
+                        keys,
+                        work / f"pool{count}-{index}",
+                        f"pool{count}-{index}",
+                        (index, count),
+                    )
+                )
+            warm_up(pub, rx, run.symbols, run.window, run.closes)
+            rates[str(count)] = round(
+                burst(pub, rx, run.symbols, range(run.window, run.window + run.bars), run.closes)
+            )
+        rx.close()
+    return rates
+
+
+def catch_up(
+    url: str, pub: mqtt.Client, work: Path, registry: Path, keys: Path, run: BurstRun
+) -> dict[str, float]:
+    """Member 1 of a pool of two is stopped while a burst is published: its bars wait in its
+    persistent session. Seconds from its restart to its last forecast, and the rate of that."""
+    from device.partition import owner
+
+    theirs = sum(owner(s, 2) == 1 for s in run.symbols) * run.bars
+    rx = Receiver(url, "forecast/price/+")
+    member = {k: (work / f"catch-{k}", f"catch-{k}", (k, 2)) for k in (0, 1)}
+    with agent(url, registry, keys, *member[0]):
+        with agent(url, registry, keys, *member[1]):
+            warm_up(pub, rx, run.symbols, run.window, run.closes)
+        rx.expect(len(run.symbols) * run.bars)
+        for seq in range(run.window, run.window + run.bars):
+            for symbol in run.symbols:
+                pub.publish(f"market/{symbol}/bar", bar(symbol, seq, run.closes[seq]), qos=1)
+        deadline = time.monotonic() + 120
+        while rx.count < rx.expected - theirs and time.monotonic() < deadline:
+            time.sleep(0.05)  # member 0 serves its own symbols meanwhile
+        start = time.perf_counter()
+        with agent(url, registry, keys, *member[1]):
+            online = time.perf_counter()
+            if not rx.done.wait(300):
+                raise RuntimeError(f"only {rx.count} of {rx.expected} outputs arrived")
+            done = time.perf_counter()
+    rx.close()
+    return {
+        "queued_bars": theirs,
+        "start_to_online_s": round(online - start, 2),
+        "restart_to_last_forecast_s": round(done - start, 2),
+        "queued_bars_per_s_after_online": round(theirs / max(done - online, 1e-9)),
+    }
+
+
+def batching_us(registry: Path, keys: Path, closes: list[float], rows: int = 64) -> dict[str, Any]:
+    """Inference per window of one pass of `rows` bars: one call per window against one call for
+    all, for the served student and for its bundle's float teacher (same contract)."""
+    from dataclasses import replace
+
+    from device.agent.bar_handler import PendingRow, infer_rows
+    from device.bundle import load_bundle
+    from device.keys import load_trusted_keys
+    from device.modelset import load_model
+    from device.runtime import OnnxModel
+
+    path = sorted((registry / "price" / "spx").iterdir())[-1]
+    student = load_model(load_bundle(path, load_trusted_keys([keys])))
+    graphs = {"student": student}
+    if (path / "teacher.onnx").is_file():
+        bundle = replace(student.model.bundle, model_bytes=(path / "teacher.onnx").read_bytes())
+        graphs["float_teacher"] = replace(student, model=OnnxModel(bundle))
+    w = student.manifest.window or 0
+    data = np.array(closes, dtype=np.float32)
+    out: dict[str, Any] = {}
+    for name, model in graphs.items():
+        pending = [
+            PendingRow(model, f"S{i}", i, None, 1.0, data[None, i : i + w].copy(), False)  # type: ignore[arg-type]
+            for i in range(rows)
+        ]
+        timings, served = {}, model.model.batchable
+        for mode in (False, True):
+            model.model.batchable = mode
+            start = time.perf_counter()
+            for _ in range(20):
+                infer_rows(model, pending)
+            timings[mode] = (time.perf_counter() - start) / (20 * rows) * 1e6
+        model.model.batchable = served
+        out[name] = {
+            "batchable": model.model.batchable,
+            "per_window_call_us": round(timings[False], 2),
+            "one_call_per_pass_us": round(timings[True], 2),
+        }
+    return out
+
+
+def scale_out(
+    url: str, pub: mqtt.Client, work: Path, registry: Path, keys: Path, run: BurstRun, pool: int
+) -> dict[str, Any]:
+    """Pools of 1 .. `pool` agents, and a member's catch-up after it was down."""
+    return {
+        "pool_forecasts_per_s": pool_rates(url, pub, work, registry, keys, pool, run)
+        if pool
+        else {},
+        "catch_up": catch_up(url, pub, work, registry, keys, run),
+    }
+
+
+def partition_cost_us(
+    registry: Path, keys: Path, window: int, closes: list[float]
+) -> dict[str, float]:
+    """In-process CPU per bar, without the network: a bar another member owns (topic check
+    only) next to one this agent forecasts (parse, window, one inference, JSON)."""
+    from collections import Counter
+
+    from device.agent.bar_handler import BarHandler
+    from device.health import LatencyWindow
+    from device.keys import load_trusted_keys
+    from device.modelset import load_model_set
+    from device.partition import owner
+    from device.settings import AgentSettings
+
+    models = load_model_set(registry, load_trusted_keys([keys]))
+    settings = AgentSettings(agent_id="cost", partition={"index": 0, "count": 2})
+    handler = BarHandler(settings, lambda: models, (), Counter(), LatencyWindow(), lambda *_: None)
+    mine = next(f"S{i}" for i in range(100) if owner(f"S{i}", 2) == 0)
+    other = next(f"S{i}" for i in range(100) if owner(f"S{i}", 2) == 1)
+    msgs = []
+    for seq in range(len(closes)):
+        msg = mqtt.MQTTMessage(topic=f"market/{mine}/bar".encode())
+        msg.payload = bar(mine, seq, closes[seq])
+        msgs.append(msg)
+    for msg in msgs[:window]:
+        handler.handle(msg)
+    handler.flush()
+    timed = msgs[window:]
+    start = time.perf_counter()
+    for msg in timed:
+        handler.handle(msg)
+        handler.flush()
+    owned = (time.perf_counter() - start) / len(timed)
+    topic = f"market/{other}/bar"
+    start = time.perf_counter()
+    for _ in range(len(timed)):
+        handler.not_owned(topic)
+    skipped = (time.perf_counter() - start) / len(timed)
+    return {"owned_bar_us": round(owned * 1e6, 2), "unowned_bar_us": round(skipped * 1e6, 3)}
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -322,6 +505,12 @@ def install_sizes(work: Path) -> dict[str, Any]:
     }
 
 
+def pct(a: np.ndarray) -> dict[str, float]:
+    return {
+        k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p90", 90), ("p99", 99))
+    } | {"max": round(float(a.max()), 3)}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -329,7 +518,10 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--broker", required=True)
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--bars", type=int, default=100, help="timed bars per symbol")
-    parser.add_argument("--rate", type=float, default=1000.0, help="bars/s for the latency run")
+    parser.add_argument(
+        "--rate", type=float, help="bars/s for the latency run (default: half the relay's rate)"
+    )
+    parser.add_argument("--pool", type=int, default=3, help="largest pool to measure (0: none)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
     parser.add_argument("--registry", type=Path, help="registry with the three bundles")
     parser.add_argument("--install-size", action="store_true")
@@ -354,9 +546,12 @@ def main() -> None:
         full, single, keys = prepare_registries(work, args.registry)
         url = stack.enter_context(mosquitto(work))
         pub = client(url, "bench-feed")
-        window = max(json.loads(p.read_text())["window"] for p in full.glob("*/*/*/manifest.json"))
-        steps = int(args.rate * args.seconds) // len(symbols)
-        closes = sp500_closes(window + args.bars + steps + 1)
+        window = max(
+            json.loads(p.read_text())["window"]
+            for slot in window_models(full)
+            for p in slot.glob("*/manifest.json")
+        )
+        closes = sp500_closes(window + args.bars + 4000)
         # Keep this process's full collections (pandas came with the data) out of the timings.
         gc.collect()
         gc.freeze()
@@ -369,7 +564,10 @@ def main() -> None:
         rx = Receiver(url, "forecast/relay/+")
         burst(pub, rx, symbols, range(window), closes)  # warm the same way
         relay_rate = burst(pub, rx, symbols, range(window, window + args.bars), closes)
-        relay_lat = paced(pub, rx, symbols, window + args.bars, args.rate, args.seconds, closes)
+        rate = args.rate or relay_rate / 2
+        if int(rate * args.seconds) // len(symbols) + window + args.bars >= len(closes):
+            raise SystemExit("bench_agent: --rate x --seconds needs more closes than the data has")
+        relay_lat = paced(pub, rx, symbols, window + args.bars, rate, args.seconds, closes)
         rx.close()
         relay_proc.terminate()
         relay_proc.wait(10)
@@ -381,9 +579,7 @@ def main() -> None:
             agent_rate = burst(pub, rx, symbols, range(window, window + args.bars), closes)
             agent_lat, rss_one = rss_while(
                 run.process,
-                lambda: paced(
-                    pub, rx, symbols, window + args.bars, args.rate, args.seconds, closes
-                ),
+                lambda: paced(pub, rx, symbols, window + args.bars, rate, args.seconds, closes),
             )
             inside = run.fresh_status()["latency_ms"]
         rx.close()
@@ -391,28 +587,28 @@ def main() -> None:
         # 3. The agent with three models (two price, one trend): memory under the same load.
         rx = Receiver(url, "forecast/#")
         with agent(url, full, keys, work / "three", "bench-three") as run:
-            n = len(list(full.glob("*/*")))  # every model forecasts every bar
+            n = len(window_models(full))  # every price/trend model forecasts every bar
             warm_up(pub, rx, symbols, window, closes, n)
             three_rate, rss_three = rss_while(
                 run.process,
                 lambda: burst(pub, rx, symbols, range(window, window + args.bars), closes, n),
             )
         rx.close()
+        run_spec = BurstRun(symbols, window, args.bars, closes)
+        scaled = scale_out(url, pub, work, single, keys, run_spec, args.pool)
         pub.disconnect()
         pub.loop_stop()
-
-        def pct(a: np.ndarray) -> dict[str, float]:
-            return {
-                k: round(float(np.percentile(a, q)), 3)
-                for k, q in (("p50", 50), ("p90", 90), ("p99", 99))
-            } | {"max": round(float(a.max()), 3)}
+        costs = {
+            **partition_cost_us(single, keys, window, closes[: window + 2000]),
+            "inference_per_window": batching_us(single, keys, closes),
+        }
 
         results |= {
             "throughput_bars": len(symbols) * args.bars,
             "relay_per_s": round(relay_rate),
             "agent_per_s": round(agent_rate),
             "ratio": round(agent_rate / relay_rate, 3),
-            "latency_rate_per_s": args.rate,
+            "latency_rate_per_s": round(rate),
             "latency_bars": len(agent_lat),
             "agent_latency_ms": pct(agent_lat),
             "relay_latency_ms": pct(relay_lat),
@@ -421,6 +617,9 @@ def main() -> None:
             "rss_one_model_mb": round(rss_one, 1),
             "rss_three_models_mb": round(rss_three, 1),
             "three_models_forecasts_per_s": round(three_rate),
+            **scaled,
+            "partition_cost": costs,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
         if args.install_size:
             results |= install_sizes(work)

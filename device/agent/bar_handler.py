@@ -1,12 +1,15 @@
 """The agent's own handler: `market/<symbol>/bar` in, a price or trend forecast per window model
-out. It keeps each symbol's window of closes (restored from the outbox at start) and, through
-`Calibrators`, corrects each price forecast after inference (state in the same transaction)."""
+out. It keeps each symbol's window of closes (restored from the outbox at start), skips the
+symbols another member of its pool owns (device/partition.py), runs the windows of one pass of
+the network loop as one onnxruntime call per model (`infer_rows`) and, through `Calibrators`,
+corrects each price forecast after inference (its state in the same transaction)."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -20,7 +23,7 @@ from device.errors import ModelError, PayloadError
 from device.forecasts import check_finite, price_forecast, trend_forecast
 from device.health import LatencyWindow
 from device.modelset import LoadedModel, ModelSet
-from device.outbox import OutMessage, WindowState
+from device.outbox import OutMessage, StateWrite, WindowState
 from device.schemas import PriceForecast, TrendForecast
 from device.settings import AgentSettings
 from device.topics import Topics
@@ -28,6 +31,42 @@ from device.topics import Topics
 __all__ = ["BarHandler"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    """One forecast to compute: a model and a copy of the window it reads."""
+
+    model: LoadedModel
+    symbol: str
+    seq: int
+    ts: datetime
+    last_close: float
+    closes: np.ndarray  # [1, window] float32
+    seq_gap: bool
+
+
+def infer_rows(
+    model: LoadedModel, rows: Sequence[PendingRow]
+) -> list[tuple[np.ndarray, float] | ModelError]:
+    """Each row's `[1, ...]` output and the latency of the call that computed it: one call for
+    all rows when the graph is per-row (`OnnxModel.batchable`), else one call per row. A failed
+    batched call is retried row by row, so only the windows that fail get an error."""
+    if model.model.batchable and len(rows) > 1:
+        try:
+            out, latency_ms = model.model.run_window(np.concatenate([r.closes for r in rows]))
+        except ModelError:
+            pass
+        else:
+            return [(out[i : i + 1], latency_ms) for i in range(len(rows))]
+    results: list[tuple[np.ndarray, float] | ModelError] = []
+    for row in rows:
+        try:
+            results.append(model.model.run_window(row.closes))
+        except ModelError as exc:
+            results.append(exc)
+    return results
+
 
 # A failed FleetEvent for a model: (kind, detail, model) -> message on the events topic.
 EventFn = Callable[[str, str, LoadedModel | None], OutMessage]
@@ -50,12 +89,14 @@ class BarHandler:
         self.topics = Topics(settings.topic_prefix)
         self.max_symbols = settings.max_symbols
         self.accepted = frozenset(settings.symbols) or None
-        self.share_group = settings.share_group
+        self.partition = settings.partition.partition()
         self._models = models
         self._counters = counters
         self._event = event
         self.inference_ms = inference_ms
         self.calibrators = calibrators
+        self.seq_gaps: Counter[str] = Counter()
+        self._pending: list[PendingRow] = []
         window = models().window
         self.windows: dict[str, SymbolWindow] = {
             # Never shorter than what was saved: closes kept for a model that is gone (or not
@@ -65,14 +106,25 @@ class BarHandler:
         }
 
     def subscriptions(self) -> tuple[str, ...]:
-        """One filter for every symbol, or one per configured symbol; shared when grouped."""
+        """One filter for every symbol, or one per configured symbol (never `$share`: it would
+        hand a symbol's bars to the pool's members in turn)."""
         if self.accepted is None:
-            filters: tuple[str, ...] = (self.topics.bar_filter(),)
-        else:
-            filters = tuple(self.topics.bar(s) for s in sorted(self.accepted))
-        if self.share_group:
-            filters = tuple(f"$share/{self.share_group}/{f}" for f in filters)
-        return filters
+            return (self.topics.bar_filter(),)
+        return tuple(self.topics.bar(s) for s in sorted(self.accepted))
+
+    def not_owned(self, topic: str) -> bool:
+        """A bar of a symbol another pool member serves: acknowledged and counted, nothing more."""
+        if self.partition.count == 1:
+            return False
+        symbol = self.topics.symbol_of_bar(topic)
+        if symbol is None or self.partition.owns(symbol):
+            return False
+        self._counters["not_owned"] += 1
+        return True
+
+    def served(self) -> list[str]:
+        """The symbols this agent keeps a window for and owns."""
+        return sorted(s for s in self.windows if self.partition.owns(s))
 
     def warming(self, need: int) -> dict[str, str]:
         """Symbols whose window holds fewer than `need` closes, for the heartbeat."""
@@ -81,6 +133,7 @@ class BarHandler:
         }
 
     def handle(self, msg: mqtt.MQTTMessage) -> Outcome | None:
+        """Push the bar into its window; its forecasts are computed by `flush`."""
         symbol = self.topics.symbol_of_bar(msg.topic)
         if symbol is None:
             raise PayloadError("not a market/<symbol>/bar topic")
@@ -92,21 +145,59 @@ class BarHandler:
             # Not a redelivery (the agent filters those): a feed that sent this seq again.
             what = "duplicate" if check is SeqCheck.DUPLICATE else "out-of-order"
             raise PayloadError(f"{what} seq {bar.seq}: last accepted seq is {window.last_seq}")
-        window.push(bar.seq, bar.ts.isoformat(), bar.close)
-        outcome = Outcome(window=window.state())
+        last_seq = window.last_seq
+        if window.push(bar.seq, bar.ts.isoformat(), bar.close):
+            self._count_gap(symbol, last_seq, bar.seq)
         for model in models.window_models:
-            if not window.ready(model.manifest.window or 0):
-                continue  # still warming up; the status heartbeat says how far
-            try:
-                outcome.messages.append(self._forecast(model, window, bar.seq, bar.ts))
-            except ModelError as exc:
-                self._counters["errors"] += 1
-                logger.warning("%s", exc)
-                outcome.messages.append(self._event("inference_error", str(exc), model))
-                self._calibrate(model, window, bar.seq, None)  # still score what ended here
-        if self.calibrators.changed:
-            outcome.writes.append(self.calibrators.write())
+            size = model.manifest.window or 0
+            if window.ready(size):  # else still warming up; the status heartbeat says how far
+                self._pending.append(
+                    PendingRow(
+                        model,
+                        symbol,
+                        bar.seq,
+                        bar.ts,
+                        window.last_close,
+                        window.latest(size).copy(),
+                        window.has_gap(size),
+                    )
+                )
+        outcome = Outcome(window=window.state())
+        if not models.batchable:
+            # Nothing to share a call with: forecast now, as the bar arrives, rather than hold
+            # its inference until the pass's commit (which delays the pass's acknowledgements).
+            outcome.messages.extend(self.flush())
+            outcome.writes.extend(self.state_writes())
         return outcome
+
+    def _count_gap(self, symbol: str, last_seq: int | None, seq: int) -> None:
+        if not self.seq_gaps[symbol]:
+            logger.warning(
+                "%s: seq jumped from %s to %d; bars of this symbol went elsewhere or were lost "
+                "upstream (a pool member with another partition count, or a $share "
+                "subscription?); forecasts on windows with the gap say seq_gap=true",
+                symbol,
+                last_seq,
+                seq,
+            )
+        self.seq_gaps[symbol] += 1
+        self._counters["seq_gaps"] += 1
+
+    def flush(self) -> list[OutMessage]:
+        """The forecasts of the bars handled since the last flush, in the order of the bars."""
+        rows, self._pending = self._pending, []
+        by_model: dict[int, list[PendingRow]] = {}
+        for row in rows:
+            by_model.setdefault(id(row.model), []).append(row)
+        results: dict[int, tuple[np.ndarray, float] | ModelError] = {}
+        for model_rows in by_model.values():
+            outputs = infer_rows(model_rows[0].model, model_rows)
+            results.update(zip(map(id, model_rows), outputs, strict=True))
+        return [self._message(row, results[id(row)]) for row in rows]
+
+    def state_writes(self) -> list[StateWrite]:
+        """The calibration states the flushed forecasts changed, for the same transaction."""
+        return [self.calibrators.write()] if self.calibrators.changed else []
 
     def _window(self, symbol: str, size: int) -> SymbolWindow:
         window = self.windows.get(symbol)
@@ -118,38 +209,61 @@ class BarHandler:
             window.resize(size)
         return window
 
-    def _forecast(
-        self, model: LoadedModel, window: SymbolWindow, seq: int, ts: datetime
+    def _message(
+        self, row: PendingRow, result: tuple[np.ndarray, float] | ModelError
     ) -> OutMessage:
-        output, latency_ms = model.model.run_window(window.latest(model.manifest.window or 0))
+        try:
+            if isinstance(result, ModelError):
+                raise result
+            return self._forecast(row, *result)
+        except ModelError as exc:
+            self._counters["errors"] += 1
+            logger.warning("%s", exc)
+            self._calibrate(row, None)  # still score the forecasts that end at this bar
+            return self._event("inference_error", str(exc), row.model)
+        except Exception as exc:  # a bug must not fail the commit (the pass would be re-sent)
+            self._counters["errors"] += 1
+            logger.exception("forecast of %s seq %d failed", row.symbol, row.seq)
+            return self._event("internal_error", f"{row.symbol} seq {row.seq}: {exc}", row.model)
+
+    def _forecast(self, row: PendingRow, output: np.ndarray, latency_ms: float) -> OutMessage:
+        model = row.model
         self.inference_ms.add(latency_ms)
         forecast: PriceForecast | TrendForecast
         if model.manifest.task == "price":
             check_finite(model, output)
-            calibrated = self._calibrate(model, window, seq, output[0])
+            calibrated = self._calibrate(row, output[0])
             forecast = price_forecast(
                 self.agent_id,
-                window.symbol,
-                seq,
-                ts,
-                window.last_close,
+                row.symbol,
+                row.seq,
+                row.ts,
+                row.last_close,
                 model,
                 output if calibrated is None else calibrated,
                 latency_ms,
             )
-            topic = self.topics.price_forecast(window.symbol)
+            topic = self.topics.price_forecast(row.symbol)
         else:
             forecast = trend_forecast(
-                self.agent_id, window.symbol, seq, ts, model, output, latency_ms
+                self.agent_id,
+                row.symbol,
+                row.seq,
+                row.ts,
+                model,
+                output,
+                latency_ms,
             )
-            topic = self.topics.trend_forecast(window.symbol)
+            topic = self.topics.trend_forecast(row.symbol)
+        if row.seq_gap:
+            forecast = forecast.model_copy(update={"seq_gap": True})
         self._counters["forecasts"] += 1
         # Retained: a late joiner (a gateway after its restart, a new watcher) sees it at once.
         return OutMessage(topic, forecast.model_dump_json().encode(), retain=True)
 
-    def _calibrate(
-        self, model: LoadedModel, window: SymbolWindow, seq: int, raw: np.ndarray | None
-    ) -> Calibrated | None:
+    def _calibrate(self, row: PendingRow, raw: np.ndarray | None) -> Calibrated | None:
         """After inference, per symbol: score the forecasts that end at this bar, then correct
         this bar's raw `[H, Q]` output (None: the model failed; only the scoring happens)."""
-        return self.calibrators.apply(model, window.symbol, seq, window.last_close, raw)
+        if row.model.manifest.task != "price":
+            return None
+        return self.calibrators.apply(row.model, row.symbol, row.seq, row.last_close, raw)

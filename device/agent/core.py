@@ -43,7 +43,7 @@ from device.outbox import Outbox, OutMessage, StateWrite, WindowState
 from device.redelivery import CommittedInputs, input_digest
 from device.schemas import AgentStatus
 from device.settings import AgentSettings
-from device.topics import Topics
+from device.topics import Topics, topic_matches
 
 __all__ = ["Agent"]
 
@@ -528,6 +528,11 @@ class Agent:
             return  # not acknowledged: the broker delivers it again to the next session
         received = time.perf_counter()
         self.counters["received"] += 1
+        if self._bars.not_owned(msg.topic):
+            # Another member's symbol: nothing to store or forecast, acknowledged with the batch.
+            self._batch_inputs.append((msg.mid, msg.qos, received))
+            self._commit_if_full()
+            return
         digest = input_digest(msg)
         if self._committed.redelivered(msg, digest):
             # Committed before a crash or reconnect; only the broker never got the PUBACK.
@@ -541,6 +546,9 @@ class Agent:
             self._collect(outcome)
         self._batch_inputs.append((msg.mid, msg.qos, received))
         self._batch_writes.append(self._committed.write([(msg.mid, digest)]))
+        self._commit_if_full()
+
+    def _commit_if_full(self) -> None:
         first = self._batch_inputs[0][2]
         if len(self._batch_inputs) >= MAX_BATCH or time.perf_counter() - first > MAX_BATCH_WAIT_S:
             self._commit_batch()
@@ -554,7 +562,7 @@ class Agent:
     def _dispatch(self, msg: mqtt.MQTTMessage) -> Outcome | Ticket | None:
         try:
             for route in self._routes:
-                if mqtt.topic_matches_sub(route.match, msg.topic):
+                if topic_matches(route.match, msg.topic):
                     return route.handler(msg)
             raise PayloadError("no handler for this topic")
         except PayloadError as exc:
@@ -566,6 +574,8 @@ class Agent:
 
     def _commit_batch(self) -> None:
         """Commit what the handled messages produced, then acknowledge those messages."""
+        self._batch.extend(self._bars.flush())  # the pass's forecasts, one call per model
+        self._batch_writes.extend(self._bars.state_writes())
         if not (self._batch_inputs or self._batch or self._batch_writes):
             return
         messages, self._batch = self._batch, []
@@ -636,6 +646,9 @@ class Agent:
                 **self.message_ms.percentiles("message_"),
             },
             warming=self._bars.warming(need),
+            partition={"index": self._bars.partition.index, "count": self._bars.partition.count},
+            symbols=self._bars.served(),
+            seq_gaps=dict(self._bars.seq_gaps),
             rejected=[{"path": r.path, "reason": r.reason} for r in models.rejected],
             accuracy=self._bars.calibrators.accuracy(models.window_models),
         )

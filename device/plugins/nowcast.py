@@ -198,10 +198,10 @@ class NowcastService:
         """Routes, the cron job, and a first publish from the stored panel."""
         host = self.host
         requests = self.topics.nowcast_request("+")
-        group = host.settings.share_group
+        group = host.settings.partition.request_group
         host.route(self.topics.macro_filter(), self.handle_release)
         # Releases go to every agent (each keeps its own panel); one agent of a share group
-        # answers each request.
+        # answers each request (a stateless reply: any member may give it).
         host.route(
             requests, self.handle_request, (f"$share/{group}/{requests}" if group else requests,)
         )

@@ -65,23 +65,43 @@ def _age(ts: datetime) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
 
 
+_LEFT = ("agent", "state", "partition", "symbols", "models")
+_SHOWN_SYMBOLS = 8
+
+
+def _symbols(symbols: list[str]) -> str:
+    """The served symbols, the first few by name when there are many."""
+    if len(symbols) <= _SHOWN_SYMBOLS:
+        return ", ".join(symbols) or "-"
+    return f"{', '.join(symbols[:_SHOWN_SYMBOLS])} +{len(symbols) - _SHOWN_SYMBOLS}"
+
+
+def _partition(status: AgentStatus) -> str:
+    p = status.partition
+    return f"{p['index']}/{p['count']}" if {"index", "count"} <= p.keys() else "-"
+
+
 def fleet_table(statuses: dict[str, AgentStatus]) -> Table:
     table = Table(title=f"{len(statuses)} agent(s)", header_style="bold")
     for col in (
         "agent",
         "state",
+        "partition",
+        "symbols",
         "models",
         "last heartbeat",
         "uptime",
         "received",
         "forecasts",
+        "not owned",
+        "seq gaps",
         "dead letters",
         "spooled",
         "dropped",
         "p50 ms",
         "p99 ms",
     ):
-        table.add_column(col, justify="left" if col in ("agent", "state", "models") else "right")
+        table.add_column(col, justify="left" if col in _LEFT else "right")
     for agent in sorted(statuses):
         s = statuses[agent]
         models = ", ".join(
@@ -91,12 +111,22 @@ def fleet_table(statuses: dict[str, AgentStatus]) -> Table:
         table.add_row(
             agent,
             "[green]online[/]" if s.online else "[red]offline[/]",
+            _partition(s),
+            _symbols(s.symbols),
             models or "-",
             _age(s.ts),
             f"{s.uptime_s:.0f}s",
             *(
                 str(c.get(k, 0))
-                for k in ("received", "forecasts", "dead_letters", "spooled", "dropped")
+                for k in (
+                    "received",
+                    "forecasts",
+                    "not_owned",
+                    "seq_gaps",
+                    "dead_letters",
+                    "spooled",
+                    "dropped",
+                )
             ),
             f"{s.latency_ms.get('p50', float('nan')):.3f}",
             f"{s.latency_ms.get('p99', float('nan')):.3f}",
