@@ -34,14 +34,11 @@ from forecaster.data.macro import (
     load_macro_panel,
 )
 from forecaster.tasks.gdp.news import release_times
-from forecaster.tasks.gdp.pipeline import hide_series
+from forecaster.tasks.gdp.pipeline import baseline_nowcasts, hide_series
 from forecaster.tasks.gdp.teacher import (
     DfmSpec,
     DfmTeacher,
-    ar1_nowcast,
     dm_test,
-    known_gdp,
-    mean_nowcast,
 )
 
 RECIPE = Path(__file__).resolve().parents[1] / "models" / "gdp" / "us.toml"
@@ -168,13 +165,12 @@ def rmse_by_month(actual: np.ndarray, predicted: np.ndarray, months: np.ndarray)
     return [float(np.sqrt(np.mean((predicted - actual)[months == k] ** 2))) for k in MONTHS]
 
 
+_BASELINE_LABELS = {"ar1": "AR(1)", "mean": "historical mean"}
+
+
 def baselines(panel: MacroPanel, infos: list[InfoSet]) -> dict[str, np.ndarray]:
-    ar1, mean = [], []
-    for info in infos:
-        history = known_gdp(panel, info.cut)
-        ar1.append(ar1_nowcast(history, info.quarter))
-        mean.append(mean_nowcast(history))
-    return {"AR(1)": np.array(ar1), "historical mean": np.array(mean)}
+    """The pipeline's baseline nowcasts under the labels this study prints."""
+    return {_BASELINE_LABELS[k]: v for k, v in baseline_nowcasts(panel, infos).items()}
 
 
 def validate(split: Split) -> list[dict[str, Any]]:

@@ -75,6 +75,7 @@ __all__ = [
     "GdpRun",
     "StudentRun",
     "TeacherRun",
+    "baseline_nowcasts",
     "build_manifest",
     "build_report",
     "distil_student",
@@ -243,7 +244,9 @@ def _teacher_nowcasts(
     return out, fits, teacher
 
 
-def _baselines(panel: MacroPanel, infos: list[InfoSet]) -> dict[str, np.ndarray]:
+def baseline_nowcasts(panel: MacroPanel, infos: list[InfoSet]) -> dict[str, np.ndarray]:
+    """AR(1) and historical-mean nowcasts for every information set, each from the GDP growth
+    released by its cut."""
     ar1, mean = [], []
     for info in infos:
         history = known_gdp(panel, info.cut)
@@ -587,11 +590,11 @@ def _forecasts(
     """Validation and test nowcasts by model name, baselines included."""
     valid_infos, test_infos = infos
     valid_fc = {"teacher": teacher.valid, "student": student.valid[:, 0]}
-    valid_fc |= _baselines(panel, valid_infos)
+    valid_fc |= baseline_nowcasts(panel, valid_infos)
     test_fc = {"teacher": teacher.test}
     if section.teacher.refit != "once":
         test_fc["teacher_frozen"] = teacher.frozen_test
-    test_fc |= {"student": student.test[:, 0]} | _baselines(panel, test_infos)
+    test_fc |= {"student": student.test[:, 0]} | baseline_nowcasts(panel, test_infos)
     return valid_fc, test_fc
 
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on servers and in CI
-import matplotlib.pyplot as plt
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from forecaster.training.charts import plt, save_figure
 
 __all__ = [
     "gdp_table",
@@ -95,10 +93,7 @@ def nowcast_chart(report: dict[str, Any], out: Path) -> Path:
         fontsize=8,
         frameon=False,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, rect=(0, 0, 1, 0.92))
 
 
 def news_chart(report: dict[str, Any], out: Path) -> Path:
@@ -124,10 +119,7 @@ def news_chart(report: dict[str, Any], out: Path) -> Path:
     )
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def track_chart(report: dict[str, Any], out: Path) -> Path:
@@ -153,10 +145,7 @@ def track_chart(report: dict[str, Any], out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def write_gdp_plots(bundle: Path, report: dict[str, Any]) -> list[Path]:

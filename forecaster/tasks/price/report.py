@@ -6,13 +6,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on servers and in CI
-import matplotlib.pyplot as plt
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from forecaster.training.charts import plt, save_figure
 
 __all__ = [
     "comparison_chart",
@@ -152,10 +150,7 @@ def fan_chart(report: dict[str, Any], out: Path) -> Path:
         symbol = f.get("symbol", report["name"])
         ax.set_title(f"{symbol}: {h}-day-ahead forecast bands ({report['headline']['chosen']})")
         ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def comparison_chart(report: dict[str, Any], out: Path) -> Path:
@@ -182,10 +177,7 @@ def comparison_chart(report: dict[str, Any], out: Path) -> Path:
             if label.get_text() == chosen:
                 label.set_fontweight("bold")
     fig.suptitle(f"{report['name']}: size / latency / accuracy (chosen: {chosen})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _score(row: dict[str, Any], split: str) -> float | None:
@@ -307,10 +299,7 @@ def pareto_chart(report: dict[str, Any], out: Path, x_key: str, x_label: str) ->
         ax.set_title(f"{split}" + (" (the search decides here)" if split == "validation" else ""))
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{report['name']}: compression candidates, {x_label} vs accuracy")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def write_report_plots(bundle: Path, report: dict[str, Any]) -> list[Path]:

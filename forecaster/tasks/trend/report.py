@@ -6,16 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on servers and in CI
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.patches import Patch
 from rich.console import Console
 from rich.table import Table
+
+from forecaster.training.charts import plt, save_figure
 
 __all__ = [
     "calibration_chart",
@@ -108,10 +106,7 @@ def regime_chart(report: dict[str, Any], out: Path) -> Path:
     handles.append(plt.Line2D([], [], color="black", lw=0.9, label="close"))
     axes[0].legend(handles=handles, loc="upper left", fontsize=8, ncol=len(handles))
     fig.suptitle(f"{report['name']}: regime probabilities over the test period")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def calibration_chart(report: dict[str, Any], out: Path, split: str = "test") -> Path:
@@ -138,10 +133,7 @@ def calibration_chart(report: dict[str, Any], out: Path, split: str = "test") ->
     counts.set_yscale("log")
     counts.set_xlabel("forecast probability")
     counts.set_ylabel("forecasts")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def write_trend_plots(bundle: Path, report: dict[str, Any]) -> list[Path]:
