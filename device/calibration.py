@@ -53,8 +53,8 @@ class CalibrationSettings:
     in runs of about h); chosen on the training series' validation periods, docs/CALIBRATION.md.
     `window`: scored forecasts per horizon kept for the live accuracy."""
 
-    step: float = 0.02
-    horizon_power: float = 0.25
+    step: float = 0.1
+    horizon_power: float = 1.0
     window: int = 250
 
     def __post_init__(self) -> None:
