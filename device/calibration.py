@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,8 +53,8 @@ class CalibrationSettings:
     in runs of about h); chosen on the training series' validation periods, docs/CALIBRATION.md.
     `window`: scored forecasts per horizon kept for the live accuracy."""
 
-    step: float = 0.02
-    horizon_power: float = 0.25
+    step: float = 0.1
+    horizon_power: float = 1.0
     window: int = 250
 
     def __post_init__(self) -> None:
@@ -67,13 +68,29 @@ class CalibrationSettings:
             raise CalibrationStateError(f"accuracy window must be >= 1, got {self.window}")
 
 
-@dataclass(frozen=True)
-class Calibrated:
-    """What a bar publishes: `returns` = `raw` + `correction`, each `[H, Q]` log returns."""
+Rows = list[list[float]]
 
-    raw: FloatArray
-    correction: FloatArray
-    returns: FloatArray
+
+@dataclass(frozen=True, slots=True)
+class Calibrated:
+    """What a bar publishes: `returns` = `raw` + `correction`, each `[H, Q]` log returns, kept
+    as rows of floats (what the payload carries); `.raw`, `.correction`, `.returns` as arrays."""
+
+    raw_rows: Rows
+    correction_rows: Rows
+    returns_rows: Rows
+
+    @property
+    def raw(self) -> FloatArray:
+        return np.array(self.raw_rows, dtype=np.float64)
+
+    @property
+    def correction(self) -> FloatArray:
+        return np.array(self.correction_rows, dtype=np.float64)
+
+    @property
+    def returns(self) -> FloatArray:
+        return np.array(self.returns_rows, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,16 @@ def _state_buffer(
     return buf, views
 
 
+def _flat_view(view: npt.NDArray[Any]) -> memoryview[Any]:
+    """A flat memoryview of one state array, items as Python ints and floats. The state is
+    little-endian; native formats read it as such on the little-endian CPUs the agent runs on."""
+    if sys.byteorder != "little":  # pragma: no cover - no big-endian target
+        raise CalibrationStateError("the calibration state needs a little-endian CPU")
+    data: Any = view.reshape(-1).view(np.uint8).data  # typeshed: cast() takes literals only
+    flat: memoryview[Any] = data.cast(view.dtype.char)
+    return flat
+
+
 class Calibrator:
     """Calibration state of one (symbol, model): per bar call `observe(seq, close)` first (scores
     the forecasts whose horizon ends at this close), then `publish(seq, close, raw)`. The whole
@@ -179,9 +206,7 @@ class Calibrator:
         self.levels = lv
         self.settings = settings or CalibrationSettings()
         self._h = np.asarray(self.horizons, dtype=np.int64)
-        self._rows = np.arange(len(horizons))
         self._bits = (1 << np.arange(lv.size)).astype(np.uint16)
-        self._mean_q = np.full(lv.size, 1.0 / lv.size)
         self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
         self._buf, v = _state_buffer(
@@ -192,6 +217,17 @@ class Calibrator:
         self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
         self._seq[0] = _NO_SEQ
         self.origin[:] = _NO_SEQ  # no bar number, negative ones included, matches it
+        # The per-bar path reads and writes the same buffer as plain Python numbers through
+        # memoryviews (a numpy call on these few values costs more than the arithmetic).
+        mv = {name: _flat_view(view) for name, view in v.items()}
+        self._m_seq, self._m_theta, self._m_origin = mv["_seq"], mv["theta"], mv["origin"]
+        self._m_log_close, self._m_scored = mv["origin_log_close"], mv["scored"]
+        self._m_pending, self._m_loss, self._m_below = mv["pending"], mv["loss"], mv["below"]
+        self._shape = self.theta.shape
+        self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
+        self._levels: list[float] = lv.tolist()
+        self._step_list: list[float] = self._steps.tolist()
+        self._mean_q = 1.0 / lv.size
         header = {
             "version": STATE_VERSION,
             "model": model,
@@ -211,57 +247,83 @@ class Calibrator:
     def observe(self, seq: int, close: float) -> int:
         """Score every pending forecast whose target is this bar and update the corrections;
         returns how many horizons were scored. A bar at or before the last one is ignored."""
-        if seq <= self._seq[0]:
+        if seq <= self._m_seq[0]:
             return 0
         if not (math.isfinite(close) and close > 0):
             raise CalibrationStateError(f"close must be a positive number, got {close}")
-        self._seq[0] = seq
-        origins = seq - self._h
-        slots = origins % self.origin.size
-        # nothing to score where no forecast was published h bars ago (gap, error, fresh state)
-        j = self._rows[self.origin[slots] == origins]
-        if j.size == 0:
-            return 0
-        y = math.log(close) - self.origin_log_close[slots[j]]
-        q = self.pending[slots[j], j].astype(np.float64)
-        self.theta[j] += self._steps[j, None] * (self.levels - (y[:, None] <= q))
+        self._m_seq[0] = seq
+        origin, depth, scored = self._m_origin, self._depth, 0
+        log_close = math.log(close)
+        for j, h in enumerate(self.horizons):
+            slot = (seq - h) % depth
+            # nothing to score where no forecast was published h bars ago (gap, error, fresh)
+            if origin[slot] == seq - h:
+                self._score(j, log_close - self._m_log_close[slot], slot)
+                scored += 1
+        return scored
+
+    def _score(self, j: int, y: float, slot: int) -> None:
+        """Update horizon j's corrections with outcome `y` of the forecast in `slot`; its
+        pinball loss and hits go to the live accuracy rings. Plain floats in the same order of
+        operations as the array form (docs/CALIBRATION.md): [3, 5] arrays cost more in numpy
+        calls than in arithmetic."""
+        n_q, levels, theta, step = self._n_q, self._levels, self._m_theta, self._step_list[j]
+        at = (slot * self._n_h + j) * n_q
+        q = self._m_pending[at : at + n_q].tolist()
+        row = j * n_q
+        for i in range(n_q):
+            theta[row + i] += step * (levels[i] - (y <= q[i]))
         # live accuracy of what was published: the sorted iterates
-        published = np.sort(q, axis=1)
-        hit = y[:, None] <= published
-        rows = self.scored[j] % self.settings.window
-        self.loss[rows, j] = ((self.levels - hit) * (y[:, None] - published)) @ self._mean_q
-        self.below[rows, j] = hit @ self._bits
-        self.scored[j] += 1
-        return int(j.size)
+        loss, below = 0.0, 0
+        for i, p in enumerate(sorted(q)):
+            hit = y <= p
+            loss += (levels[i] - hit) * (y - p) * self._mean_q
+            below |= hit << i
+        ring = (self._m_scored[j] % self.settings.window) * self._n_h + j
+        self._m_loss[ring] = loss
+        self._m_below[ring] = below
+        self._m_scored[j] += 1
 
-    def _iterates(self, raw: FloatArray) -> tuple[FloatArray, FloatArray]:
-        r = np.asarray(raw, dtype=np.float64)
-        if r.shape != self.theta.shape or not np.isfinite(r).all():
+    def _raw_rows(self, raw: FloatArray) -> Rows:
+        """The raw `[H, Q]` output as rows of floats, checked."""
+        r = raw if isinstance(raw, np.ndarray) and raw.dtype.kind == "f" else np.asarray(raw, float)
+        rows: Rows = r.tolist()
+        if r.shape != self._shape or not math.isfinite(sum(v - v for row in rows for v in row)):
             raise CalibrationStateError(
-                f"raw forecast must be finite {list(self.theta.shape)}, got {list(r.shape)}"
+                f"raw forecast must be finite {list(self._shape)}, got {rows}"
             )
-        spread = np.maximum(r[:, -1] - r[:, 0], _MIN_SPREAD)
-        return r, r + self.theta * spread[:, None]
+        return rows
 
-    @staticmethod
-    def _result(raw: FloatArray, iterates: FloatArray) -> Calibrated:
-        out = np.sort(iterates, axis=1)
-        return Calibrated(raw=raw, correction=out - raw, returns=out)
+    def _correct(self, rows: Rows, pending_at: int | None) -> Calibrated:
+        """Each level's iterate raw + theta * spread (stored from `pending_at` in the pending
+        forecasts if given), published sorted: the array form's operations, in plain floats."""
+        theta, n_q, pending = self._m_theta.tolist(), self._n_q, self._m_pending
+        returns, correction = [], []
+        for j, row in enumerate(rows):
+            spread = max(row[-1] - row[0], _MIN_SPREAD)
+            iterates = [v + theta[j * n_q + i] * spread for i, v in enumerate(row)]
+            if pending_at is not None:
+                for v in iterates:  # float32, rounded as a numpy cast rounds
+                    pending[pending_at] = v
+                    pending_at += 1
+            iterates.sort()
+            returns.append(iterates)
+            correction.append([o - v for o, v in zip(iterates, row, strict=True)])
+        return Calibrated(rows, correction, returns)
 
     def correct(self, raw: FloatArray) -> Calibrated:
         """The published quantiles for a raw `[H, Q]` model output; changes no state."""
-        return self._result(*self._iterates(raw))
+        return self._correct(self._raw_rows(raw), None)
 
     def publish(self, seq: int, close: float, raw: FloatArray) -> Calibrated:
         """Correct the raw output of bar `seq` and remember it until its targets arrive."""
-        if seq != self._seq[0]:
+        if seq != self._m_seq[0]:
             raise CalibrationStateError(f"publish bar {seq} without observing it first")
-        r, iterates = self._iterates(raw)
-        slot = seq % self.origin.size
-        self.origin[slot] = seq
-        self.origin_log_close[slot] = math.log(close)
-        self.pending[slot] = iterates
-        return self._result(r, iterates)
+        rows = self._raw_rows(raw)
+        slot = seq % self._depth
+        self._m_origin[slot] = seq
+        self._m_log_close[slot] = math.log(close)
+        return self._correct(rows, slot * self._n_h * self._n_q)
 
     # -- status ----------------------------------------------------------------------------
 

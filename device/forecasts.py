@@ -52,11 +52,11 @@ def price_forecast(
         last_close=last_close,
         horizons=list(m.horizons or []),
         quantiles=list(m.quantiles or []),
-        returns=returns.tolist(),
+        returns=returns.tolist() if calibrated is None else calibrated.returns_rows,
         prices=price_levels(last_close, returns).tolist(),
         latency_ms=latency_ms,
-        raw=None if calibrated is None else calibrated.raw.tolist(),
-        correction=None if calibrated is None else calibrated.correction.tolist(),
+        raw=None if calibrated is None else calibrated.raw_rows,
+        correction=None if calibrated is None else calibrated.correction_rows,
     )
 
 

@@ -45,7 +45,9 @@ TRAINING = {
 EVALUATION = ["wti", "dax", "ftse", "nyse", "djia"]
 # (step, horizon_power) grid; step 0 is the raw model
 GRID = [(0.0, 0.0)] + [
-    (s, p) for p in (0.0, 0.25, 0.5, 1.0) for s in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
+    (s, p)
+    for p in (0.0, 0.25, 0.5, 1.0)
+    for s in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2)
 ]
 ROLLING = [250, 500]
 

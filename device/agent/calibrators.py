@@ -21,7 +21,7 @@ from device.outbox import StateWrite
 from device.schemas import LiveAccuracy
 from device.settings import CalibrationSection
 
-__all__ = ["Calibrators", "calibration_ref", "live_accuracy", "load_calibration"]
+__all__ = ["SNAPSHOT_EVERY", "Calibrators", "calibration_ref", "live_accuracy", "load_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,21 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calibration (
     symbol TEXT NOT NULL,
     model TEXT NOT NULL,  -- <task>/<name>; the state's header names the version
-    state BLOB NOT NULL,  -- Calibrator.to_bytes()
+    state BLOB NOT NULL,  -- Calibrator.to_bytes(): a snapshot
     PRIMARY KEY (symbol, model)
+);
+-- What each calibrator was fed since its snapshot, replayed on load: a bar costs one small row
+-- instead of rewriting the whole ~6 KB state (docs/CALIBRATION.md, "Cost").
+CREATE TABLE IF NOT EXISTS calibration_log (
+    symbol TEXT NOT NULL,
+    model TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    close REAL NOT NULL,
+    raw BLOB  -- the model's [H, Q] output as little-endian float64; NULL: it failed on this bar
 )
 """
+# A calibrator's whole state is written every this many bars (its log cleared), else logged.
+SNAPSHOT_EVERY = 64
 
 Key = tuple[str, str]  # (symbol, model id)
 
@@ -43,15 +54,38 @@ def calibration_ref(model: LoadedModel) -> str:
 
 
 def load_calibration(db_path: Path) -> dict[Key, bytes]:
-    """Every saved state in the agent's state database (creating the table on first use)."""
+    """Every saved state in the agent's state database (creating the tables on first use):
+    its snapshot with the bars logged since replayed, so exactly the state last committed."""
     try:
         with closing(sqlite3.connect(db_path, timeout=10.0)) as db:
-            db.execute(_SCHEMA)
-            db.commit()
+            db.executescript(_SCHEMA)
             rows = db.execute("SELECT symbol, model, state FROM calibration").fetchall()
+            log = db.execute(
+                "SELECT symbol, model, seq, close, raw FROM calibration_log ORDER BY rowid"
+            ).fetchall()
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot read the calibration state in {db_path}: {exc}") from exc
-    return {(symbol, model): bytes(state) for symbol, model, state in rows}
+    saved = {(symbol, model): bytes(state) for symbol, model, state in rows}
+    bars: dict[Key, list[tuple[int, float, bytes | None]]] = {}
+    for symbol, model, seq, close, raw in log:
+        bars.setdefault((symbol, model), []).append((seq, close, raw))
+    return {key: _replay(blob, bars.get(key, [])) for key, blob in saved.items()}
+
+
+def _replay(blob: bytes, bars: list[tuple[int, float, bytes | None]]) -> bytes:
+    """A snapshot with the logged bars applied as the bar path applied them."""
+    if not bars:
+        return blob
+    try:
+        cal = Calibrator.from_bytes(blob)
+        for seq, close, raw in bars:
+            cal.observe(seq, close)
+            if raw is not None:
+                cal.publish(seq, close, np.frombuffer(raw, "<f8").reshape(cal.theta.shape))
+    except (CalibrationStateError, ValueError) as exc:
+        logger.warning("calibration state and log not replayed: %s", exc)
+        return b""  # resume() starts fresh: the snapshot alone is not the committed state
+    return cal.to_bytes()
 
 
 def live_accuracy(symbol: str, cal: Calibrator) -> LiveAccuracy | None:
@@ -80,8 +114,9 @@ class Calibrators:
     """The calibration state of every (symbol, price model). Network thread only.
 
     Per bar `apply` observes the close (scoring the forecasts that end at this bar) and, when the
-    model produced an output, corrects it. The states it changed are serialised once per commit,
-    by the `StateWrite` from `write()`, so a batch of bars costs one `to_bytes` per state."""
+    model produced an output, corrects it. What changed goes to the next commit (`write()`): one
+    small log row per bar, and the whole state of a calibrator that is new or has logged
+    `SNAPSHOT_EVERY` bars since its last snapshot."""
 
     def __init__(self, settings: CalibrationSection, saved: dict[Key, bytes]) -> None:
         self.enabled = settings.enabled
@@ -89,7 +124,9 @@ class Calibrators:
         self._saved = saved
         self._cals: dict[Key, Calibrator] = {}
         self._uncalibrated: set[str] = set()  # versions whose layout the calibrator refuses
-        self._dirty: dict[Key, Calibrator] = {}
+        self._logged: dict[Key, int] = {}  # bars logged since the key's snapshot
+        self._log: list[tuple[str, str, int, float, bytes | None]] = []
+        self._snapshots: dict[Key, Calibrator] = {}
 
     def apply(
         self,
@@ -105,24 +142,56 @@ class Calibrators:
         if cal is None:
             return None
         cal.observe(seq, close)
-        self._dirty[(symbol, model.model_id)] = cal
-        return None if output is None else cal.publish(seq, close, output)
+        published = None
+        try:
+            if output is not None:
+                published = cal.publish(seq, close, output)
+        finally:  # a refused output changed nothing: logged as a bar without one
+            self._record(
+                cal, (symbol, model.model_id), seq, close, None if published is None else output
+            )
+        return published
+
+    def _record(
+        self, cal: Calibrator, key: Key, seq: int, close: float, output: np.ndarray | None
+    ) -> None:
+        """Log the bar for the next commit, or snapshot the calibrator if it is new here (no
+        count yet) or has logged enough bars."""
+        logged = self._logged[key] = self._logged.get(key, SNAPSHOT_EVERY - 1) + 1
+        if logged >= SNAPSHOT_EVERY:
+            self._snapshots[key] = cal
+        else:
+            raw = None if output is None else np.asarray(output, "<f8").tobytes()
+            self._log.append((*key, seq, close, raw))
 
     @property
     def changed(self) -> bool:
         """Whether some state changed since the last commit stored them."""
-        return bool(self._dirty)
+        return bool(self._log or self._snapshots)
 
     def write(self) -> StateWrite:
         """The outbox write that stores every state changed since the last commit."""
         return self._flush
 
     def _flush(self, cur: sqlite3.Cursor) -> None:
-        if not self._dirty:
+        if not self.changed:
             return  # an earlier write of this transaction stored them
-        rows = [(s, m, cal.to_bytes()) for (s, m), cal in self._dirty.items()]
-        cur.executemany("INSERT OR REPLACE INTO calibration VALUES (?,?,?)", rows)
-        self._dirty.clear()
+        snap = self._snapshots
+        # a snapshot holds every bar before it: drop the key's older log rows and this batch's
+        keys = [(s, m) for s, m in snap]
+        cur.executemany("DELETE FROM calibration_log WHERE symbol = ? AND model = ?", keys)
+        cur.executemany(
+            "INSERT OR REPLACE INTO calibration VALUES (?,?,?)",
+            [(s, m, cal.to_bytes()) for (s, m), cal in snap.items()],
+        )
+        cur.executemany(
+            "INSERT INTO calibration_log VALUES (?,?,?,?,?)",
+            [row for row in self._log if (row[0], row[1]) not in snap],
+        )
+        for key in snap:
+            self._logged[key] = 0
+        self._log.clear()
+        self._snapshots = {}
 
     def accuracy(self, models: tuple[LoadedModel, ...]) -> list[LiveAccuracy]:
         """Live accuracy of the served versions, per model and symbol, for the status."""
@@ -144,6 +213,7 @@ class Calibrators:
         if ref in self._uncalibrated:
             return None
         m = model.manifest
+        self._logged.pop(key, None)  # a new calibrator here: its first commit snapshots it
         try:
             # A saved state of another version is discarded here: the new version starts fresh.
             cal = self._cals[key] = Calibrator.resume(

@@ -4,6 +4,7 @@ exactly."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from device.agent.bar_handler import BarHandler
-from device.agent.calibrators import Calibrators, live_accuracy, load_calibration
+from device.agent.calibrators import SNAPSHOT_EVERY, Calibrators, live_accuracy, load_calibration
 from device.calibration import Calibrator
 from device.health import LatencyWindow
 from device.keys import load_trusted_keys
@@ -148,3 +149,20 @@ def test_calibration_can_be_turned_off(tmp_path: Path, models: ModelSet) -> None
     assert all(f.raw is None and f.correction is None for f in out.values())
     assert run.handler.calibrators.accuracy(models.window_models) == []
     assert load_calibration(tmp_path / "outbox.sqlite") == {}
+
+
+def test_a_bar_logs_a_small_row_and_loading_replays_it_exactly(
+    tmp_path: Path, models: ModelSet
+) -> None:
+    run = Run(tmp_path, models)
+    [model] = models.window_models
+    run.feed(range(len(BARS)))
+    run.close()
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")
+    logged = db.execute("SELECT COUNT(*) FROM calibration_log").fetchone()[0]
+    db.close()
+    # snapshots every SNAPSHOT_EVERY bars; the bars since the last one are in the log
+    forecasts = len(BARS) - (model.manifest.window or 0) + 1
+    assert 0 < logged == (forecasts - 1) % SNAPSHOT_EVERY
+    [(key, blob)] = load_calibration(tmp_path / "outbox.sqlite").items()
+    assert blob == run.handler.calibrators._cals[key].to_bytes()
