@@ -79,13 +79,19 @@ def wait_seqs(sub: Collector, seqs: range, timeout: float = 30.0) -> dict[int, P
     return {f.seq: f for f in price_forecasts(sub).values()}
 
 
+def online_window(sub: Collector, bundle: TrainedBundle) -> int:
+    """The bundle's window, once the test agent's heartbeat says it is online."""
+    w = run_bundle(bundle).manifest.window
+    wait_status(sub, lambda s: s.online)
+    return w
+
+
 def start_warm(
     agent: AgentProcess, bundle: TrainedBundle, sub: Collector, feed: Feed, extra: int
 ) -> tuple[AgentProcess, int, list[tuple[str, float]]]:
     """Once the started `agent` is online, feed it a first window of real SPX closes and wait for
     its first forecast; returns the agent, the window and the window + `extra` closes."""
-    w = run_bundle(bundle).manifest.window
-    wait_status(sub, lambda s: s.online)
+    w = online_window(sub, bundle)
     bars = sp500_closes(w + extra)
     for seq in range(w):
         feed.bar("SPX", seq, *bars[seq])
@@ -238,8 +244,7 @@ def test_broker_restart_mid_stream_loses_no_forecast(
 ) -> None:
     sub = collector("forecast/price/SPX", f"fleet/{AGENT}/status")
     agent = agent_process(agent_config(tmp_path / "agent.toml", broker.url, quick_price_bundle))
-    w = run_bundle(quick_price_bundle).manifest.window
-    wait_status(sub, lambda s: s.online)
+    w = online_window(sub, quick_price_bundle)
     bars = sp500_closes(w + 150)
 
     halfway, later = threading.Event(), threading.Event()
@@ -389,8 +394,7 @@ def test_sigterm_flushes_and_says_offline(
 ) -> None:
     sub = collector("forecast/price/SPX", f"fleet/{AGENT}/status")
     agent = agent_process(agent_config(tmp_path / "agent.toml", broker.url, quick_price_bundle))
-    w = run_bundle(quick_price_bundle).manifest.window
-    wait_status(sub, lambda s: s.online)
+    w = online_window(sub, quick_price_bundle)
     for seq, bar in enumerate(sp500_closes(w + 20)):
         feed.bar("SPX", seq, *bar)
     feed.flush()
