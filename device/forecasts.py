@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,18 @@ def check_finite(model: LoadedModel, values: np.ndarray) -> None:
         raise ModelError(f"{model.model_id} produced non-finite values for this window")
 
 
+def _head(agent: str, symbol: str, seq: int, ts: datetime, model: LoadedModel) -> dict[str, Any]:
+    """The fields that say which agent, bar and model a price or trend forecast is for."""
+    return {
+        "key": forecast_key(agent, symbol, seq, model.model_id),
+        "agent": agent,
+        "symbol": symbol,
+        "model": model.ref,
+        "ts": ts,
+        "seq": seq,
+    }
+
+
 def price_forecast(
     agent: str,
     symbol: str,
@@ -43,12 +56,7 @@ def price_forecast(
     check_finite(model, returns)
     m = model.manifest
     return PriceForecast(
-        key=forecast_key(agent, symbol, seq, model.model_id),
-        agent=agent,
-        symbol=symbol,
-        model=model.ref,
-        ts=ts,
-        seq=seq,
+        **_head(agent, symbol, seq, ts, model),
         last_close=last_close,
         horizons=list(m.horizons or []),
         quantiles=list(m.quantiles or []),
@@ -73,12 +81,7 @@ def trend_forecast(
     proba = output[0]
     check_finite(model, proba)
     return TrendForecast(
-        key=forecast_key(agent, symbol, seq, model.model_id),
-        agent=agent,
-        symbol=symbol,
-        model=model.ref,
-        ts=ts,
-        seq=seq,
+        **_head(agent, symbol, seq, ts, model),
         classes=list(model.manifest.classes or []),
         proba=proba.tolist(),
         latency_ms=latency_ms,

@@ -84,8 +84,8 @@ class ModelRef(BaseModel):
     sha256: str
 
 
-class PriceForecast(BaseModel):
-    """Quantiles of cumulative log return per horizon, and the price levels they imply."""
+class _ForecastHead(BaseModel):
+    """The leading fields of a price or trend forecast: which agent, bar and model it is for."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,6 +95,11 @@ class PriceForecast(BaseModel):
     model: ModelRef
     ts: datetime
     seq: int
+
+
+class PriceForecast(_ForecastHead):
+    """Quantiles of cumulative log return per horizon, and the price levels they imply."""
+
     last_close: float
     horizons: list[int]
     quantiles: list[float]
@@ -122,17 +127,9 @@ class PriceForecast(BaseModel):
     seq_gap: bool = False
 
 
-class TrendForecast(BaseModel):
+class TrendForecast(_ForecastHead):
     """Regime probabilities for one symbol after one bar."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key: str
-    agent: str
-    symbol: str
-    model: ModelRef
-    ts: datetime
-    seq: int
     classes: list[str]
     proba: list[float]
     latency_ms: float

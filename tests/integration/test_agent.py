@@ -31,8 +31,10 @@ from device.topics import forecast_key
 from tests.integration.conftest import (
     EDGE_ONLY,
     ROOT,
+    AgentProcess,
     Collector,
     Feed,
+    TrainedBundle,
     agent_config,
     bar_payload,
     persistent_client,
@@ -75,6 +77,27 @@ def wait_seqs(sub: Collector, seqs: range, timeout: float = 30.0) -> dict[int, P
         timeout,
     )
     return {f.seq: f for f in price_forecasts(sub).values()}
+
+
+def online_window(sub: Collector, bundle: TrainedBundle) -> int:
+    """The bundle's window, once the test agent's heartbeat says it is online."""
+    w = run_bundle(bundle).manifest.window
+    wait_status(sub, lambda s: s.online)
+    return w
+
+
+def start_warm(
+    agent: AgentProcess, bundle: TrainedBundle, sub: Collector, feed: Feed, extra: int
+) -> tuple[AgentProcess, int, list[tuple[str, float]]]:
+    """Once the started `agent` is online, feed it a first window of real SPX closes and wait for
+    its first forecast; returns the agent, the window and the window + `extra` closes."""
+    w = online_window(sub, bundle)
+    bars = sp500_closes(w + extra)
+    for seq in range(w):
+        feed.bar("SPX", seq, *bars[seq])
+    feed.flush()
+    wait_seqs(sub, range(w - 1, w))
+    return agent, w, bars
 
 
 def outbox_rows(state_dir: Path) -> int:
@@ -160,14 +183,8 @@ def test_bad_payloads_each_give_one_dead_letter_and_the_agent_keeps_forecasting(
     tmp_path, broker, quick_price_bundle, agent_process, collector, feed
 ) -> None:
     sub = collector("forecast/price/SPX", f"fleet/{AGENT}/deadletter", f"fleet/{AGENT}/status")
-    agent = agent_process(agent_config(tmp_path / "agent.toml", broker.url, quick_price_bundle))
-    w = run_bundle(quick_price_bundle).manifest.window
-    wait_status(sub, lambda s: s.online)
-    bars = sp500_closes(w + 200)
-    for seq in range(w):
-        feed.bar("SPX", seq, *bars[seq])
-    feed.flush()
-    wait_seqs(sub, range(w - 1, w))
+    config = agent_config(tmp_path / "agent.toml", broker.url, quick_price_bundle)
+    agent, w, bars = start_warm(agent_process(config), quick_price_bundle, sub, feed, 200)
     state = {"seq": w - 1}
 
     def payload(rule: str, arg: Any) -> bytes:
@@ -227,8 +244,7 @@ def test_broker_restart_mid_stream_loses_no_forecast(
 ) -> None:
     sub = collector("forecast/price/SPX", f"fleet/{AGENT}/status")
     agent = agent_process(agent_config(tmp_path / "agent.toml", broker.url, quick_price_bundle))
-    w = run_bundle(quick_price_bundle).manifest.window
-    wait_status(sub, lambda s: s.online)
+    w = online_window(sub, quick_price_bundle)
     bars = sp500_closes(w + 150)
 
     halfway, later = threading.Event(), threading.Event()
@@ -265,14 +281,7 @@ def test_sigkill_during_a_partition_then_restart_delivers_the_outbox(
     sub = collector("forecast/price/SPX", f"fleet/{AGENT}/status")
     config = agent_config(tmp_path / "agent.toml", link.url, quick_price_bundle)
     config.write_text(config.read_text().replace("[broker]", "[broker]\nreceive_maximum = 40"))
-    agent = agent_process(config)
-    w = run_bundle(quick_price_bundle).manifest.window
-    wait_status(sub, lambda s: s.online)
-    bars = sp500_closes(w + 80)
-    for seq in range(w):
-        feed.bar("SPX", seq, *bars[seq])
-    feed.flush()
-    wait_seqs(sub, range(w - 1, w))
+    agent, w, bars = start_warm(agent_process(config), quick_price_bundle, sub, feed, 80)
 
     link.cut()
     for seq in range(w, len(bars)):
@@ -385,8 +394,7 @@ def test_sigterm_flushes_and_says_offline(
 ) -> None:
     sub = collector("forecast/price/SPX", f"fleet/{AGENT}/status")
     agent = agent_process(agent_config(tmp_path / "agent.toml", broker.url, quick_price_bundle))
-    w = run_bundle(quick_price_bundle).manifest.window
-    wait_status(sub, lambda s: s.online)
+    w = online_window(sub, quick_price_bundle)
     for seq, bar in enumerate(sp500_closes(w + 20)):
         feed.bar("SPX", seq, *bar)
     feed.flush()

@@ -39,7 +39,6 @@ from tests.integration.conftest import (
     AgentProcess,
     Collector,
     Feed,
-    persistent_client,
     secured_address,
     sp500_closes,
     start_secured,
@@ -235,17 +234,6 @@ interval_s = 0.5
     return path
 
 
-def collector(address, client_id: str, *filters: str) -> Collector:
-    client = persistent_client(address, client_id)
-    c = Collector(client)
-    ready = threading.Event()
-    client.on_message = lambda _c, _u, msg: c.messages.put(msg)
-    client.on_subscribe = lambda *_: ready.set()
-    client.subscribe([(f, 1) for f in filters])
-    assert ready.wait(10), "subscription not acknowledged"
-    return c
-
-
 @pytest.fixture
 def fleet(
     tmp_path: Path, fleet_credentials: Path, quick_price_bundle: TrainedBundle, agent_process
@@ -266,8 +254,10 @@ def fleet(
         models_dir,
         quick_price_bundle.keys_dir,
     )
-    trainer = collector(secured_address(secured, "trainer"), "ota-trainer", f"fleet/{AGENT}/#")
-    analyst = collector(secured_address(secured, "analyst"), "ota-analyst", "forecast/#")
+    trainer = Collector.subscribed(
+        secured_address(secured, "trainer"), "ota-trainer", f"fleet/{AGENT}/#"
+    )
+    analyst = Collector.subscribed(secured_address(secured, "analyst"), "ota-analyst", "forecast/#")
     feed = Feed(secured_address(secured, "feed"), "ota-feed")
     f = Fleet(
         tmp=tmp_path,
