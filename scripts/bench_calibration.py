@@ -43,6 +43,7 @@ from scripts.price_calibration_study import (
     Model,
     Period,
     evaluation_period,
+    print_table,
     quantile_tracking,
     score,
     targets,
@@ -173,19 +174,7 @@ def score_series(
 
 
 def print_rows(rows: list[dict[str, Any]], live: dict[str, dict[str, float]]) -> None:
-    print(
-        "| series | method | n | pinball | /GARCH | /hist | 80% band | 90% band "
-        "| 80% by h | 90% by h |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
-    for r in rows:
-        by80 = "/".join(f"{100 * c:.0f}" for c in r["cov80_h"])
-        by90 = "/".join(f"{100 * c:.0f}" for c in r["cov90_h"])
-        print(
-            f"| {r['series']} | {r['method']} | {r['n']} | {r['pinball']:.6f} | "
-            f"{r['vs_garch']:.3f} | {r['vs_hist']:.3f} | {100 * r['cov80']:.1f}% | "
-            f"{100 * r['cov90']:.1f}% | {by80} | {by90} |"
-        )
+    print_table(rows)
     print("\nGoals (served, every series): pinball below GARCH and historical quantiles; 80% band")
     print("80 +/- 3 pp, 90% band 90 +/- 3 pp.")
     for r in (r for r in rows if r["method"] == "served"):
