@@ -138,6 +138,12 @@ class WebCheck:
     gateway: dict[str, int]
     view: dict[str, int]
 
+    @property
+    def covers_view(self) -> bool:
+        """The gateway holds, per symbol, the live view's latest forecast or a newer one (the
+        feed goes on after the live view stops, so the gateway may be ahead)."""
+        return all(self.gateway.get(s, -1) >= seq for s, seq in self.view.items())
+
 
 def summarize(
     board: ForecastBoard, bars: Sequence[Bar], sent_at: dict[tuple[str, int], float]
@@ -200,7 +206,7 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     if summary.web is not None:
         web = summary.web
         served = ", ".join(f"{s} seq {n}" for s, n in sorted(web.gateway.items())) or "nothing"
-        same = "same as the live view" if web.gateway == web.view else f"live view: {web.view}"
+        same = "up to date with the live view" if web.covers_view else f"live view: {web.view}"
         console.print(f"web gateway {web.url}: latest price forecast {served} ({same})")
     for label, value in (
         ("model latency (agent inference)", summary.model_latency_ms),
@@ -436,8 +442,8 @@ def _latest_seqs(board: ForecastBoard) -> dict[str, int]:
 
 
 def check_gateway(url: str, board: ForecastBoard, timeout: float = 5.0) -> WebCheck:
-    """Ask the gateway for every symbol's latest forecast until it agrees with the live view (both
-    subscribe to the same broker; the last forecasts may still be on their way)."""
+    """Ask the gateway for every symbol's latest forecast until it has caught up with the live
+    view (both subscribe to the same broker; the last forecasts may still be on their way)."""
     deadline = time.monotonic() + timeout
     while True:
         view = _latest_seqs(board)
@@ -445,8 +451,9 @@ def check_gateway(url: str, board: ForecastBoard, timeout: float = 5.0) -> WebCh
             served = {s["symbol"]: s["seq"] for s in _get_json(f"{url}/api/v1/symbols")}
         except (OSError, ValueError) as exc:
             raise FeedError(f"the web gateway did not answer: {exc}") from exc
-        if served == view or time.monotonic() > deadline:
-            return WebCheck(url, served, view)
+        check = WebCheck(url, served, view)
+        if check.covers_view or time.monotonic() > deadline:
+            return check
         time.sleep(0.1)
 
 

@@ -62,7 +62,8 @@ def test_demo_shows_forecasts_prints_a_summary_and_stops_everything(
     page = re.search(r"web page: (http://127\.0\.0\.1:\d+)/ \(phone\), \1/\?kiosk=1", out)
     assert page, out
     served = re.search(
-        rf"web gateway {page.group(1)}: latest price forecast SPX seq (\d+) \(same as the live view\)",
+        rf"web gateway {page.group(1)}: latest price forecast SPX seq (\d+) "
+        r"\(up to date with the live view\)",
         out,
     )
     assert served and int(served.group(1)) >= 100, out
