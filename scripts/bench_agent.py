@@ -446,6 +446,7 @@ def partition_cost_us(
     from collections import Counter
 
     from device.agent.bar_handler import BarHandler
+    from device.agent.calibrators import Calibrators
     from device.health import LatencyWindow
     from device.keys import load_trusted_keys
     from device.modelset import load_model_set
@@ -454,7 +455,10 @@ def partition_cost_us(
 
     models = load_model_set(registry, load_trusted_keys([keys]))
     settings = AgentSettings(agent_id="cost", partition={"index": 0, "count": 2})
-    handler = BarHandler(settings, lambda: models, (), Counter(), LatencyWindow(), lambda *_: None)
+    calibrators = Calibrators(settings.calibration, {})
+    handler = BarHandler(
+        settings, lambda: models, (), Counter(), LatencyWindow(), lambda *_: None, calibrators
+    )
     mine = next(f"S{i}" for i in range(100) if owner(f"S{i}", 2) == 0)
     other = next(f"S{i}" for i in range(100) if owner(f"S{i}", 2) == 1)
     msgs = []
