@@ -1,7 +1,8 @@
 """Benchmark the edge agent on one machine with Mosquitto on loopback (docs/BENCHMARKS.md, "Agent").
 
     python -m scripts.bench_agent [--symbols 50] [--bars 100] [--rate R] [--seconds 10]
-                                  [--pool 3] [--registry DIR] [--install-size] [--json OUT]
+                                  [--pool 3] [--registry DIR] [--model price/spx]
+                                  [--install-size] [--json OUT]
 
 Measures, in one run against one broker:
 1. throughput: 50 symbols x `--bars` bars published as fast as possible at QoS 1; forecasts out
@@ -207,8 +208,8 @@ def paced(
     return np.array([(rx.arrivals[k] - t) * 1000.0 for k, t in sent.items()])
 
 
-def prepare_registries(work: Path, given: Path | None) -> tuple[Path, Path, Path]:
-    """(registry with three models, registry with price/spx only, trusted key dir)."""
+def prepare_registries(work: Path, given: Path | None, model: str) -> tuple[Path, Path, Path]:
+    """(registry with three models, registry with `model` only, trusted key dir)."""
     # Absolute: the agent takes a relative models.dir relative to its own config file.
     full = given.resolve() if given is not None else work / "trained" / "registry"
     if given is None:
@@ -219,8 +220,10 @@ def prepare_registries(work: Path, given: Path | None) -> tuple[Path, Path, Path
             train_recipe(ROOT / recipe, registry=full, quick=True)
     keys = full.resolve().parent / "keys"
     single = work / "single" / "registry"
-    source = sorted((full / "price" / "spx").iterdir())[-1]
-    shutil.copytree(source, single / "price" / "spx" / source.name)
+    if not (full / model).is_dir():
+        raise SystemExit(f"bench_agent: no {model} in {full} (--model names a <task>/<name>)")
+    source = sorted((full / model).iterdir())[-1]
+    shutil.copytree(source, single / model / source.name)
     return full, single, keys
 
 
@@ -396,7 +399,7 @@ def batching_us(registry: Path, keys: Path, closes: list[float], rows: int = 64)
     from device.modelset import load_model
     from device.runtime import OnnxModel
 
-    path = sorted((registry / "price" / "spx").iterdir())[-1]
+    path = sorted(p for slot in window_models(registry) for p in slot.iterdir())[-1]
     student = load_model(load_bundle(path, load_trusted_keys([keys])))
     graphs = {"student": student}
     if (path / "teacher.onnx").is_file():
@@ -528,6 +531,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pool", type=int, default=3, help="largest pool to measure (0: none)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
     parser.add_argument("--registry", type=Path, help="registry with the three bundles")
+    parser.add_argument(
+        "--model", default="price/spx", help="the <task>/<name> of the one-model runs"
+    )
     parser.add_argument("--install-size", action="store_true")
     parser.add_argument("--json", type=Path, help="write the results here too")
     return parser
@@ -547,7 +553,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
-        full, single, keys = prepare_registries(work, args.registry)
+        full, single, keys = prepare_registries(work, args.registry, args.model)
         url = stack.enter_context(mosquitto(work))
         pub = client(url, "bench-feed")
         window = max(

@@ -49,12 +49,13 @@ def inference_error(*_: object) -> OutMessage:
 def one_round(models: ModelSet, enabled: bool, symbols: int, bars: int, work: Path) -> float:
     """CPU seconds per timed bar, for a fresh agent state in `work`."""
     settings = AgentSettings(agent_id="bench", state_dir=work)
+    counters: Counter[str] = Counter()
     outbox = Outbox(settings.outbox_path, 2**28, background_checkpoints=False)
     handler = BarHandler(
         settings,
         lambda: models,
         [],
-        Counter(),
+        counters,
         LatencyWindow(),
         inference_error,
         Calibrators(CalibrationSection(enabled=enabled), load_calibration(settings.outbox_path)),
@@ -69,10 +70,12 @@ def one_round(models: ModelSet, enabled: bool, symbols: int, bars: int, work: Pa
         msgs = [message(f"market/{s}/bar", bar_payload(s, seq, *closes[seq])) for seq, s in batch]
         outs = [handler.handle(m) for m in msgs]
         outcomes = [o for o in outs if o is not None]
+        # As the network loop commits a pass: the batched forecasts (`flush`) and the states they
+        # changed join the handled bars' own outputs in one transaction.
         outbox.commit(
-            [m for o in outcomes for m in o.messages],
-            [o.window for o in outcomes if o.window is not None],
-            writes=[x for o in outcomes for x in o.writes],
+            [m for o in outcomes for m in o.messages] + handler.flush(),
+            handler.window_states(),
+            writes=[x for o in outcomes for x in o.writes] + handler.state_writes(),
         )
 
     warm, timed = order[: w * symbols], order[w * symbols :]
@@ -84,6 +87,8 @@ def one_round(models: ModelSet, enabled: bool, symbols: int, bars: int, work: Pa
     for i in range(0, len(timed), BATCH):
         run(timed[i : i + BATCH])
     cpu = time.process_time() - start
+    if counters["forecasts"] < len(timed):  # every timed bar must have led to its forecast
+        raise SystemExit(f"bench_bar_path: {counters['forecasts']} forecasts for {len(timed)} bars")
     outbox.close()
     gc.unfreeze()
     return cpu / len(timed)

@@ -20,7 +20,7 @@ from device.agent.host import Outcome
 from device.bars import SeqCheck, SymbolWindow, check_seq, parse_bar
 from device.calibration import Calibrated
 from device.errors import ModelError, PayloadError
-from device.forecasts import check_finite, price_forecast, trend_forecast
+from device.forecasts import price_forecast, trend_forecast
 from device.health import LatencyWindow
 from device.modelset import LoadedModel, ModelSet
 from device.outbox import OutMessage, StateWrite, WindowState
@@ -46,26 +46,43 @@ class PendingRow:
     seq_gap: bool
 
 
-def infer_rows(
-    model: LoadedModel, rows: Sequence[PendingRow]
-) -> list[tuple[np.ndarray, float] | ModelError]:
+# A row's inference: its `[1, ...]` output and the latency of the call, or why it failed.
+Result = tuple[np.ndarray, float] | ModelError
+
+
+def infer_rows(model: LoadedModel, rows: Sequence[PendingRow]) -> list[Result]:
     """Each row's `[1, ...]` output and the latency of the call that computed it: one call for
     all rows when the graph is per-row (`OnnxModel.batchable`), else one call per row. A failed
-    batched call is retried row by row, so only the windows that fail get an error."""
+    batched call is retried row by row, so only the windows that fail get an error; so does a
+    row whose output is not finite (checked once per call, not per row)."""
     if model.model.batchable and len(rows) > 1:
         try:
             out, latency_ms = model.model.run_window(np.concatenate([r.closes for r in rows]))
         except ModelError:
             pass
         else:
-            return [(out[i : i + 1], latency_ms) for i in range(len(rows))]
-    results: list[tuple[np.ndarray, float] | ModelError] = []
+            return _split(model, out, latency_ms)
+    results: list[Result] = []
     for row in rows:
         try:
-            results.append(model.model.run_window(row.closes))
+            out, latency_ms = model.model.run_window(row.closes)
         except ModelError as exc:
             results.append(exc)
+        else:
+            results.extend(_split(model, out, latency_ms))
     return results
+
+
+def _split(model: LoadedModel, out: np.ndarray, latency_ms: float) -> list[Result]:
+    """The rows of one call's output, a ModelError for each row with NaN or inf (never published,
+    never scored by the calibration)."""
+    finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1).tolist()
+    return [
+        (out[i : i + 1], latency_ms)
+        if ok
+        else ModelError(f"{model.model_id} produced non-finite values for this window")
+        for i, ok in enumerate(finite)
+    ]
 
 
 # A failed FleetEvent for a model: (kind, detail, model) -> message on the events topic.
@@ -97,6 +114,8 @@ class BarHandler:
         self.calibrators = calibrators
         self.seq_gaps: Counter[str] = Counter()
         self._pending: list[PendingRow] = []
+        # Symbols whose window changed since the last commit took their states (`window_states`)
+        self._dirty: set[str] = set()
         window = models().window
         self.windows: dict[str, SymbolWindow] = {
             # Never shorter than what was saved: closes kept for a model that is gone (or not
@@ -162,7 +181,8 @@ class BarHandler:
                         window.has_gap(size),
                     )
                 )
-        outcome = Outcome(window=window.state())
+        self._dirty.add(symbol)
+        outcome = Outcome()
         if not models.batchable:
             # Nothing to share a call with: forecast now, as the bar arrives, rather than hold
             # its inference until the pass's commit (which delays the pass's acknowledgements).
@@ -189,11 +209,37 @@ class BarHandler:
         by_model: dict[int, list[PendingRow]] = {}
         for row in rows:
             by_model.setdefault(id(row.model), []).append(row)
-        results: dict[int, tuple[np.ndarray, float] | ModelError] = {}
+        results: dict[int, tuple[Result, Calibrated | None]] = {}
         for model_rows in by_model.values():
             outputs = infer_rows(model_rows[0].model, model_rows)
-            results.update(zip(map(id, model_rows), outputs, strict=True))
-        return [self._message(row, results[id(row)]) for row in rows]
+            calibrated = self._calibrate(model_rows, outputs)
+            results.update(
+                zip(map(id, model_rows), zip(outputs, calibrated, strict=True), strict=True)
+            )
+        return [self._message(row, *results[id(row)]) for row in rows]
+
+    def _calibrate(self, rows: list[PendingRow], outputs: list[Result]) -> list[Calibrated | None]:
+        """After inference, for one model's rows: score the forecasts that end at these bars,
+        then correct each raw `[H, Q]` output (a failed row is only scored)."""
+        model = rows[0].model
+        if model.manifest.task != "price":
+            return [None] * len(rows)
+        try:
+            return self.calibrators.apply(
+                model,
+                [(r.symbol, r.seq, r.last_close) for r in rows],
+                [None if isinstance(o, ModelError) else o[0][0] for o in outputs],
+            )
+        except Exception:  # a bug must not fail the commit: these bars are served uncorrected
+            self._counters["errors"] += 1
+            logger.exception("calibration of %s failed on %d bar(s)", model.model_id, len(rows))
+            return [None] * len(rows)
+
+    def window_states(self) -> list[WindowState]:
+        """The windows that changed since the last call, for the commit of their bars: one copy
+        per symbol and commit, not one per bar."""
+        dirty, self._dirty = self._dirty, set()
+        return [self.windows[s].state() for s in dirty]
 
     def state_writes(self) -> list[StateWrite]:
         """The calibration states the flushed forecasts changed, for the same transaction."""
@@ -210,29 +256,28 @@ class BarHandler:
         return window
 
     def _message(
-        self, row: PendingRow, result: tuple[np.ndarray, float] | ModelError
+        self, row: PendingRow, result: Result, calibrated: Calibrated | None
     ) -> OutMessage:
         try:
             if isinstance(result, ModelError):
                 raise result
-            return self._forecast(row, *result)
+            return self._forecast(row, *result, calibrated)
         except ModelError as exc:
             self._counters["errors"] += 1
             logger.warning("%s", exc)
-            self._calibrate(row, None)  # still score the forecasts that end at this bar
             return self._event("inference_error", str(exc), row.model)
         except Exception as exc:  # a bug must not fail the commit (the pass would be re-sent)
             self._counters["errors"] += 1
             logger.exception("forecast of %s seq %d failed", row.symbol, row.seq)
             return self._event("internal_error", f"{row.symbol} seq {row.seq}: {exc}", row.model)
 
-    def _forecast(self, row: PendingRow, output: np.ndarray, latency_ms: float) -> OutMessage:
+    def _forecast(
+        self, row: PendingRow, output: np.ndarray, latency_ms: float, calibrated: Calibrated | None
+    ) -> OutMessage:
         model = row.model
         self.inference_ms.add(latency_ms)
         forecast: PriceForecast | TrendForecast
         if model.manifest.task == "price":
-            check_finite(model, output)
-            calibrated = self._calibrate(row, output[0])
             forecast = price_forecast(
                 self.agent_id,
                 row.symbol,
@@ -260,10 +305,3 @@ class BarHandler:
         self._counters["forecasts"] += 1
         # Retained: a late joiner (a gateway after its restart, a new watcher) sees it at once.
         return OutMessage(topic, forecast.model_dump_json().encode(), retain=True)
-
-    def _calibrate(self, row: PendingRow, raw: np.ndarray | None) -> Calibrated | None:
-        """After inference, per symbol: score the forecasts that end at this bar, then correct
-        this bar's raw `[H, Q]` output (None: the model failed; only the scoring happens)."""
-        if row.model.manifest.task != "price":
-            return None
-        return self.calibrators.apply(row.model, row.symbol, row.seq, row.last_close, raw)

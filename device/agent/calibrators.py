@@ -1,5 +1,6 @@
-"""The bar handler's calibration step: one `Calibrator` per (symbol, price model), applied to the
-model's output after inference, its state committed in the outbox transaction of the bar.
+"""The bar handler's calibration step: one `Calibrator` state per (symbol, price model), stacked
+per model in a `CalibratorBank` and applied to a pass's outputs after inference, the states
+committed in the outbox transaction of the bars.
 
 A calibrator belongs to one model version (`<task>/<name>@<version>`): a swapped-in version, or
 a rollback, starts a fresh one, since its errors are not the old model's (docs/CALIBRATION.md).
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import Counter
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from device.calibration import Calibrated, CalibrationSettings, Calibrator, HorizonAccuracy
+from device.calibration_bank import CalibratorBank
 from device.errors import CalibrationStateError, ConfigError
 from device.modelset import LoadedModel
 from device.outbox import StateWrite
@@ -46,6 +51,7 @@ CREATE TABLE IF NOT EXISTS calibration_log (
 SNAPSHOT_EVERY = 64
 
 Key = tuple[str, str]  # (symbol, model id)
+IntArray = npt.NDArray[np.int64]
 
 
 def calibration_ref(model: LoadedModel) -> str:
@@ -111,55 +117,85 @@ def live_accuracy(symbol: str, cal: Calibrator) -> LiveAccuracy | None:
 
 
 class Calibrators:
-    """The calibration state of every (symbol, price model). Network thread only.
+    """The calibration state of every (symbol, price model), one `CalibratorBank` per model (its
+    served version). Network thread only.
 
-    Per bar `apply` observes the close (scoring the forecasts that end at this bar) and, when the
-    model produced an output, corrects it. What changed goes to the next commit (`write()`): one
-    small log row per bar, and the whole state of a calibrator that is new or has logged
-    `SNAPSHOT_EVERY` bars since its last snapshot."""
+    Per pass `apply` observes each bar's close (scoring the forecasts that end at it) and, where
+    the model produced an output, corrects it: a few numpy calls per model and horizon for the
+    whole pass. What changed goes to the next commit (`write()`): one small log row per bar, and
+    the whole state of a calibrator that is new or has logged `SNAPSHOT_EVERY` bars since its
+    last snapshot."""
 
     def __init__(self, settings: CalibrationSection, saved: dict[Key, bytes]) -> None:
         self.enabled = settings.enabled
         self.settings = CalibrationSettings(window=settings.window)
         self._saved = saved
-        self._cals: dict[Key, Calibrator] = {}
+        self._banks: dict[str, CalibratorBank] = {}  # model id -> its served version's states
         self._uncalibrated: set[str] = set()  # versions whose layout the calibrator refuses
         self._logged: dict[Key, int] = {}  # bars logged since the key's snapshot
         self._log: list[tuple[str, str, int, float, bytes | None]] = []
-        self._snapshots: dict[Key, Calibrator] = {}
+        self._snapshots: dict[Key, CalibratorBank] = {}
 
     def apply(
         self,
         model: LoadedModel,
-        symbol: str,
-        seq: int,
-        close: float,
-        output: np.ndarray | None,
-    ) -> Calibrated | None:
-        """Score what ended at bar `seq` and correct this bar's raw `[H, Q]` output (None: the
-        model failed on this bar, only the scoring happens). None when not calibrating."""
-        cal = self._calibrator(model, symbol)
-        if cal is None:
-            return None
-        cal.observe(seq, close)
-        published = None
-        try:
-            if output is not None:
-                published = cal.publish(seq, close, output)
-        finally:  # a refused output changed nothing: logged as a bar without one
+        bars: Sequence[tuple[str, int, float]],
+        outputs: Sequence[np.ndarray | None],
+    ) -> list[Calibrated | None]:
+        """For one model's bars of a pass ((symbol, seq, close), in arrival order) and its raw
+        `[H, Q]` outputs (None: the model failed on that bar, only the scoring happens): the
+        published correction of each bar, None where not calibrating."""
+        bank = self._bank(model) if self.enabled and model.manifest.task == "price" else None
+        published: list[Calibrated | None] = [None] * len(bars)
+        if bank is None:
+            return published
+        rows = np.array([self._row(bank, model, symbol) for symbol, _, _ in bars], dtype=np.int64)
+        for wave in _waves([symbol for symbol, _, _ in bars]):
+            # each symbol at most once per call: its second bar must see its first one's update
+            self._step(bank, wave, rows, bars, outputs, published)
+        for (symbol, seq, close), output, out in zip(bars, outputs, published, strict=True):
             self._record(
-                cal, (symbol, model.model_id), seq, close, None if published is None else output
+                bank, (symbol, model.model_id), seq, close, None if out is None else output
             )
         return published
 
+    def _step(
+        self,
+        bank: CalibratorBank,
+        wave: list[int],
+        rows: IntArray,
+        bars: Sequence[tuple[str, int, float]],
+        outputs: Sequence[np.ndarray | None],
+        published: list[Calibrated | None],
+    ) -> None:
+        failed = [i for i in wave if outputs[i] is None]
+        if failed:
+            bank.observe(rows[failed], _seqs(bars, failed), [bars[i][2] for i in failed])
+        done = [i for i in wave if outputs[i] is not None]
+        # A bar the state has seen already (never in the agent: windows and states commit
+        # together) is served uncorrected rather than scored twice.
+        done = [
+            i for i, ok in zip(done, bank.fresh(rows[done], _seqs(bars, done)), strict=True) if ok
+        ]
+        if not done:
+            return
+        raw, correction, returns = bank.step(
+            rows[done],
+            _seqs(bars, done),
+            [bars[i][2] for i in done],
+            np.stack([outputs[i] for i in done]),  # type: ignore[misc]
+        )
+        for k, i in enumerate(done):
+            published[i] = Calibrated(raw[k].tolist(), correction[k].tolist(), returns[k].tolist())
+
     def _record(
-        self, cal: Calibrator, key: Key, seq: int, close: float, output: np.ndarray | None
+        self, bank: CalibratorBank, key: Key, seq: int, close: float, output: np.ndarray | None
     ) -> None:
         """Log the bar for the next commit, or snapshot the calibrator if it is new here (no
         count yet) or has logged enough bars."""
         logged = self._logged[key] = self._logged.get(key, SNAPSHOT_EVERY - 1) + 1
         if logged >= SNAPSHOT_EVERY:
-            self._snapshots[key] = cal
+            self._snapshots[key] = bank
         else:
             raw = None if output is None else np.asarray(output, "<f8").tobytes()
             self._log.append((*key, seq, close, raw))
@@ -182,7 +218,7 @@ class Calibrators:
         cur.executemany("DELETE FROM calibration_log WHERE symbol = ? AND model = ?", keys)
         cur.executemany(
             "INSERT OR REPLACE INTO calibration VALUES (?,?,?)",
-            [(s, m, cal.to_bytes()) for (s, m), cal in snap.items()],
+            [(s, m, bank.to_bytes(s)) for (s, m), bank in snap.items()],
         )
         cur.executemany(
             "INSERT INTO calibration_log VALUES (?,?,?,?,?)",
@@ -193,38 +229,72 @@ class Calibrators:
         self._log.clear()
         self._snapshots = {}
 
+    def state(self, symbol: str, model: LoadedModel) -> bytes | None:
+        """The symbol's current calibration state for `model` (`Calibrator.to_bytes`), if any."""
+        bank = self._banks.get(model.model_id)
+        if bank is None or bank.model != calibration_ref(model) or symbol not in bank.rows:
+            return None
+        return bank.to_bytes(symbol)
+
     def accuracy(self, models: tuple[LoadedModel, ...]) -> list[LiveAccuracy]:
         """Live accuracy of the served versions, per model and symbol, for the status."""
         served = {calibration_ref(m) for m in models}
         found = (
-            live_accuracy(symbol, cal)
-            for (symbol, _), cal in sorted(self._cals.items())
-            if cal.model in served
+            live_accuracy(symbol, bank.calibrator(symbol))
+            for _, bank in sorted(self._banks.items())
+            if bank.model in served
+            for symbol in sorted(bank.rows)
         )
         return [a for a in found if a is not None]
 
-    def _calibrator(self, model: LoadedModel, symbol: str) -> Calibrator | None:
-        if not self.enabled or model.manifest.task != "price":
-            return None
-        key, ref = (symbol, model.model_id), calibration_ref(model)
-        cal = self._cals.get(key)
-        if cal is not None and cal.model == ref:
-            return cal
+    def _bank(self, model: LoadedModel) -> CalibratorBank | None:
+        """The bank of the model's served version; a new version (deploy or rollback) gets a
+        new one, so every symbol starts fresh on it."""
+        ref = calibration_ref(model)
+        bank = self._banks.get(model.model_id)
+        if bank is not None and bank.model == ref:
+            return bank
         if ref in self._uncalibrated:
             return None
         m = model.manifest
-        self._logged.pop(key, None)  # a new calibrator here: its first commit snapshots it
         try:
-            # A saved state of another version is discarded here: the new version starts fresh.
-            cal = self._cals[key] = Calibrator.resume(
-                self._saved.pop(key, None),
-                ref,
-                list(m.horizons or []),
-                list(m.quantiles or []),
-                self.settings,
+            bank = CalibratorBank(
+                ref, list(m.horizons or []), list(m.quantiles or []), self.settings
             )
         except CalibrationStateError as exc:  # e.g. more than 16 levels: served uncalibrated
             logger.warning("%s is not calibrated: %s", ref, exc)
             self._uncalibrated.add(ref)
             return None
-        return cal
+        self._banks[model.model_id] = bank
+        return bank
+
+    def _row(self, bank: CalibratorBank, model: LoadedModel, symbol: str) -> int:
+        row = bank.rows.get(symbol)
+        if row is not None:
+            return row
+        key = (symbol, model.model_id)
+        self._logged.pop(key, None)  # a new calibrator here: its first commit snapshots it
+        # A saved state of another version is discarded here: the new version starts fresh.
+        p = bank.proto
+        cal = Calibrator.resume(
+            self._saved.pop(key, None), bank.model, p.horizons, p.levels.tolist(), p.settings
+        )
+        return bank.add(symbol, cal)
+
+
+def _waves(symbols: Sequence[str]) -> list[list[int]]:
+    """Indices of `symbols` split into waves where each symbol occurs at most once, in order:
+    wave k holds every symbol's (k+1)-th occurrence."""
+    seen: Counter[str] = Counter()
+    waves: list[list[int]] = []
+    for i, symbol in enumerate(symbols):
+        k = seen[symbol]
+        seen[symbol] += 1
+        if k == len(waves):
+            waves.append([])
+        waves[k].append(i)
+    return waves
+
+
+def _seqs(bars: Sequence[tuple[str, int, float]], index: list[int]) -> IntArray:
+    return np.array([bars[i][1] for i in index], dtype=np.int64)

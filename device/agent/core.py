@@ -174,9 +174,10 @@ class Agent:
         self._last_commit = time.monotonic()
         # The current group commit: outputs, latest window per symbol, inputs to acknowledge.
         self._batch: list[OutMessage] = []
-        self._batch_windows: dict[str, WindowState] = {}
         self._batch_writes: list[StateWrite] = []
         self._batch_inputs: list[tuple[int, int, float]] = []  # mid, qos, perf_counter at receipt
+        # (mid, digest) of the handled inputs: one committed-inputs write per commit, not per input
+        self._batch_digests: list[tuple[int, bytes]] = []
         self._pump_due = False
         self._queued_packets = 0
         self._calls: queue.Queue[Callable[[], None]] = queue.Queue(MAX_PENDING_CALLS)
@@ -545,7 +546,7 @@ class Agent:
         if outcome is not None:
             self._collect(outcome)
         self._batch_inputs.append((msg.mid, msg.qos, received))
-        self._batch_writes.append(self._committed.write([(msg.mid, digest)]))
+        self._batch_digests.append((msg.mid, digest))
         self._commit_if_full()
 
     def _commit_if_full(self) -> None:
@@ -556,8 +557,6 @@ class Agent:
     def _collect(self, outcome: Outcome) -> None:
         self._batch.extend(outcome.messages)
         self._batch_writes.extend(outcome.writes)
-        if outcome.window is not None:
-            self._batch_windows[outcome.window.symbol] = outcome.window
 
     def _dispatch(self, msg: mqtt.MQTTMessage) -> Outcome | Ticket | None:
         try:
@@ -576,17 +575,20 @@ class Agent:
         """Commit what the handled messages produced, then acknowledge those messages."""
         self._batch.extend(self._bars.flush())  # the pass's forecasts, one call per model
         self._batch_writes.extend(self._bars.state_writes())
+        if self._batch_digests:
+            self._batch_writes.append(self._committed.write(self._batch_digests))
+            self._batch_digests = []
         if not (self._batch_inputs or self._batch or self._batch_writes):
             return
         messages, self._batch = self._batch, []
-        windows, self._batch_windows = self._batch_windows, {}
+        windows = self._bars.window_states()
         writes, self._batch_writes = self._batch_writes, []
         inputs, self._batch_inputs = self._batch_inputs, []
         acked = self._delivery.take_acked()
         try:
             result = self.outbox.commit(
                 messages,
-                windows.values(),
+                windows,
                 acked=acked,
                 handed=self._delivery.inflight.values(),
                 writes=writes,

@@ -27,12 +27,11 @@ __all__ = ["Handler", "Host", "Outcome", "Plugin", "PluginFactory", "Route", "Ti
 
 @dataclass
 class Outcome:
-    """What handling one input message produced: outputs and the state they follow from (a
-    symbol's window, other handlers' `writes`), committed in one outbox transaction before the
-    input is acknowledged."""
+    """What handling one input message produced: outputs and the state they follow from (the
+    handler's `writes`), committed in one outbox transaction before the input is acknowledged.
+    (The bar handler's windows join the same transaction through `BarHandler.window_states`.)"""
 
     messages: list[OutMessage] = field(default_factory=list)
-    window: WindowState | None = None
     writes: list[StateWrite] = field(default_factory=list)
 
 

@@ -60,9 +60,14 @@ class Run:
             payload = bar_payload(symbol, seq, *BARS[seq])
             outcome = self.handler.handle(message(f"market/{symbol}/bar", payload))
             assert outcome is not None
-            windows = [outcome.window] if outcome.window else []
-            self.outbox.commit(outcome.messages, windows, writes=outcome.writes)
-            for m in outcome.messages:
+            # as the agent commits a pass: the bar's outputs, the batched forecasts, the states
+            messages = outcome.messages + self.handler.flush()
+            self.outbox.commit(
+                messages,
+                self.handler.window_states(),
+                writes=outcome.writes + self.handler.state_writes(),
+            )
+            for m in messages:
                 f = PriceForecast.model_validate_json(m.payload)
                 out[f.seq] = f
         return out
@@ -165,4 +170,4 @@ def test_a_bar_logs_a_small_row_and_loading_replays_it_exactly(
     forecasts = len(BARS) - (model.manifest.window or 0) + 1
     assert 0 < logged == (forecasts - 1) % SNAPSHOT_EVERY
     [(key, blob)] = load_calibration(tmp_path / "outbox.sqlite").items()
-    assert blob == run.handler.calibrators._cals[key].to_bytes()
+    assert blob == run.handler.calibrators.state(key[0], model)

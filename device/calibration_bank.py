@@ -1,0 +1,209 @@
+"""The calibration states of one model version on many symbols, stacked, so that the bars of one
+pass of the network loop are scored and corrected in a few numpy calls per horizon instead of one
+Python loop per symbol (per symbol that loop costs ~40 µs a bar; stacked, a pass of 64 bars costs
+~1-2 µs a bar: docs/BENCHMARKS.md, "Calibration").
+
+Each row is byte for byte a `Calibrator` state buffer and every step does the `Calibrator`'s
+arithmetic in the same order (elementwise float64, float32 roundings, left-to-right sums), so a
+row's `to_bytes` and every published value equal what a `Calibrator` fed the same bars gives; the
+agent restores and replays states with `Calibrator` (tests/device/test_calibration_bank.py checks
+both against each other bit for bit)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from device.calibration import _MIN_SPREAD, Calibrated, CalibrationSettings, Calibrator
+from device.errors import CalibrationStateError
+
+__all__ = ["CalibratorBank"]
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+def _offsets(cal: Calibrator) -> dict[str, tuple[int, np.dtype[Any], tuple[int, ...]]]:
+    """Where each of a Calibrator's state arrays lies in its byte buffer (the bank's row)."""
+    base = cal._buf.ctypes.data
+    views = {
+        "seq": cal._seq,
+        "theta": cal.theta,
+        "origin": cal.origin,
+        "origin_log_close": cal.origin_log_close,
+        "scored": cal.scored,
+        "pending": cal.pending,
+        "loss": cal.loss,
+        "below": cal.below,
+    }
+    return {name: (v.ctypes.data - base, v.dtype, v.shape) for name, v in views.items()}
+
+
+# From this many rows a step runs as numpy calls on the stacked rows; below it, row by row in a
+# Calibrator's plain-float code (each numpy call costs ~2-5 µs here, whatever its size: ~40 of
+# them per step are slower than the per-row loop for a handful of rows; docs/BENCHMARKS.md).
+VECTOR_FROM = 8
+
+
+class CalibratorBank:
+    """Rows of `Calibrator` states that share a model version, horizons, levels and settings.
+    `step` observes and publishes one bar for each of several distinct rows at once."""
+
+    def __init__(
+        self,
+        model: str,
+        horizons: list[int],
+        levels: list[float],
+        settings: CalibrationSettings | None = None,
+        vector_from: int = VECTOR_FROM,
+    ) -> None:
+        self.proto = Calibrator(model, horizons, levels, settings)  # validates the layout
+        # the per-row path: a row is copied into this Calibrator's buffer, stepped, copied back
+        self._scratch = Calibrator(model, horizons, levels, settings)
+        self.vector_from = vector_from
+        self.model = model
+        p = self.proto
+        self._fields = _offsets(p)
+        self._width = p._buf.size
+        self._levels = p.levels
+        self._mean_q = 1.0 / p.levels.size
+        self._bits = p._bits.astype(np.int64)
+        self._steps: list[float] = p._steps.tolist()
+        self._window = p.settings.window
+        self._depth = p.origin.size
+        self._data = np.zeros((0, self._width), dtype=np.uint8)
+        self._views: dict[str, npt.NDArray[Any]] = {}
+        self.rows: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, key: str, cal: Calibrator) -> int:
+        """A row for `key` holding `cal`'s state (a resumed or fresh Calibrator of this layout)."""
+        if cal.model != self.model or cal._buf.size != self._width:
+            raise CalibrationStateError(f"a state of {cal.model} does not fit {self.model}'s bank")
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = len(self.rows)
+            if row == len(self._data):  # grow by doubling: adding stays O(1) amortized
+                grown = np.zeros((max(8, 2 * row), self._width), dtype=np.uint8)
+                grown[:row] = self._data
+                self._data = grown
+                self._views = {
+                    name: self._data[:, off : off + dt.itemsize * int(np.prod(shape))]
+                    .view(dt)
+                    .reshape(len(self._data), *shape)
+                    for name, (off, dt, shape) in self._fields.items()
+                }
+        self._data[row] = cal._buf
+        return row
+
+    def to_bytes(self, key: str) -> bytes:
+        """The row's state as `Calibrator.to_bytes` writes it."""
+        head = self.proto._header.encode()
+        state: bytes = self._data[self.rows[key]].tobytes()
+        return len(head).to_bytes(4, "little") + head + state
+
+    def calibrator(self, key: str) -> Calibrator:
+        """A copy of the row as a Calibrator (for its live accuracy)."""
+        return Calibrator.from_bytes(self.to_bytes(key))
+
+    def step(
+        self, rows: IntArray, seqs: IntArray, closes: Sequence[float], raw: npt.NDArray[Any]
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """For distinct `rows`, each with its bar `seqs` (above the row's last one) and close:
+        score what ends at the bar, then correct its raw `[B, H, Q]` output. Returns (raw,
+        correction, published) as float64 `[B, H, Q]`."""
+        if raw.shape != (len(rows), *self.proto.theta.shape):
+            raise CalibrationStateError(f"raw forecasts must be [B, H, Q], got {raw.shape}")
+        if not self.fresh(rows, seqs).all():
+            raise CalibrationStateError("a bar at or before the last observed one")
+        if len(rows) < self.vector_from:
+            return self._step_rows(rows, seqs, closes, raw)
+        log_close = np.array([math.log(c) for c in closes], dtype=np.float64)
+        self._observe(rows, seqs, log_close)
+        return self._publish(rows, seqs, log_close, raw)
+
+    def fresh(self, rows: IntArray, seqs: IntArray) -> npt.NDArray[np.bool_]:
+        """Which bars lie after their row's last observed one (the only ones `step` takes)."""
+        fresh: npt.NDArray[np.bool_] = seqs > self._views["seq"][rows, 0]
+        return fresh
+
+    def observe(self, rows: IntArray, seqs: IntArray, closes: Sequence[float]) -> None:
+        """Only the scoring (the model failed on these bars); rows whose seq is not above their
+        last one are skipped, as `Calibrator.observe` skips them."""
+        if len(rows) < self.vector_from:
+            for row, seq, close in zip(rows.tolist(), seqs.tolist(), closes, strict=True):
+                self._on_row(row, seq, close, None)
+            return
+        new = self.fresh(rows, seqs)
+        log_close = np.array([math.log(c) for c in closes], dtype=np.float64)
+        self._observe(rows[new], seqs[new], log_close[new])
+
+    def _on_row(
+        self, row: int, seq: int, close: float, raw: npt.NDArray[Any] | None
+    ) -> Calibrated | None:
+        """One bar of one row in a Calibrator's own code: the row is copied into the scratch
+        Calibrator's buffer, observed (and published when `raw` is given), copied back."""
+        cal = self._scratch
+        cal._buf[:] = self._data[row]
+        try:
+            cal.observe(seq, close)
+            return None if raw is None else cal.publish(seq, close, raw)
+        finally:
+            self._data[row] = cal._buf
+
+    def _step_rows(
+        self, rows: IntArray, seqs: IntArray, closes: Sequence[float], raw: npt.NDArray[Any]
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        bars = zip(rows.tolist(), seqs.tolist(), closes, raw, strict=True)
+        done = [self._on_row(row, seq, close, out) for row, seq, close, out in bars]
+        return (
+            np.array([d.raw_rows for d in done if d is not None]),
+            np.array([d.correction_rows for d in done if d is not None]),
+            np.array([d.returns_rows for d in done if d is not None]),
+        )
+
+    def _observe(self, rows: IntArray, seqs: IntArray, log_close: FloatArray) -> None:
+        v = self._views
+        v["seq"][rows, 0] = seqs
+        for j, h in enumerate(self.proto.horizons):
+            slots = (seqs - h) % self._depth
+            due = v["origin"][rows, slots] == seqs - h
+            if due.any():
+                self._score(j, rows[due], slots[due], log_close[due])
+
+    def _score(self, j: int, rows: IntArray, slots: IntArray, log_close: FloatArray) -> None:
+        """`Calibrator._score` on many rows: corrections, then the live accuracy rings."""
+        v, levels = self._views, self._levels
+        y = (log_close - v["origin_log_close"][rows, slots])[:, None]
+        q = v["pending"][rows, slots, j].astype(np.float64)
+        v["theta"][rows, j] += self._steps[j] * (levels - (y <= q))
+        published = np.sort(q, axis=1)
+        hit = y <= published
+        terms = (levels - hit) * (y - published) * self._mean_q
+        loss = np.zeros(len(rows))
+        for i in range(terms.shape[1]):  # left to right, as the Calibrator sums
+            loss += terms[:, i]
+        ring = v["scored"][rows, j] % self._window
+        v["loss"][rows, ring, j] = loss
+        v["below"][rows, ring, j] = (hit * self._bits).sum(axis=1)
+        v["scored"][rows, j] += 1
+
+    def _publish(
+        self, rows: IntArray, seqs: IntArray, log_close: FloatArray, raw: npt.NDArray[Any]
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        v = self._views
+        slots = seqs % self._depth
+        v["origin"][rows, slots] = seqs
+        v["origin_log_close"][rows, slots] = log_close
+        raw64 = raw.astype(np.float64)
+        spread = np.maximum(raw64[..., -1] - raw64[..., 0], _MIN_SPREAD)
+        iterates = raw64 + v["theta"][rows] * spread[..., None]
+        v["pending"][rows, slots] = iterates.astype(np.float32)
+        published = np.sort(iterates, axis=-1)
+        return raw64, published - raw64, published
