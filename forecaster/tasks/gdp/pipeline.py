@@ -624,9 +624,10 @@ PROTOCOL = {
         "distilled from the teacher's end-of-validation parameters (teacher_frozen) over "
         "simulated information sets of train quarters (random moments within the quarter, plus "
         "late releases, absent series and gaps); early stopping on the validation calendar "
-        "information sets; never re-trained during the test. Its 10-90% band adds the 10% "
-        "and 90% quantiles of its validation errors (split conformal), so validation "
-        "coverage is 80% by construction and only the test coverage is a check"
+        "information sets; never re-trained during the test. Its 10-90% band is split "
+        "conformal on its errors at the calendar sets of student.band.sample (train and "
+        "validation quarters, never the test's), widened by student.band.scale as the "
+        "nowcast leaves mean growth; only the test coverage is a check"
     ),
     "baselines": (
         "AR(1) by least squares and the historical mean, both on the GDP growth released by "
