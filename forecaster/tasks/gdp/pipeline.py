@@ -1,6 +1,6 @@
 """The GDP task end to end: macro panel with a release calendar -> DynamicFactorMQ teacher
-(specification chosen on validation, re-estimated on an expanding window) -> student MLP
-distilled over simulated ragged-edge information sets -> ONNX -> pseudo-real-time evaluation
+(specification chosen on validation, re-estimated on an expanding window) -> student
+(linear path plus pattern-set weights, or an MLP) distilled over simulated ragged-edge information sets -> ONNX -> pseudo-real-time evaluation
 against AR(1) and the historical mean -> news decomposition -> signed bundle with charts."""
 
 from __future__ import annotations

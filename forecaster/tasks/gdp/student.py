@@ -1,4 +1,5 @@
-"""The GDP student: a small MLP that reads the ragged indicator window with NaNs, distilled
+"""The GDP student: a small network that reads the ragged indicator window with NaNs (an MLP,
+or a linear path with weights set by the missing pattern, as the Kalman filter's), distilled
 from the DFM teacher's nowcasts over many simulated information sets, exported to ONNX with
 the NaN handling and scaling inside the graph."""
 
