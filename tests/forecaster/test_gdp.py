@@ -241,7 +241,7 @@ def student_graph(panel: MacroPanel) -> tuple[NowcastStudent, bytes]:
         float(panel.gdp.std()),
         [16, 8],
     )
-    student.calibrate_band(np.array([-3.0, -1.5, -0.5, 0.5, 1.0, 2.5]))
+    student.calibrate_band(np.array([-3.0, -1.5, -0.5, 0.5, 1.0, 2.5]), np.zeros(6))
     return student, export_student(student)
 
 

@@ -1,5 +1,5 @@
 """GDP task: a nowcast of this quarter's US GDP growth from a ragged panel of monthly
-indicators. A dynamic factor model teacher distilled into an MLP that reads NaNs."""
+indicators. A dynamic factor model teacher distilled into a small ONNX student that reads NaNs."""
 
 from forecaster.tasks import Task
 from forecaster.tasks.gdp.pipeline import GdpData, load_gdp_data, train_gdp

@@ -1,6 +1,6 @@
 """The GDP task end to end: macro panel with a release calendar -> DynamicFactorMQ teacher
-(specification chosen on validation, re-estimated on an expanding window) -> student MLP
-distilled over simulated ragged-edge information sets -> ONNX -> pseudo-real-time evaluation
+(specification chosen on validation, re-estimated on an expanding window) -> student
+(linear path plus pattern-set weights, or an MLP) distilled over simulated ragged-edge information sets -> ONNX -> pseudo-real-time evaluation
 against AR(1) and the historical mean -> news decomposition -> signed bundle with charts."""
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from forecaster.tasks.gdp.student import (
     OUTPUT_NOWCAST,
     NowcastStudent,
     SimulationPolicy,
+    StudentArch,
     StudentFit,
     StudentLoop,
     StudentTargets,
@@ -70,20 +71,26 @@ from forecaster.training.nets import count_parameters
 from forecaster.training.reports import environment, report_head
 
 __all__ = [
+    "DistillationSets",
     "GdpData",
     "GdpEvaluation",
     "GdpRun",
     "StudentRun",
     "TeacherRun",
+    "band_sample",
     "baseline_nowcasts",
     "build_manifest",
     "build_report",
+    "calibrate_student_band",
     "distil_student",
+    "distillation_sets",
     "evaluate_models",
+    "fit_distilled",
     "fit_teacher",
     "hide_series",
     "load_gdp_data",
     "teacher_news",
+    "teacher_spec",
     "train_gdp",
 ]
 
@@ -155,7 +162,9 @@ def load_gdp_data(recipe: Recipe, section: GdpSection) -> GdpData:
     )
 
 
-def _spec(candidate: DfmCandidate, settings: GdpTeacherSettings, series: list[str]) -> DfmSpec:
+def teacher_spec(
+    candidate: DfmCandidate, settings: GdpTeacherSettings, series: list[str]
+) -> DfmSpec:
     return DfmSpec(
         factors=candidate.factor_map(series),
         factor_orders=candidate.factor_orders,
@@ -184,7 +193,7 @@ def _select_teacher(
     scored = hide_series(data.panel, infos, ended)
     rows: list[dict[str, Any]] = []
     for candidate in section.teacher.candidates:
-        spec = _spec(candidate, section.teacher, data.panel.series)
+        spec = teacher_spec(candidate, section.teacher, data.panel.series)
         teacher = DfmTeacher(spec, section.window_quarters).fit(data.panel, data.train_cut)
         scores = _by_month(actual, teacher.nowcasts(data.panel, scored), months)
         mean_rmse = float(np.mean([scores[f"month_{k}"]["rmse"] for k in MONTHS]))
@@ -198,7 +207,7 @@ def _select_teacher(
         console.print(f"  DFM {spec.label}: validation RMSE {mean_rmse:.3f} (mean of m1-m3)")
     best = min(range(len(rows)), key=lambda i: rows[i]["mean_rmse"])
     rows[best]["chosen"] = True
-    return _spec(section.teacher.candidates[best], section.teacher, data.panel.series), rows
+    return teacher_spec(section.teacher.candidates[best], section.teacher, data.panel.series), rows
 
 
 def hide_series(panel: MacroPanel, infos: list[InfoSet], names: list[str]) -> list[InfoSet]:
@@ -448,6 +457,122 @@ class StudentRun:
     band: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class DistillationSets:
+    """The student's training material: train information sets (the calendar ones first)
+    with the frozen teacher's labels and actual GDP (NaN for amplified sets), and the early
+    stopping sets of validation with their labels."""
+
+    train: list[InfoSet]
+    calendar: int
+    labels: np.ndarray
+    actual: np.ndarray
+    stop: list[InfoSet]
+    stop_labels: np.ndarray
+    policy: SimulationPolicy
+
+
+def _policy(section: GdpSection, panel: MacroPanel) -> SimulationPolicy:
+    s = section.student
+    ended = tuple(panel.series.index(n) for n in section.teacher.score_without)
+    return SimulationPolicy(
+        s.delay_prob,
+        s.absent_prob,
+        s.hole_prob,
+        s.amplify_prob,
+        s.amplify_max,
+        s.ended_prob if ended else 0.0,
+        ended,
+    )
+
+
+def distillation_sets(
+    data: GdpData,
+    section: GdpSection,
+    teacher: DfmTeacher,
+    valid_infos: list[InfoSet],
+    rng: np.random.Generator,
+) -> DistillationSets:
+    """Calendar and simulated information sets of the train quarters and the early-stopping
+    sets of validation, labelled by `teacher` (the end-of-validation parameters)."""
+    s, wq, panel = section.student, section.window_quarters, data.panel
+    quarters = data.train[-s.max_train_quarters :] if s.max_train_quarters else data.train
+    policy = _policy(section, panel)
+    calendar = panel.calendar_info_sets(quarters, wq)
+    train_infos = calendar + simulate_info_sets(
+        panel, quarters, s.sims_per_quarter, wq, policy, rng, train_mean=_train_stats(data)[0]
+    )
+    # early stopping: the real calendar sets of validation plus simulated ones (not amplified)
+    # (with `ended_prob`, also the calendar sets without the series that end before the test)
+    stop_infos = list(valid_infos)
+    if policy.ended_prob:
+        stop_infos += hide_series(panel, valid_infos, section.teacher.score_without)
+    stop_infos += simulate_info_sets(panel, data.valid, s.valid_sims_per_quarter, wq, policy, rng)
+    # an amplified window is no longer that quarter's data: only the teacher labels it
+    actual = np.array([np.nan if i.amplified else panel.gdp[i.quarter] for i in train_infos])
+    return DistillationSets(
+        train=train_infos,
+        calendar=len(calendar),
+        labels=teacher.nowcasts(panel, train_infos),
+        actual=actual,
+        stop=stop_infos,
+        stop_labels=teacher.nowcasts(panel, stop_infos),
+        policy=policy,
+    )
+
+
+def fit_distilled(
+    data: GdpData, section: GdpSection, sets: DistillationSets, seed: int
+) -> tuple[NowcastStudent, StudentFit]:
+    """A fresh student of the recipe's kind fitted to `sets` (early stopping on `sets.stop`)."""
+    s, wq = section.student, section.window_quarters
+    m_mean, m_std, g_mean, g_std = _train_stats(data)
+    torch.manual_seed(seed)
+    arch = StudentArch(s.kind, s.clip)
+    student = NowcastStudent(3 * wq, wq - 1, m_mean, m_std, g_mean, g_std, s.hidden, arch)
+    loop = LoopSettings(s.epochs, s.patience, s.lr, s.batch_size, seed)
+    fit = fit_student(
+        student,
+        stack_inputs(sets.train),
+        StudentTargets(sets.labels, sets.actual, sets.stop_labels),
+        stack_inputs(sets.stop),
+        StudentLoop(loop, s.weight_decay, s.distill_weight, s.ridge),
+    )
+    return student, fit
+
+
+def band_sample(
+    data: GdpData, section: GdpSection, sets: DistillationSets, valid_infos: list[InfoSet]
+) -> list[InfoSet]:
+    """The calendar information sets whose errors calibrate the band: validation's, and with
+    `band_sample = "train_validation"` the train quarters' before them (never the test's)."""
+    train = sets.train[: sets.calendar] if section.student.band_sample != "validation" else []
+    return [*train, *valid_infos]
+
+
+def calibrate_student_band(
+    student: NowcastStudent, panel: MacroPanel, section: GdpSection, infos: list[InfoSet]
+) -> dict[str, Any]:
+    """Set the student's band from its errors on `infos` (calendar sets); the report's entry."""
+    s = section.student
+    actual = np.array([panel.gdp[i.quarter] for i in infos])
+    nowcasts = predict_student(student, stack_inputs(infos))[:, 0]
+    months = np.array([i.month for i in infos]) if s.band == "by_month" else None
+    offsets = student.calibrate_band(actual - nowcasts, nowcasts, months, s.band_scale)
+    return {
+        "method": (
+            "split conformal: quantiles of the student's errors on calendar information sets "
+            f"({s.band}), divided by 1 + {s.band_scale} |nowcast - train mean| / train std; "
+            "the band is the nowcast plus the offsets times that factor"
+        ),
+        "sample": [str(infos[0].quarter), str(infos[-1].quarter)],
+        "levels": list(BAND_LEVELS),
+        "offsets_by_month": offsets.round(6).tolist(),
+        "scale": s.band_scale,
+        "errors": len(actual),
+    }
+
+
 def distil_student(
     data: GdpData,
     section: GdpSection,
@@ -458,55 +583,21 @@ def distil_student(
     console: Console,
 ) -> StudentRun:
     """Label simulated information sets of train quarters with the frozen teacher, distil,
-    export, and check torch against onnxruntime on the real validation and test sets."""
-    s, wq, panel = section.student, section.window_quarters, data.panel
-    quarters = data.train[-s.max_train_quarters :] if s.max_train_quarters else data.train
-    ended = tuple(panel.series.index(n) for n in section.teacher.score_without)
-    policy = SimulationPolicy(
-        s.delay_prob,
-        s.absent_prob,
-        s.hole_prob,
-        s.amplify_prob,
-        s.amplify_max,
-        s.ended_prob if ended else 0.0,
-        ended,
-    )
-    m_mean, m_std, g_mean, g_std = _train_stats(data)
+    calibrate the band, export, and check torch against onnxruntime on the real validation
+    and test sets."""
     rng = np.random.default_rng(seed)
-    train_infos = panel.calendar_info_sets(quarters, wq) + simulate_info_sets(
-        panel, quarters, s.sims_per_quarter, wq, policy, rng, train_mean=m_mean
-    )
-    # early stopping: the real calendar sets of validation plus simulated ones (not amplified)
-    # (with `ended_prob`, also the calendar sets without the series that end before the test)
-    stop_infos = list(valid_infos)
-    if policy.ended_prob:
-        stop_infos += hide_series(panel, valid_infos, section.teacher.score_without)
-    stop_infos += simulate_info_sets(panel, data.valid, s.valid_sims_per_quarter, wq, policy, rng)
+    console.print("student: teacher labels for the train and early-stopping sets ...")
+    sets = distillation_sets(data, section, teacher.frozen, valid_infos, rng)
+    console.print(f"student: {len(sets.train)} train sets, {len(sets.stop)} for early stopping")
+    student, fit = fit_distilled(data, section, sets, seed)
     console.print(
-        f"student: teacher labels for {len(train_infos)} information sets of "
-        f"{len(quarters)} train quarters and {len(stop_infos)} of validation ..."
+        f"student ({section.student.kind}): {fit.epochs} epochs (best {fit.best_epoch}), "
+        f"validation RMSE vs teacher {fit.best_valid_rmse_vs_teacher:.3f}"
     )
-    labels = teacher.frozen.nowcasts(panel, train_infos)
-    # an amplified window is no longer that quarter's data: only the teacher labels it
-    actual = np.array([np.nan if i.amplified else panel.gdp[i.quarter] for i in train_infos])
-    torch.manual_seed(seed)
-    student = NowcastStudent(3 * wq, wq - 1, m_mean, m_std, g_mean, g_std, s.hidden)
+    band = calibrate_student_band(
+        student, data.panel, section, band_sample(data, section, sets, valid_infos)
+    )
     x_valid, x_test = stack_inputs(valid_infos), stack_inputs(test_infos)
-    targets = StudentTargets(labels, actual, teacher.frozen.nowcasts(panel, stop_infos))
-    loop = LoopSettings(s.epochs, s.patience, s.lr, s.batch_size, seed)
-    fit = fit_student(
-        student,
-        stack_inputs(train_infos),
-        targets,
-        stack_inputs(stop_infos),
-        StudentLoop(loop, s.weight_decay, s.distill_weight),
-    )
-    console.print(
-        f"student: {fit.epochs} epochs (best {fit.best_epoch}), validation RMSE vs teacher "
-        f"{fit.best_valid_rmse_vs_teacher:.3f}"
-    )
-    valid_actual = np.array([panel.gdp[i.quarter] for i in valid_infos])
-    offsets = student.calibrate_band(valid_actual - predict_student(student, x_valid)[:, 0])
     graph = export_student(student)
     valid, test = run_student_onnx(graph, x_valid), run_student_onnx(graph, x_test)
     parity = {
@@ -514,13 +605,7 @@ def distil_student(
         "validation_max_abs": float(np.abs(predict_student(student, x_valid) - valid).max()),
         "test_missing_share": float(np.isnan(x_test[0]).mean()),
     }
-    band = {
-        "method": "split conformal: quantiles of the student's validation errors",
-        "levels": list(BAND_LEVELS),
-        "offsets": [float(o) for o in offsets],
-        "errors": len(valid_actual),
-    }
-    return StudentRun(student, graph, fit, policy, len(train_infos), valid, test, parity, band)
+    return StudentRun(student, graph, fit, sets.policy, len(sets.train), valid, test, parity, band)
 
 
 PROTOCOL = {
@@ -539,9 +624,10 @@ PROTOCOL = {
         "distilled from the teacher's end-of-validation parameters (teacher_frozen) over "
         "simulated information sets of train quarters (random moments within the quarter, plus "
         "late releases, absent series and gaps); early stopping on the validation calendar "
-        "information sets; never re-trained during the test. Its 10-90% band adds the 10% "
-        "and 90% quantiles of its validation errors (split conformal), so validation "
-        "coverage is 80% by construction and only the test coverage is a check"
+        "information sets; never re-trained during the test. Its 10-90% band is split "
+        "conformal on its errors at the calendar sets of student.band.sample (train and "
+        "validation quarters, never the test's), widened by student.band.scale as the "
+        "nowcast leaves mean growth; only the test coverage is a check"
     ),
     "baselines": (
         "AR(1) by least squares and the historical mean, both on the GDP growth released by "
@@ -704,7 +790,7 @@ def build_report(
             "teacher_onnx": _NO_TEACHER_ONNX,
         },
         "student": {
-            "kind": "mlp",
+            "kind": section.student.kind,
             "hidden": section.student.hidden,
             "parameters": count_parameters(student.model),
             "bytes": len(student.onnx),

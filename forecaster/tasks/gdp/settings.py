@@ -77,9 +77,22 @@ class GdpTeacherSettings(_Settings):
 
 
 class GdpStudentSettings(_Settings):
-    """The MLP student and its distillation over simulated information sets."""
+    """The student (`kind`, see `NowcastStudent`), its band and its distillation over simulated
+    information sets."""
 
+    kind: Literal["mlp", "skip", "gated"] = "mlp"
+    # the MLP's widths (for `gated`: the network over the masks that sets the value weights)
     hidden: list[int] = Field(default_factory=lambda: [32, 16], min_length=1)
+    # the MLP reads standardized values clipped to +-clip (the linear path only at +-50)
+    clip: float = Field(default=10.0, gt=0)
+    # ridge penalty of the linear path's least squares (`skip`, `gated`), per train set
+    ridge: float = Field(default=1e-4, ge=0)
+    # the band's offsets: pooled, or one pair per information month (read from the masks)
+    band: Literal["pooled", "by_month"] = "pooled"
+    # the band's width factor 1 + band_scale * |nowcast - train mean| / train std (0: fixed)
+    band_scale: float = Field(default=0.0, ge=0)
+    # whose errors calibrate the band: validation's calendar sets, or train's and validation's
+    band_sample: Literal["validation", "train_validation"] = "validation"
     epochs: int = Field(default=400, ge=1)
     patience: int = Field(default=40, ge=1)
     batch_size: int = Field(default=256, ge=1)
