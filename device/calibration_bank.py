@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from device.calibration import _MIN_SPREAD, Calibrated, CalibrationSettings, Calibrator
+from device.calibration import (
+    _MIN_SPREAD,
+    Calibrated,
+    CalibrationSettings,
+    Calibrator,
+    HorizonAccuracy,
+)
 from device.errors import CalibrationStateError
 
 __all__ = ["CalibratorBank"]
@@ -108,9 +114,10 @@ class CalibratorBank:
         state: bytes = self._data[self.rows[key]].tobytes()
         return len(head).to_bytes(4, "little") + head + state
 
-    def calibrator(self, key: str) -> Calibrator:
-        """A copy of the row as a Calibrator (for its live accuracy)."""
-        return Calibrator.from_bytes(self.to_bytes(key))
+    def accuracy(self, key: str) -> list[HorizonAccuracy]:
+        """The row's live accuracy (`Calibrator.accuracy`, on a copy of the row)."""
+        self._scratch._buf[:] = self._data[self.rows[key]]
+        return self._scratch.accuracy()
 
     def step(
         self, rows: IntArray, seqs: IntArray, closes: Sequence[float], raw: npt.NDArray[Any]

@@ -94,10 +94,13 @@ def _replay(blob: bytes, bars: list[tuple[int, float, bytes | None]]) -> bytes:
     return cal.to_bytes()
 
 
-def live_accuracy(symbol: str, cal: Calibrator) -> LiveAccuracy | None:
-    """The status entry of one calibrator: pooled over horizons, weighted by scored forecasts;
-    None before its first scored forecast."""
-    horizons: list[HorizonAccuracy] = [a for a in cal.accuracy() if a.scored]
+def live_accuracy(
+    symbol: str, model: str, window: int, accuracy: list[HorizonAccuracy]
+) -> LiveAccuracy | None:
+    """The status entry of one calibrator (`model` its version, `accuracy` what its
+    `accuracy()` says): pooled over horizons, weighted by scored forecasts; None before its
+    first scored forecast."""
+    horizons = [a for a in accuracy if a.scored]
     n = sum(a.scored for a in horizons)
     if not n:
         return None
@@ -107,9 +110,9 @@ def live_accuracy(symbol: str, cal: Calibrator) -> LiveAccuracy | None:
             name = f"{round(band.nominal * 100):d}"
             coverage[name] = coverage.get(name, 0.0) + band.covered * a.scored / n
     return LiveAccuracy(
-        model=cal.model,
+        model=model,
         symbol=symbol,
-        window=cal.settings.window,
+        window=window,
         scored=n,
         pinball=round(sum(a.pinball * a.scored for a in horizons) / n, 7),
         coverage={k: round(v, 4) for k, v in sorted(coverage.items())},
@@ -240,7 +243,7 @@ class Calibrators:
         """Live accuracy of the served versions, per model and symbol, for the status."""
         served = {calibration_ref(m) for m in models}
         found = (
-            live_accuracy(symbol, bank.calibrator(symbol))
+            live_accuracy(symbol, bank.model, self.settings.window, bank.accuracy(symbol))
             for _, bank in sorted(self._banks.items())
             if bank.model in served
             for symbol in sorted(bank.rows)

@@ -78,6 +78,7 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
             assert raw.tolist() == [e.raw_rows for e in want]
     for i, cal in alone.items():
         assert bank.to_bytes(f"S{i}") == cal.to_bytes()
+        assert repr(bank.accuracy(f"S{i}")) == repr(cal.accuracy())  # repr: NaN before scores
 
 
 @pytest.mark.parametrize("vector_from", [1, 99])

@@ -145,7 +145,8 @@ def test_a_new_model_version_starts_its_own_state(tmp_path: Path, models: ModelS
     # ... and what is committed is the new version's state, not the old one's
     [(key, blob)] = load_calibration(tmp_path / "outbox.sqlite").items()
     assert key == ("SPX", old.model_id)
-    assert live_accuracy("SPX", Calibrator.from_bytes(blob)) == acc
+    cal = Calibrator.from_bytes(blob)
+    assert live_accuracy("SPX", cal.model, cal.settings.window, cal.accuracy()) == acc
 
 
 def test_calibration_can_be_turned_off(tmp_path: Path, models: ModelSet) -> None:
