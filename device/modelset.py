@@ -83,6 +83,8 @@ class ModelSet:
     rejected: tuple[RejectedBundle, ...] = ()
     window_models: tuple[LoadedModel, ...] = field(init=False)
     window: int = field(init=False)
+    # Whether some window model may run a pass's windows as one call (read on every bar).
+    batchable: bool = field(init=False)
 
     def __post_init__(self) -> None:
         window_models = tuple(m for m in self.models if m.manifest.task in WINDOW_TASKS)
@@ -90,11 +92,7 @@ class ModelSet:
         object.__setattr__(
             self, "window", max((m.manifest.window or 0 for m in window_models), default=0)
         )
-
-    @property
-    def batchable(self) -> bool:
-        """Whether some window model may run a pass's windows as one call."""
-        return any(m.model.batchable for m in self.window_models)
+        object.__setattr__(self, "batchable", any(m.model.batchable for m in window_models))
 
     def by_task(self, task: str) -> tuple[LoadedModel, ...]:
         return tuple(m for m in self.models if m.manifest.task == task)
