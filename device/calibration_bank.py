@@ -24,6 +24,8 @@ from device.calibration import (
     CalibrationSettings,
     Calibrator,
     HorizonAccuracy,
+    _layout,
+    _state_buffer,
 )
 from device.errors import CalibrationStateError
 
@@ -34,18 +36,13 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def _offsets(cal: Calibrator) -> dict[str, tuple[int, np.dtype[Any], tuple[int, ...]]]:
-    """Where each of a Calibrator's state arrays lies in its byte buffer (the bank's row)."""
-    base = cal._buf.ctypes.data
-    views = {
-        "seq": cal._seq,
-        "theta": cal.theta,
-        "origin": cal.origin,
-        "origin_log_close": cal.origin_log_close,
-        "scored": cal.scored,
-        "pending": cal.pending,
-        "loss": cal.loss,
-        "below": cal.below,
-    }
+    """Where each of a Calibrator's state arrays lies in its byte buffer (the bank's row), by
+    the name `_layout` gives it."""
+    n_h, n_q = cal.theta.shape
+    buf, views = _state_buffer(_layout(n_h, n_q, cal.origin.size, cal.settings.window))
+    if buf.size != cal._buf.size:
+        raise CalibrationStateError("the calibrator's layout is not its buffer's")
+    base = buf.ctypes.data
     return {name: (v.ctypes.data - base, v.dtype, v.shape) for name, v in views.items()}
 
 
@@ -137,7 +134,7 @@ class CalibratorBank:
 
     def fresh(self, rows: IntArray, seqs: IntArray) -> npt.NDArray[np.bool_]:
         """Which bars lie after their row's last observed one (the only ones `step` takes)."""
-        fresh: npt.NDArray[np.bool_] = seqs > self._views["seq"][rows, 0]
+        fresh: npt.NDArray[np.bool_] = seqs > self._views["_seq"][rows, 0]
         return fresh
 
     def observe(self, rows: IntArray, seqs: IntArray, closes: Sequence[float]) -> None:
@@ -177,7 +174,7 @@ class CalibratorBank:
 
     def _observe(self, rows: IntArray, seqs: IntArray, log_close: FloatArray) -> None:
         v = self._views
-        v["seq"][rows, 0] = seqs
+        v["_seq"][rows, 0] = seqs
         for j, h in enumerate(self.proto.horizons):
             slots = (seqs - h) % self._depth
             due = v["origin"][rows, slots] == seqs - h
