@@ -9,6 +9,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,18 +117,24 @@ def read_available(
     timeout: float,
     max_reads: int = 64,
     enough: Callable[[], bool] | None = None,
+    linger: float = 0.0,
 ) -> MQTTErrorCode:
     """For a client driven by its owner's thread (paho's external-loop API, no loop()): wait up to
     `timeout` for input, then read what has arrived, not just one packet; keepalive included.
+    With `linger`, keep reading what arrives up to `linger` seconds after the first packet, so
+    that inputs arriving close together are handled in one pass.
 
     Stops early once `enough()` is true: nothing is written while this reads, so a flood of input
     would otherwise hold back every acknowledgement and publish the owner has queued."""
     sock = client.socket()
     if sock is None:
         return mqtt.MQTT_ERR_NO_CONN
+    until: float | None = None  # end of the linger, from the first packet on
     for _ in range(max_reads):
         # A TLS socket may hold decrypted bytes that select() cannot see.
         buffered = getattr(sock, "pending", lambda: 0)()
+        if until is not None:
+            timeout = max(0.0, until - time.monotonic())
         try:
             readable, _, _ = select.select([sock], [], [], 0 if buffered else timeout)
         except (OSError, ValueError):
@@ -139,7 +146,8 @@ def read_available(
             return rc or mqtt.MQTT_ERR_CONN_LOST
         if enough is not None and enough():
             break
-        timeout = 0.0
+        if until is None:
+            until = time.monotonic() + linger
     return client.loop_misc()
 
 

@@ -12,9 +12,16 @@ from device.bundle import Bundle
 from device.errors import ModelError
 from device.onnxgraph import rows_independent
 
-__all__ = ["OnnxModel", "make_session"]
+__all__ = ["ROW_BLOCK", "OnnxModel", "make_session"]
 
 logger = logging.getLogger(__name__)
+
+# onnxruntime's CPU GEMM runs a call of 1-3 rows through other kernels (another order of the
+# float operations) than blocks of 4: a window's result in the last bit then depends on how many
+# windows share its call (measured: 64 of 700 SPX windows differ by up to 3e-8). A batchable
+# model's calls are padded to a multiple of this many rows, single windows included, so a row
+# gives the same bits in any call; device/modelset.py checks that exactly at load.
+ROW_BLOCK = 4
 
 
 def make_session(model: bytes | str, intra_op_threads: int = 1) -> ort.InferenceSession:
@@ -56,6 +63,13 @@ class OnnxModel:
         return dict(zip(self.output_names, values, strict=True)), latency_ms
 
     def run_window(self, closes: np.ndarray) -> tuple[np.ndarray, float]:
-        """Price/trend models: `[batch, window]` raw closes in, the single output tensor out."""
-        outputs, latency_ms = self.run({self.input_names[0]: np.asarray(closes, dtype=np.float32)})
-        return outputs[self.output_names[0]], latency_ms
+        """Price/trend models: `[batch, window]` raw closes in, the single output tensor out
+        (a batchable model's call padded to whole ROW_BLOCKs with copies of the last window)."""
+        x = np.asarray(closes, dtype=np.float32)
+        n = len(x)
+        pad = (-n) % ROW_BLOCK if self.batchable else 0
+        if pad:
+            x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+        outputs, latency_ms = self.run({self.input_names[0]: x})
+        out = outputs[self.output_names[0]]
+        return (out[:n] if pad else out), latency_ms

@@ -56,6 +56,10 @@ ACK_FLUSH_S = 0.2
 # stall a pass can hold a backlog; these bounds keep the first of them from waiting on the rest.
 MAX_BATCH = 64
 MAX_BATCH_WAIT_S = 0.002
+# A pass keeps reading what arrives this long after its first message: under a steady feed,
+# bars a fraction of a millisecond apart then share one inference call per model and one commit
+# (a pass's fixed cost, ~0.3 ms here, is otherwise paid per bar; docs/BENCHMARKS.md, "Agent").
+PASS_LINGER_S = 0.001
 MAX_PENDING_CALLS = 256
 SUBSCRIPTIONS_META = "subscriptions"
 
@@ -360,6 +364,7 @@ class Agent:
                 LOOP_TIMEOUT_S,
                 MAX_BATCH,
                 enough=lambda: self.counters["received"] - received >= MAX_BATCH,
+                linger=PASS_LINGER_S,
             )
             self._commit_batch()
             self._housekeeping()

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.agent.bar_handler import BarHandler, PendingRow, infer_rows
@@ -146,7 +146,29 @@ def test_a_float_graph_runs_the_pass_as_one_call_with_the_per_window_results(
     for row, result in zip(rows, got, strict=True):
         assert not isinstance(result, Exception)
         alone, _ = model.model.run_window(row.closes)
-        np.testing.assert_allclose(result[0], alone, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(result[0], alone)  # the same bits as alone
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 13), min_size=1, max_size=6), seed=st.integers(0, 999))
+def test_a_window_gives_the_same_bits_whatever_shares_its_call(
+    price_model, quick_price_bundle, sizes: list[int], seed: int
+) -> None:
+    # onnxruntime's GEMM kernels differ for 1-3 rows and blocks of 4 (runtime.ROW_BLOCK)
+    teacher = (quick_price_bundle.path / "teacher.onnx").read_bytes()
+    model = replace(
+        price_model, model=OnnxModel(replace(price_model.model.bundle, model_bytes=teacher))
+    )
+    rows = _rows(model, sum(sizes))
+    order = np.random.default_rng(seed).permutation(len(rows))
+    alone = [model.model.run_window(r.closes)[0] for r in rows]
+    start = 0
+    for size in sizes:  # the rows in calls of these sizes, in a shuffled order
+        part = [rows[i] for i in order[start : start + size]]
+        for i, result in zip(order[start : start + size], infer_rows(model, part), strict=True):
+            assert not isinstance(result, Exception)
+            np.testing.assert_array_equal(result[0], alone[i])
+        start += size
 
 
 LEVELS = st.sampled_from(["market", "SPX", "bar", "", "$SYS", "a+b", "x#", "fleet"])
