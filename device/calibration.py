@@ -1,14 +1,14 @@
-"""On-line calibration of quantile forecasts: each (horizon, level) is corrected by quantile
-tracking on the forecasts the agent published itself, scored when the close `h` bars later
-arrives (Angelopoulos, Candes & Tibshirani 2023, "Conformal PID control", the P term; the
-quantile form of adaptive conformal inference, Gibbs & Candes 2021). docs/CALIBRATION.md.
+"""On-line calibration of quantile forecasts, scored on the forecasts the agent published
+itself when the close `h` bars later arrives. docs/CALIBRATION.md.
 
-Each level's iterate = raw + theta[h, j] * spread[h], where spread is the raw forecast's own
-outermost band (so one step size fits every asset and volatility regime); the agent publishes the
-iterates sorted across levels (rearrangement: never crossing). When the outcome y arrives,
-theta += step * (a - 1{y <= iterate}) on each level's own iterate, not the sorted value (scoring
-the sorted one couples crossed levels and runs away): the long-run share of outcomes below each
-iterate converges to a whatever the series does, as long as the normalised errors stay bounded.
+Each level's iterate = c + exp(s[h, b]) * (raw - c) + theta[h, j] * spread[h]: `c` is the raw
+median, `s[h, b]` the log-scale of the central band b the level belongs to (adaptive conformal
+inference on the band's scale, Gibbs & Candes 2021: s += scale_step * (miss - alpha)), and theta
+a per-level shift in units of the raw outermost band `spread` (quantile tracking, the P term of
+conformal PID control, Angelopoulos, Candes & Tibshirani 2023: theta += step * (a - 1{y <=
+iterate})). With `scale_step = 0` it is per-level tracking alone (the earlier method). Both are
+scored on each level's own iterate, not the sorted value (scoring the sorted one couples crossed
+levels and runs away); the agent publishes the iterates sorted across levels (never crossing).
 Per bar the work is O(len(horizons) * len(levels)).
 """
 
@@ -39,33 +39,44 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the bands' log-scales joined the state
 # Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
 _MIN_SPREAD = 1e-9
+# Bound of a band's log-scale: a degenerate raw band (no width) would push it without end.
+_MAX_LOG_SCALE = 5.0
 
 FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """`step`: quantile-tracking gain in units of the raw band's spread at horizon 1, divided by
+    """`step`: per-level shift gain in units of the raw band's spread at horizon 1, divided by
     `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
-    in runs of about h); chosen on the training series' validation periods, docs/CALIBRATION.md.
-    `window`: scored forecasts per horizon kept for the live accuracy."""
+    in runs of about h). `scale_step`: gain of each central band's log-scale at horizon 1,
+    divided by `h ** scale_power`; 0 turns the scale off (per-level tracking alone, the earlier
+    method: `CalibrationSettings.levels()`). Chosen on the training series' validation periods,
+    docs/CALIBRATION.md. `window`: scored forecasts per horizon kept for the live accuracy."""
 
     step: float = 0.1
     horizon_power: float = 1.0
+    scale_step: float = 0.0
+    scale_power: float = 0.0
     window: int = 250
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.step < 1.0:
-            raise CalibrationStateError(f"calibration step must lie in [0, 1), got {self.step}")
-        if not 0.0 <= self.horizon_power <= 2.0:
-            raise CalibrationStateError(
-                f"horizon_power must lie in [0, 2], got {self.horizon_power}"
-            )
+        for name in ("step", "scale_step"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CalibrationStateError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        for name in ("horizon_power", "scale_power"):
+            if not 0.0 <= getattr(self, name) <= 2.0:
+                raise CalibrationStateError(f"{name} must lie in [0, 2], got {getattr(self, name)}")
         if self.window < 1:
             raise CalibrationStateError(f"accuracy window must be >= 1, got {self.window}")
+
+    @classmethod
+    def levels(cls, step: float = 0.1, horizon_power: float = 1.0) -> CalibrationSettings:
+        """Per-level quantile tracking alone: the method before the scale (for comparison)."""
+        return cls(step=step, horizon_power=horizon_power, scale_step=0.0, scale_power=0.0)
 
 
 Rows = list[list[float]]
@@ -140,11 +151,14 @@ _NO_SEQ = np.iinfo(np.int64).min
 _MAX_LEVELS = 16
 
 
-def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str, tuple[int, ...]]]:
+def _layout(
+    n_h: int, n_q: int, n_b: int, depth: int, window: int
+) -> list[tuple[str, str, tuple[int, ...]]]:
     """The state's arrays, in their order in the one byte buffer that holds them all."""
     return [
         ("_seq", "<i8", (1,)),
         ("theta", "<f8", (n_h, n_q)),
+        ("log_scale", "<f8", (n_h, n_b)),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -210,9 +224,12 @@ class Calibrator:
         self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
         self._buf, v = _state_buffer(
-            _layout(len(horizons), lv.size, max(horizons), self.settings.window)
+            _layout(
+                len(horizons), lv.size, len(self._band_pairs), max(horizons), self.settings.window
+            )
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
+        self.log_scale = v["log_scale"]
         self.origin_log_close, self.scored = v["origin_log_close"], v["scored"]
         self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
         self._seq[0] = _NO_SEQ
@@ -223,11 +240,13 @@ class Calibrator:
         self._m_seq, self._m_theta, self._m_origin = mv["_seq"], mv["theta"], mv["origin"]
         self._m_log_close, self._m_scored = mv["origin_log_close"], mv["scored"]
         self._m_pending, self._m_loss, self._m_below = mv["pending"], mv["loss"], mv["below"]
+        self._m_scale = mv["log_scale"]
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
         self._levels: list[float] = lv.tolist()
         self._step_list: list[float] = self._steps.tolist()
         self._mean_q = 1.0 / lv.size
+        self._init_scale()
         header = {
             "version": STATE_VERSION,
             "model": model,
@@ -236,6 +255,22 @@ class Calibrator:
             "settings": asdict(self.settings),
         }
         self._header = json.dumps(header, separators=(",", ":"))
+
+    def _init_scale(self) -> None:
+        """The constants of the bands' scale: each level's band (-1: none, scale 1), the bands'
+        miss rates, the centre (the median level, else the innermost band's midpoint)."""
+        conf, pairs = self.settings, self._band_pairs
+        self._scaled = conf.scale_step > 0.0 and bool(pairs)
+        self._n_b = len(pairs)
+        self._scale_steps: list[float] = (
+            conf.scale_step / self._h.astype(np.float64) ** conf.scale_power
+        ).tolist()
+        self._band_of = [-1] * self._n_q
+        for b, (lo, hi) in enumerate(pairs):
+            self._band_of[lo] = self._band_of[hi] = b
+        self._alphas = [1.0 - (self._levels[hi] - self._levels[lo]) for lo, hi in pairs]
+        mid = np.flatnonzero(np.isclose(self.levels, 0.5))
+        self._centre = (int(mid[0]), int(mid[0])) if mid.size else (pairs or [(0, 0)])[-1]
 
     @property
     def last_seq(self) -> int | None:
@@ -271,8 +306,11 @@ class Calibrator:
         at = (slot * self._n_h + j) * n_q
         q = self._m_pending[at : at + n_q].tolist()
         row = j * n_q
-        for i in range(n_q):
-            theta[row + i] += step * (levels[i] - (y <= q[i]))
+        if step:
+            for i in range(n_q):
+                theta[row + i] += step * (levels[i] - (y <= q[i]))
+        if self._scaled:
+            self._score_scale(j, y, q)
         # live accuracy of what was published: the sorted iterates
         loss, below = 0.0, 0
         for i, p in enumerate(sorted(q)):
@@ -283,6 +321,15 @@ class Calibrator:
         self._m_loss[ring] = loss
         self._m_below[ring] = below
         self._m_scored[j] += 1
+
+    def _score_scale(self, j: int, y: float, q: list[float]) -> None:
+        """ACI on each band's log-scale: up by step * (1 - alpha) on a miss, down by step * alpha
+        on a hit, so the band's long-run miss rate tends to alpha; bounded for a degenerate band."""
+        scale, step, at = self._m_scale, self._scale_steps[j], j * self._n_b
+        for b, (lo, hi) in enumerate(self._band_pairs):
+            miss = y <= q[lo] or y > q[hi]
+            s = scale[at + b] + step * (miss - self._alphas[b])
+            scale[at + b] = min(max(s, -_MAX_LOG_SCALE), _MAX_LOG_SCALE)
 
     def _raw_rows(self, raw: FloatArray) -> Rows:
         """The raw `[H, Q]` output as rows of floats, checked."""
@@ -301,7 +348,10 @@ class Calibrator:
         returns, correction = [], []
         for j, row in enumerate(rows):
             spread = max(row[-1] - row[0], _MIN_SPREAD)
-            iterates = [v + theta[j * n_q + i] * spread for i, v in enumerate(row)]
+            if self._scaled:
+                iterates = self._scaled_iterates(j, row, theta, spread)
+            else:
+                iterates = [v + theta[j * n_q + i] * spread for i, v in enumerate(row)]
             if pending_at is not None:
                 for v in iterates:  # float32, rounded as a numpy cast rounds
                     pending[pending_at] = v
@@ -310,6 +360,18 @@ class Calibrator:
             returns.append(iterates)
             correction.append([o - v for o, v in zip(iterates, row, strict=True)])
         return Calibrated(rows, correction, returns)
+
+    def _scaled_iterates(
+        self, j: int, row: list[float], theta: list[float], spread: float
+    ) -> list[float]:
+        """Horizon j's iterates c + exp(s[band]) * (raw - c) + theta * spread."""
+        c = 0.5 * (row[self._centre[0]] + row[self._centre[1]])
+        at, n_q = j * self._n_b, self._n_q
+        mult = [math.exp(s) for s in self._m_scale[at : at + self._n_b].tolist()] + [1.0]
+        band_of = self._band_of
+        return [
+            c + mult[band_of[i]] * (v - c) + theta[j * n_q + i] * spread for i, v in enumerate(row)
+        ]
 
     def correct(self, raw: FloatArray) -> Calibrated:
         """The published quantiles for a raw `[H, Q]` model output; changes no state."""
