@@ -52,13 +52,29 @@ LEVELS_GRID = [(0.0, 0.0)] + [
     for p in (0.0, 0.25, 0.5, 1.0)
     for s in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2)
 ]
-# band scale: (scale_step, scale_power) x per-level shift (step, horizon_power)
-SCALE_GRID = [
-    CalibrationSettings(step=s, horizon_power=p, scale_step=g, scale_power=gp)
-    for gp in (0.0, 0.5, 1.0)
-    for g in (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
-    for s, p in ((0.0, 0.0), (0.002, 1.0), (0.005, 1.0), (0.01, 1.0), (0.005, 0.5), (0.01, 0.5))
-]
+# band scale: (scale_step, scale_power) x location step x per-level shift step x the power of h
+# both of these are divided by; the shifts are small: the per-level tracking's noise is what
+# --diagnose found costly (the median's above all)
+SCALES = [(0.02, 0.0), (0.05, 0.0), (0.03, 0.5), (0.05, 0.5), (0.1, 0.5), (0.05, 1.0), (0.1, 1.0)]
+SCALES += [(0.2, 1.0)]
+SCALE_GRID = list(
+    {
+        conf: None
+        for g, gp in SCALES
+        for loc in (0.0, 0.002, 0.005, 0.01, 0.02)
+        for shift in (0.0, 0.002, 0.005, 0.01)
+        for p in (0.0, 0.5, 1.0)
+        for conf in [
+            CalibrationSettings(
+                step=shift,
+                horizon_power=p if loc or shift else 0.0,
+                location_step=loc,
+                scale_step=g,
+                scale_power=gp,
+            )
+        ]
+    }
+)
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
 ROLLING = [250, 500]
 
@@ -101,10 +117,13 @@ class Model:
 
 def label(conf: CalibrationSettings) -> str:
     """A setting's name in the tables."""
-    shift = f"{conf.step}/h^{conf.horizon_power}"
-    if not conf.scale_step:
-        return f"levels {shift}" if conf.step else "raw"
-    return f"scale {conf.scale_step}/h^{conf.scale_power} + shift {shift}"
+    power = f"/h^{conf.horizon_power}"
+    if not (conf.scale_step or conf.location_step):
+        return f"levels {conf.step}{power}" if conf.step else "raw"
+    return (
+        f"scale {conf.scale_step}/h^{conf.scale_power} + loc {conf.location_step} "
+        f"+ shift {conf.step} {power}"
+    )
 
 
 def targets(log_close: np.ndarray, origins: np.ndarray, horizons: list[int]) -> np.ndarray:
@@ -308,30 +327,30 @@ def best_constant_shift(y: np.ndarray, q: np.ndarray, spread: np.ndarray, level:
     return float(loss.mean(axis=0).min())
 
 
-def diagnose(model: Model, p: Period) -> None:
-    """Per horizon and level on one period: the raw model's pinball, what the previous per-level
-    tracking (PREVIOUS) and the best constant shift in hindsight make of it, and the tracking's
-    correction (mean and sd, in units of the raw spread)."""
+def diagnose(model: Model, p: Period, conf: CalibrationSettings = PREVIOUS) -> None:
+    """Per horizon and level on one period: the raw model's pinball, what a calibration (default:
+    the previous per-level tracking) and the best constant shift in hindsight make of it, and the
+    calibration's correction (mean and sd, in units of the raw spread)."""
     origins = np.arange(p.first, p.last + 1)
     y = targets(np.log(p.close), origins, model.horizons)
     raw_all = model.raw(p.close)
     raw = raw_all[origins]
-    prev = quantile_tracking(model, p.close, raw_all, p.first, p.last, PREVIOUS)
+    prev = quantile_tracking(model, p.close, raw_all, p.first, p.last, conf)
     spread = raw[:, :, -1] - raw[:, :, 0]
     corr = (prev - raw) / spread[..., None]
     lv = np.asarray(model.levels)
     total_raw = pinball(y, raw, lv).mean()
     excess = (pinball(y, prev, lv).mean() - total_raw) / total_raw
-    print(f"\n{p.name}: previous per-level tracking costs {100 * excess:+.1f}% over raw")
+    print(f"\n{p.name}: {label(conf)} costs {100 * excess:+.1f}% over raw")
     print(
-        "| h | level | raw pinball | previous/raw | best const/raw | share of excess | corr mean | corr sd |"
+        "| h | level | raw pinball | calibrated/raw | best const/raw | share of excess | corr mean | corr sd |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     cells = pinball(y, prev, lv) - pinball(y, raw, lv)
     for j, h in enumerate(model.horizons):
         for i, a in enumerate(model.levels):
-            r = pinball(y[:, j], raw[:, j, i], np.array([a]))[..., 0].mean()
-            c = pinball(y[:, j], prev[:, j, i], np.array([a]))[..., 0].mean()
+            r = pinball(y[:, j], raw[:, j, i, None], np.array([a])).mean()
+            c = pinball(y[:, j], prev[:, j, i, None], np.array([a])).mean()
             best = best_constant_shift(y[:, j], raw[:, j, i], spread[:, j], a)
             share = cells[:, j, i].sum() / cells.sum()
             print(
