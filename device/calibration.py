@@ -56,7 +56,8 @@ class CalibrationSettings:
     `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
     in runs of about h). `location_step`: gain of the shift of all levels (tracked on the
     median), in spread units, divided by `h ** horizon_power`. `scale_step`: gain of each central
-    band's log-scale at horizon 1, divided by `h ** scale_power`. Both 0: per-level tracking
+    band's log-scale at horizon 1, divided by `h ** scale_power` (`scale_sides`: one scale per
+    side of each band, each tracking its own tail, instead of one per band). Both 0: per-level tracking
     alone, the earlier method (`CalibrationSettings.levels()`). Chosen on the training series' validation periods,
     docs/CALIBRATION.md. `window`: scored forecasts per horizon kept for the live accuracy."""
 
@@ -65,6 +66,7 @@ class CalibrationSettings:
     location_step: float = 0.0
     scale_step: float = 0.0
     scale_power: float = 0.0
+    scale_sides: bool = False
     window: int = 250
 
     def __post_init__(self) -> None:
@@ -149,6 +151,16 @@ def _bands(levels: FloatArray) -> list[tuple[int, int]]:
     return pairs
 
 
+def _scale_groups(
+    levels: list[float], pairs: list[tuple[int, int]], sides: bool
+) -> list[tuple[int, int, float]]:
+    """The levels each log-scale acts on and their target miss rate: (lower, upper, alpha) per
+    band, or per side of a band (-1: no bound on that side)."""
+    if not sides:
+        return [(lo, hi, 1.0 - (levels[hi] - levels[lo])) for lo, hi in pairs]
+    return [g for lo, hi in pairs for g in ((lo, -1, levels[lo]), (-1, hi, 1.0 - levels[hi]))]
+
+
 # last_seq when no bar has been observed yet
 _NO_SEQ = np.iinfo(np.int64).min
 # outcome-below-quantile flags are kept as one bit per level in a uint16
@@ -228,10 +240,9 @@ class Calibrator:
         self._bits = (1 << np.arange(lv.size)).astype(np.uint16)
         self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
+        self._scales = _scale_groups(lv.tolist(), self._band_pairs, self.settings.scale_sides)
         self._buf, v = _state_buffer(
-            _layout(
-                len(horizons), lv.size, len(self._band_pairs), max(horizons), self.settings.window
-            )
+            _layout(len(horizons), lv.size, len(self._scales), max(horizons), self.settings.window)
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
         self.location, self.log_scale = v["location"], v["log_scale"]
@@ -262,19 +273,18 @@ class Calibrator:
         self._header = json.dumps(header, separators=(",", ":"))
 
     def _init_scale(self) -> None:
-        """The constants of the location and the bands' scale: each level's band (-1: none,
-        scale 1), the bands' miss rates, the centre (the median level, else the innermost band's
-        midpoint)."""
+        """The constants of the location and the scales: each level's scale (-1: none, scale 1)
+        and the centre (the median level, else the innermost band's midpoint)."""
         conf, pairs = self.settings, self._band_pairs
         self._scaled = bool(pairs) and (conf.scale_step > 0.0 or conf.location_step > 0.0)
-        self._n_b = len(pairs)
+        self._n_b = len(self._scales)
         h = self._h.astype(np.float64)
         self._scale_steps: list[float] = (conf.scale_step / h**conf.scale_power).tolist()
         self._location_steps: list[float] = (conf.location_step / h**conf.horizon_power).tolist()
-        self._band_of = [-1] * self._n_q
-        for b, (lo, hi) in enumerate(pairs):
+        self._band_of = [-1] * (self._n_q + 1)  # the extra entry absorbs a side's -1
+        for b, (lo, hi, _) in enumerate(self._scales):
             self._band_of[lo] = self._band_of[hi] = b
-        self._alphas = [1.0 - (self._levels[hi] - self._levels[lo]) for lo, hi in pairs]
+        del self._band_of[-1]
         mid = np.flatnonzero(np.isclose(self.levels, 0.5))
         self._centre = (int(mid[0]), int(mid[0])) if mid.size else (pairs or [(0, 0)])[-1]
 
@@ -329,15 +339,16 @@ class Calibrator:
         self._m_scored[j] += 1
 
     def _score_scale(self, j: int, y: float, q: list[float]) -> None:
-        """Median tracking of the location; ACI on each band's log-scale: up by step * (1 -
-        alpha) on a miss, down by step * alpha on a hit, so the band's long-run miss rate tends
-        to alpha; bounded for a degenerate band."""
-        centre = 0.5 * (q[self._centre[0]] + q[self._centre[1]])
-        self._m_location[j] += self._location_steps[j] * (0.5 - (y <= centre))
+        """Median tracking of the location; ACI on each log-scale: up by step * (1 - alpha) on a
+        miss, down by step * alpha on a hit, so its long-run miss rate tends to alpha; bounded
+        for a degenerate band."""
+        if self._location_steps[j]:
+            centre = 0.5 * (q[self._centre[0]] + q[self._centre[1]])
+            self._m_location[j] += self._location_steps[j] * (0.5 - (y <= centre))
         scale, step, at = self._m_scale, self._scale_steps[j], j * self._n_b
-        for b, (lo, hi) in enumerate(self._band_pairs):
-            miss = y <= q[lo] or y > q[hi]
-            s = scale[at + b] + step * (miss - self._alphas[b])
+        for b, (lo, hi, alpha) in enumerate(self._scales):
+            miss = (lo >= 0 and y <= q[lo]) or (hi >= 0 and y > q[hi])
+            s = scale[at + b] + step * (miss - alpha)
             scale[at + b] = min(max(s, -_MAX_LOG_SCALE), _MAX_LOG_SCALE)
 
     def _raw_rows(self, raw: FloatArray) -> Rows:

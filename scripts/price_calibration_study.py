@@ -57,11 +57,15 @@ LEVELS_GRID = [(0.0, 0.0)] + [
 # --diagnose found costly (the median's above all)
 SCALES = [(0.02, 0.0), (0.05, 0.0), (0.03, 0.5), (0.05, 0.5), (0.1, 0.5), (0.05, 1.0), (0.1, 1.0)]
 SCALES += [(0.2, 1.0)]
+# one scale per band with locations 0-0.02; per side of a band (added after the first pass of
+# the grid: the bias that is left is one-sided, SMI's 20-day upper tail) with locations 0, 0.005
+LOCATIONS = {False: (0.0, 0.002, 0.005, 0.01, 0.02), True: (0.0, 0.005)}
 SCALE_GRID = list(
     {
         conf: None
+        for sides, locations in LOCATIONS.items()
         for g, gp in SCALES
-        for loc in (0.0, 0.002, 0.005, 0.01, 0.02)
+        for loc in locations
         for shift in (0.0, 0.002, 0.005, 0.01)
         for p in (0.0, 0.5, 1.0)
         for conf in [
@@ -71,6 +75,7 @@ SCALE_GRID = list(
                 location_step=loc,
                 scale_step=g,
                 scale_power=gp,
+                scale_sides=sides,
             )
         ]
     }
@@ -120,8 +125,9 @@ def label(conf: CalibrationSettings) -> str:
     power = f"/h^{conf.horizon_power}"
     if not (conf.scale_step or conf.location_step):
         return f"levels {conf.step}{power}" if conf.step else "raw"
+    sides = " sides" if conf.scale_sides else ""
     return (
-        f"scale {conf.scale_step}/h^{conf.scale_power} + loc {conf.location_step} "
+        f"scale{sides} {conf.scale_step}/h^{conf.scale_power} + loc {conf.location_step} "
         f"+ shift {conf.step} {power}"
     )
 
