@@ -1,14 +1,12 @@
 """On-line calibration of quantile forecasts, scored on the forecasts the agent published
 itself when the close `h` bars later arrives. docs/CALIBRATION.md.
 
-Each level's iterate = c + (loc[h] + theta[h, j]) * spread[h] + exp(s[h, b]) * (raw - c): `c` is
-the raw median, `spread` the raw outermost band, `loc[h]` a location shift of every level, tracked
-on the median (quantile tracking, the P term of conformal PID control, Angelopoulos, Candes &
-Tibshirani 2023: loc += location_step * (0.5 - 1{y <= centre})), `s[h, b]` the log-scale of the
-central band b the level belongs to (adaptive conformal inference on the band's scale, Gibbs &
-Candes 2021: s += scale_step * (miss - alpha)), theta a per-level shift (theta += step * (a -
-1{y <= iterate})). With `location_step = scale_step = 0` it is per-level tracking alone (the
-earlier method). Both are
+Each level's iterate = c + exp(s[h, b]) * (raw - c) + theta[h, j] * spread[h]: `c` is the raw
+median, `s[h, b]` the log-scale of the central band b the level belongs to (adaptive conformal
+inference on the band's scale, Gibbs & Candes 2021: s += scale_step * (miss - alpha)), and theta
+a per-level shift in units of the raw outermost band `spread` (quantile tracking, the P term of
+conformal PID control, Angelopoulos, Candes & Tibshirani 2023: theta += step * (a - 1{y <=
+iterate})). With `scale_step = 0` it is per-level tracking alone (the earlier method). Both are
 scored on each level's own iterate, not the sorted value (scoring the sorted one couples crossed
 levels and runs away); the agent publishes the iterates sorted across levels (never crossing).
 Per bar the work is O(len(horizons) * len(levels)).
@@ -54,23 +52,19 @@ FloatArray = npt.NDArray[np.float64]
 class CalibrationSettings:
     """`step`: per-level shift gain in units of the raw band's spread at horizon 1, divided by
     `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
-    in runs of about h). `location_step`: gain of the shift of all levels (tracked on the
-    median), in spread units, divided by `h ** horizon_power`. `scale_step`: gain of each central
-    band's log-scale at horizon 1, divided by `h ** scale_power` (`scale_sides`: one scale per
-    side of each band, each tracking its own tail, instead of one per band). Both 0: per-level tracking
-    alone, the earlier method (`CalibrationSettings.levels()`). Chosen on the training series' validation periods,
+    in runs of about h). `scale_step`: gain of each central band's log-scale at horizon 1,
+    divided by `h ** scale_power`; 0 turns the scale off (per-level tracking alone, the earlier
+    method: `CalibrationSettings.levels()`). Chosen on the training series' validation periods,
     docs/CALIBRATION.md. `window`: scored forecasts per horizon kept for the live accuracy."""
 
-    step: float = 0.1
-    horizon_power: float = 1.0
-    location_step: float = 0.0
-    scale_step: float = 0.0
-    scale_power: float = 0.0
-    scale_sides: bool = False
+    step: float = 0.005
+    horizon_power: float = 0.0
+    scale_step: float = 0.1
+    scale_power: float = 1.0
     window: int = 250
 
     def __post_init__(self) -> None:
-        for name in ("step", "location_step", "scale_step"):
+        for name in ("step", "scale_step"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise CalibrationStateError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         for name in ("horizon_power", "scale_power"):
@@ -82,7 +76,7 @@ class CalibrationSettings:
     @classmethod
     def levels(cls, step: float = 0.1, horizon_power: float = 1.0) -> CalibrationSettings:
         """Per-level quantile tracking alone: the method before the scale (for comparison)."""
-        return cls(step=step, horizon_power=horizon_power)
+        return cls(step=step, horizon_power=horizon_power, scale_step=0.0, scale_power=0.0)
 
 
 Rows = list[list[float]]
@@ -151,16 +145,6 @@ def _bands(levels: FloatArray) -> list[tuple[int, int]]:
     return pairs
 
 
-def _scale_groups(
-    levels: list[float], pairs: list[tuple[int, int]], sides: bool
-) -> list[tuple[int, int, float]]:
-    """The levels each log-scale acts on and their target miss rate: (lower, upper, alpha) per
-    band, or per side of a band (-1: no bound on that side)."""
-    if not sides:
-        return [(lo, hi, 1.0 - (levels[hi] - levels[lo])) for lo, hi in pairs]
-    return [g for lo, hi in pairs for g in ((lo, -1, levels[lo]), (-1, hi, 1.0 - levels[hi]))]
-
-
 # last_seq when no bar has been observed yet
 _NO_SEQ = np.iinfo(np.int64).min
 # outcome-below-quantile flags are kept as one bit per level in a uint16
@@ -174,7 +158,6 @@ def _layout(
     return [
         ("_seq", "<i8", (1,)),
         ("theta", "<f8", (n_h, n_q)),
-        ("location", "<f8", (n_h,)),
         ("log_scale", "<f8", (n_h, n_b)),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
@@ -240,12 +223,13 @@ class Calibrator:
         self._bits = (1 << np.arange(lv.size)).astype(np.uint16)
         self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
-        self._scales = _scale_groups(lv.tolist(), self._band_pairs, self.settings.scale_sides)
         self._buf, v = _state_buffer(
-            _layout(len(horizons), lv.size, len(self._scales), max(horizons), self.settings.window)
+            _layout(
+                len(horizons), lv.size, len(self._band_pairs), max(horizons), self.settings.window
+            )
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
-        self.location, self.log_scale = v["location"], v["log_scale"]
+        self.log_scale = v["log_scale"]
         self.origin_log_close, self.scored = v["origin_log_close"], v["scored"]
         self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
         self._seq[0] = _NO_SEQ
@@ -256,7 +240,7 @@ class Calibrator:
         self._m_seq, self._m_theta, self._m_origin = mv["_seq"], mv["theta"], mv["origin"]
         self._m_log_close, self._m_scored = mv["origin_log_close"], mv["scored"]
         self._m_pending, self._m_loss, self._m_below = mv["pending"], mv["loss"], mv["below"]
-        self._m_scale, self._m_location = mv["log_scale"], mv["location"]
+        self._m_scale = mv["log_scale"]
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
         self._levels: list[float] = lv.tolist()
@@ -273,18 +257,18 @@ class Calibrator:
         self._header = json.dumps(header, separators=(",", ":"))
 
     def _init_scale(self) -> None:
-        """The constants of the location and the scales: each level's scale (-1: none, scale 1)
-        and the centre (the median level, else the innermost band's midpoint)."""
+        """The constants of the bands' scale: each level's band (-1: none, scale 1), the bands'
+        miss rates, the centre (the median level, else the innermost band's midpoint)."""
         conf, pairs = self.settings, self._band_pairs
-        self._scaled = bool(pairs) and (conf.scale_step > 0.0 or conf.location_step > 0.0)
-        self._n_b = len(self._scales)
-        h = self._h.astype(np.float64)
-        self._scale_steps: list[float] = (conf.scale_step / h**conf.scale_power).tolist()
-        self._location_steps: list[float] = (conf.location_step / h**conf.horizon_power).tolist()
-        self._band_of = [-1] * (self._n_q + 1)  # the extra entry absorbs a side's -1
-        for b, (lo, hi, _) in enumerate(self._scales):
+        self._scaled = conf.scale_step > 0.0 and bool(pairs)
+        self._n_b = len(pairs)
+        self._scale_steps: list[float] = (
+            conf.scale_step / self._h.astype(np.float64) ** conf.scale_power
+        ).tolist()
+        self._band_of = [-1] * self._n_q
+        for b, (lo, hi) in enumerate(pairs):
             self._band_of[lo] = self._band_of[hi] = b
-        del self._band_of[-1]
+        self._alphas = [1.0 - (self._levels[hi] - self._levels[lo]) for lo, hi in pairs]
         mid = np.flatnonzero(np.isclose(self.levels, 0.5))
         self._centre = (int(mid[0]), int(mid[0])) if mid.size else (pairs or [(0, 0)])[-1]
 
@@ -339,16 +323,12 @@ class Calibrator:
         self._m_scored[j] += 1
 
     def _score_scale(self, j: int, y: float, q: list[float]) -> None:
-        """Median tracking of the location; ACI on each log-scale: up by step * (1 - alpha) on a
-        miss, down by step * alpha on a hit, so its long-run miss rate tends to alpha; bounded
-        for a degenerate band."""
-        if self._location_steps[j]:
-            centre = 0.5 * (q[self._centre[0]] + q[self._centre[1]])
-            self._m_location[j] += self._location_steps[j] * (0.5 - (y <= centre))
+        """ACI on each band's log-scale: up by step * (1 - alpha) on a miss, down by step * alpha
+        on a hit, so the band's long-run miss rate tends to alpha; bounded for a degenerate band."""
         scale, step, at = self._m_scale, self._scale_steps[j], j * self._n_b
-        for b, (lo, hi, alpha) in enumerate(self._scales):
-            miss = (lo >= 0 and y <= q[lo]) or (hi >= 0 and y > q[hi])
-            s = scale[at + b] + step * (miss - alpha)
+        for b, (lo, hi) in enumerate(self._band_pairs):
+            miss = y <= q[lo] or y > q[hi]
+            s = scale[at + b] + step * (miss - self._alphas[b])
             scale[at + b] = min(max(s, -_MAX_LOG_SCALE), _MAX_LOG_SCALE)
 
     def _raw_rows(self, raw: FloatArray) -> Rows:
@@ -384,14 +364,13 @@ class Calibrator:
     def _scaled_iterates(
         self, j: int, row: list[float], theta: list[float], spread: float
     ) -> list[float]:
-        """Horizon j's iterates c + (loc + theta) * spread + exp(s[band]) * (raw - c)."""
+        """Horizon j's iterates c + exp(s[band]) * (raw - c) + theta * spread."""
         c = 0.5 * (row[self._centre[0]] + row[self._centre[1]])
-        at, n_q, loc = j * self._n_b, self._n_q, self._m_location[j]
+        at, n_q = j * self._n_b, self._n_q
         mult = [math.exp(s) for s in self._m_scale[at : at + self._n_b].tolist()] + [1.0]
         band_of = self._band_of
         return [
-            c + (loc + theta[j * n_q + i]) * spread + mult[band_of[i]] * (v - c)
-            for i, v in enumerate(row)
+            c + mult[band_of[i]] * (v - c) + theta[j * n_q + i] * spread for i, v in enumerate(row)
         ]
 
     def correct(self, raw: FloatArray) -> Calibrated:

@@ -52,32 +52,19 @@ LEVELS_GRID = [(0.0, 0.0)] + [
     for p in (0.0, 0.25, 0.5, 1.0)
     for s in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2)
 ]
-# band scale: (scale_step, scale_power) x location step x per-level shift step x the power of h
-# both of these are divided by; the shifts are small: the per-level tracking's noise is what
-# --diagnose found costly (the median's above all)
+# band scale: (scale_step, scale_power) x per-level shift step x the power of h it is divided
+# by; the shifts are small: the per-level tracking's noise is what --diagnose found costly (the
+# median's above all)
 SCALES = [(0.02, 0.0), (0.05, 0.0), (0.03, 0.5), (0.05, 0.5), (0.1, 0.5), (0.05, 1.0), (0.1, 1.0)]
 SCALES += [(0.2, 1.0)]
-# one scale per band with locations 0-0.02; per side of a band (added after the first pass of
-# the grid: the bias that is left is one-sided, SMI's 20-day upper tail) with locations 0, 0.005
-LOCATIONS = {False: (0.0, 0.002, 0.005, 0.01, 0.02), True: (0.0, 0.005)}
 SCALE_GRID = list(
     {
-        conf: None
-        for sides, locations in LOCATIONS.items()
+        CalibrationSettings(
+            step=shift, horizon_power=p if shift else 0.0, scale_step=g, scale_power=gp
+        ): None
         for g, gp in SCALES
-        for loc in locations
         for shift in (0.0, 0.002, 0.005, 0.01)
         for p in (0.0, 0.5, 1.0)
-        for conf in [
-            CalibrationSettings(
-                step=shift,
-                horizon_power=p if loc or shift else 0.0,
-                location_step=loc,
-                scale_step=g,
-                scale_power=gp,
-                scale_sides=sides,
-            )
-        ]
     }
 )
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
@@ -122,14 +109,10 @@ class Model:
 
 def label(conf: CalibrationSettings) -> str:
     """A setting's name in the tables."""
-    power = f"/h^{conf.horizon_power}"
-    if not (conf.scale_step or conf.location_step):
-        return f"levels {conf.step}{power}" if conf.step else "raw"
-    sides = " sides" if conf.scale_sides else ""
-    return (
-        f"scale{sides} {conf.scale_step}/h^{conf.scale_power} + loc {conf.location_step} "
-        f"+ shift {conf.step} {power}"
-    )
+    shift = f"{conf.step}/h^{conf.horizon_power}"
+    if not conf.scale_step:
+        return f"levels {shift}" if conf.step else "raw"
+    return f"scale {conf.scale_step}/h^{conf.scale_power} + shift {shift}"
 
 
 def targets(log_close: np.ndarray, origins: np.ndarray, horizons: list[int]) -> np.ndarray:
