@@ -169,13 +169,18 @@ def test_pending_forecasts_are_scored_against_the_close_h_bars_later() -> None:
 
 
 def test_corrections_move_the_right_way() -> None:
-    cal = Calibrator("m@1", [1], LEVELS, CalibrationSettings(step=0.05))
     raw = gaussian_model(0.01, [1])
-    cal.observe(0, 100.0)
-    cal.publish(0, 100.0, raw)
-    cal.observe(1, 120.0)  # far above every quantile: all of them must rise
-    out = cal.correct(raw)
-    assert (out.correction > 0).all()
+    outs = []
+    for conf in (CalibrationSettings.levels(0.05), CalibrationSettings()):
+        cal = Calibrator("m@1", [1], LEVELS, conf)
+        cal.observe(0, 100.0)
+        cal.publish(0, 100.0, raw)
+        cal.observe(1, 120.0)  # far above every quantile
+        outs.append(cal.correct(raw).correction[0])
+    levels, scaled = outs
+    assert (levels > 0).all()  # per level: all of them rise
+    # band scale and shift: every level shifts up a little, both bands widen
+    assert (scaled[2:] > 0).all() and scaled[0] < 0 and scaled[1] < 0
 
 
 def test_the_band_scale_widens_after_misses_and_leaves_the_median_raw() -> None:
