@@ -1,9 +1,9 @@
 """On-line calibration of quantile forecasts, scored on the forecasts the agent published
 itself when the close `h` bars later arrives. docs/CALIBRATION.md.
 
-Each level's iterate = c + exp(s[h, b]) * (raw - c) + theta[h, j] * spread[h]: `c` is the raw
-median, `s[h, b]` the log-scale of the central band b the level belongs to (adaptive conformal
-inference on the band's scale, Gibbs & Candes 2021: s += scale_step * (miss - alpha)), and theta
+Each level's iterate = c + m[h, b] * (raw - c) + theta[h, j] * spread[h]: `c` is the raw median,
+`m[h, b]` the scale of the central band b the level belongs to (adaptive conformal inference on
+the band's log-scale, Gibbs & Candes 2021: log m += scale_step * (miss - alpha)), and theta
 a per-level shift in units of the raw outermost band `spread` (quantile tracking, the P term of
 conformal PID control, Angelopoulos, Candes & Tibshirani 2023: theta += step * (a - 1{y <=
 iterate})). With `scale_step = 0` it is per-level tracking alone (the earlier method). Both are
@@ -42,8 +42,9 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 2  # 2: the bands' log-scales joined the state
 # Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
 _MIN_SPREAD = 1e-9
-# Bound of a band's log-scale: a degenerate raw band (no width) would push it without end.
-_MAX_LOG_SCALE = 5.0
+# Bounds of a band's scale: a degenerate raw band (no width) would push it without end.
+_MAX_SCALE = math.exp(5.0)
+_MIN_SCALE = math.exp(-5.0)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -158,7 +159,7 @@ def _layout(
     return [
         ("_seq", "<i8", (1,)),
         ("theta", "<f8", (n_h, n_q)),
-        ("log_scale", "<f8", (n_h, n_b)),
+        ("scale", "<f8", (n_h, n_b)),  # the bands' scales (multipliers)
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -229,22 +230,27 @@ class Calibrator:
             )
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
-        self.log_scale = v["log_scale"]
+        self.scale = v["scale"]
         self.origin_log_close, self.scored = v["origin_log_close"], v["scored"]
         self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
         self._seq[0] = _NO_SEQ
         self.origin[:] = _NO_SEQ  # no bar number, negative ones included, matches it
+        self.scale[:] = 1.0
         # The per-bar path reads and writes the same buffer as plain Python numbers through
         # memoryviews (a numpy call on these few values costs more than the arithmetic).
         mv = {name: _flat_view(view) for name, view in v.items()}
         self._m_seq, self._m_theta, self._m_origin = mv["_seq"], mv["theta"], mv["origin"]
         self._m_log_close, self._m_scored = mv["origin_log_close"], mv["scored"]
         self._m_pending, self._m_loss, self._m_below = mv["pending"], mv["loss"], mv["below"]
-        self._m_scale = mv["log_scale"]
+        self._m_scale = mv["scale"]
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
         self._levels: list[float] = lv.tolist()
         self._step_list: list[float] = self._steps.tolist()
+        self._increments = [
+            ([g * (a - 1.0) for a in self._levels], [g * a for a in self._levels])
+            for g in self._step_list
+        ]
         self._mean_q = 1.0 / lv.size
         self._init_scale()
         header = {
@@ -257,18 +263,26 @@ class Calibrator:
         self._header = json.dumps(header, separators=(",", ":"))
 
     def _init_scale(self) -> None:
-        """The constants of the bands' scale: each level's band (-1: none, scale 1), the bands'
-        miss rates, the centre (the median level, else the innermost band's midpoint)."""
+        """The constants of the bands' scale: each level's band (-1: none, scale 1), per horizon
+        and band the factors a miss and a hit multiply its scale by, and the centre (the median
+        level, else the innermost band's midpoint)."""
         conf, pairs = self.settings, self._band_pairs
         self._scaled = conf.scale_step > 0.0 and bool(pairs)
         self._n_b = len(pairs)
-        self._scale_steps: list[float] = (
-            conf.scale_step / self._h.astype(np.float64) ** conf.scale_power
-        ).tolist()
+        steps = conf.scale_step / self._h.astype(np.float64) ** conf.scale_power
+        # log m += step * (miss - alpha): up by step * (1 - alpha) on a miss, down by step *
+        # alpha on a hit, so the band's long-run miss rate tends to alpha
+        alphas = [1.0 - (self._levels[hi] - self._levels[lo]) for lo, hi in pairs]
+        self._factors = [
+            [
+                (lo, hi, math.exp(g * (1.0 - alpha)), math.exp(-g * alpha))
+                for (lo, hi), alpha in zip(pairs, alphas, strict=True)
+            ]
+            for g in steps.tolist()
+        ]
         self._band_of = [-1] * self._n_q
         for b, (lo, hi) in enumerate(pairs):
             self._band_of[lo] = self._band_of[hi] = b
-        self._alphas = [1.0 - (self._levels[hi] - self._levels[lo]) for lo, hi in pairs]
         mid = np.flatnonzero(np.isclose(self.levels, 0.5))
         self._centre = (int(mid[0]), int(mid[0])) if mid.size else (pairs or [(0, 0)])[-1]
 
@@ -302,34 +316,33 @@ class Calibrator:
         pinball loss and hits go to the live accuracy rings. Plain floats in the same order of
         operations as the array form (docs/CALIBRATION.md): [3, 5] arrays cost more in numpy
         calls than in arithmetic."""
-        n_q, levels, theta, step = self._n_q, self._levels, self._m_theta, self._step_list[j]
+        n_q, levels, theta = self._n_q, self._levels, self._m_theta
         at = (slot * self._n_h + j) * n_q
         q = self._m_pending[at : at + n_q].tolist()
-        row = j * n_q
-        if step:
-            for i in range(n_q):
-                theta[row + i] += step * (levels[i] - (y <= q[i]))
+        hits = [y <= p for p in q]  # each level scored on its own iterate
+        if self._step_list[j]:
+            # step * (a - 1{y <= q}), precomputed for both outcomes (the same floats)
+            row, on_hit, on_miss = j * n_q, *self._increments[j]
+            for i, hit in enumerate(hits):
+                theta[row + i] += on_hit[i] if hit else on_miss[i]
         if self._scaled:
-            self._score_scale(j, y, q)
-        # live accuracy of what was published: the sorted iterates
-        loss, below = 0.0, 0
-        for i, p in enumerate(sorted(q)):
-            hit = y <= p
-            loss += (levels[i] - hit) * (y - p) * self._mean_q
-            below |= hit << i
+            scale, k = self._m_scale, j * self._n_b
+            for lo, hi, up, down in self._factors[j]:
+                m = scale[k] * (up if hits[lo] or not hits[hi] else down)
+                scale[k] = _MAX_SCALE if m > _MAX_SCALE else _MIN_SCALE if m < _MIN_SCALE else m
+                k += 1
+        # live accuracy of what was published: the sorted iterates (the same unless crossed)
+        published = sorted(q)
+        if published != q:
+            hits = [y <= p for p in published]
+        loss, below, mean_q = 0.0, 0, self._mean_q
+        for i, p in enumerate(published):
+            loss += (levels[i] - hits[i]) * (y - p) * mean_q
+            below |= hits[i] << i
         ring = (self._m_scored[j] % self.settings.window) * self._n_h + j
         self._m_loss[ring] = loss
         self._m_below[ring] = below
         self._m_scored[j] += 1
-
-    def _score_scale(self, j: int, y: float, q: list[float]) -> None:
-        """ACI on each band's log-scale: up by step * (1 - alpha) on a miss, down by step * alpha
-        on a hit, so the band's long-run miss rate tends to alpha; bounded for a degenerate band."""
-        scale, step, at = self._m_scale, self._scale_steps[j], j * self._n_b
-        for b, (lo, hi) in enumerate(self._band_pairs):
-            miss = y <= q[lo] or y > q[hi]
-            s = scale[at + b] + step * (miss - self._alphas[b])
-            scale[at + b] = min(max(s, -_MAX_LOG_SCALE), _MAX_LOG_SCALE)
 
     def _raw_rows(self, raw: FloatArray) -> Rows:
         """The raw `[H, Q]` output as rows of floats, checked."""
@@ -345,13 +358,21 @@ class Calibrator:
         """Each level's iterate raw + theta * spread (stored from `pending_at` in the pending
         forecasts if given), published sorted: the array form's operations, in plain floats."""
         theta, n_q, pending = self._m_theta.tolist(), self._n_q, self._m_pending
+        scaled, band_of, (c0, c1), n_b = self._scaled, self._band_of, self._centre, self._n_b
+        scale = self._m_scale.tolist() if scaled else []
         returns, correction = [], []
         for j, row in enumerate(rows):
             spread = max(row[-1] - row[0], _MIN_SPREAD)
-            if self._scaled:
-                iterates = self._scaled_iterates(j, row, theta, spread)
+            at = j * n_q
+            if scaled:  # c + m[band] * (raw - c) + theta * spread
+                c = 0.5 * (row[c0] + row[c1])
+                m = scale[j * n_b : (j + 1) * n_b]
+                m.append(1.0)  # band -1: outside every band
+                iterates = [
+                    c + m[band_of[i]] * (v - c) + theta[at + i] * spread for i, v in enumerate(row)
+                ]
             else:
-                iterates = [v + theta[j * n_q + i] * spread for i, v in enumerate(row)]
+                iterates = [v + theta[at + i] * spread for i, v in enumerate(row)]
             if pending_at is not None:
                 for v in iterates:  # float32, rounded as a numpy cast rounds
                     pending[pending_at] = v
@@ -360,18 +381,6 @@ class Calibrator:
             returns.append(iterates)
             correction.append([o - v for o, v in zip(iterates, row, strict=True)])
         return Calibrated(rows, correction, returns)
-
-    def _scaled_iterates(
-        self, j: int, row: list[float], theta: list[float], spread: float
-    ) -> list[float]:
-        """Horizon j's iterates c + exp(s[band]) * (raw - c) + theta * spread."""
-        c = 0.5 * (row[self._centre[0]] + row[self._centre[1]])
-        at, n_q = j * self._n_b, self._n_q
-        mult = [math.exp(s) for s in self._m_scale[at : at + self._n_b].tolist()] + [1.0]
-        band_of = self._band_of
-        return [
-            c + mult[band_of[i]] * (v - c) + theta[j * n_q + i] * spread for i, v in enumerate(row)
-        ]
 
     def correct(self, raw: FloatArray) -> Calibrated:
         """The published quantiles for a raw `[H, Q]` model output; changes no state."""
