@@ -3,8 +3,9 @@
     python -m scripts.bench_bar_path --registry DIR [--symbols 50] [--bars 200] [--rounds 5]
                                      [--compare-previous]
 
-Runs the agent's bar path, `BarHandler.handle` (parse, window, onnxruntime, calibration,
-payload) and the outbox commit of each group of 64 bars (as the network loop commits them),
+Runs the agent's bar path, `BarHandler.handle` (parse, window) and `flush` (onnxruntime,
+calibration, payload) and the outbox commit of each group of 64 bars (as the network loop
+commits them),
 over real S&P 500 closes for `--symbols` symbols, with calibration on and off in alternating
 rounds (`--compare-previous`: also on with the previous method, per-level tracking alone,
 `CalibrationSettings.levels()`, in the same rotation, and each method's `observe` + `publish`
@@ -83,10 +84,13 @@ def one_round(
         msgs = [message(f"market/{s}/bar", bar_payload(s, seq, *closes[seq])) for seq, s in batch]
         outs = [handler.handle(m) for m in msgs]
         outcomes = [o for o in outs if o is not None]
+        # As the agent commits a pass (device/agent/core.py, _commit_batch): a batchable model's
+        # forecasts (inference and calibration) are computed by the flush, not by `handle`.
+        flushed = handler.flush()
         outbox.commit(
-            [m for o in outcomes for m in o.messages],
+            [m for o in outcomes for m in o.messages] + flushed,
             [o.window for o in outcomes if o.window is not None],
-            writes=[x for o in outcomes for x in o.writes],
+            writes=[x for o in outcomes for x in o.writes] + handler.state_writes(),
         )
 
     warm, timed = order[: w * symbols], order[w * symbols :]
