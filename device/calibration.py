@@ -152,14 +152,13 @@ _NO_SEQ = np.iinfo(np.int64).min
 _MAX_LEVELS = 16
 
 
-def _layout(
-    n_h: int, n_q: int, n_b: int, depth: int, window: int
-) -> list[tuple[str, str, tuple[int, ...]]]:
+def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str, tuple[int, ...]]]:
     """The state's arrays, in their order in the one byte buffer that holds them all."""
     return [
         ("_seq", "<i8", (1,)),
         ("theta", "<f8", (n_h, n_q)),
-        ("scale", "<f8", (n_h, n_b)),  # the bands' scales (multipliers)
+        # each level's band scale (a multiplier: both levels of a band hold the same, 1 outside)
+        ("scale", "<f8", (n_h, n_q)),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -225,9 +224,7 @@ class Calibrator:
         self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
         self._buf, v = _state_buffer(
-            _layout(
-                len(horizons), lv.size, len(self._band_pairs), max(horizons), self.settings.window
-            )
+            _layout(len(horizons), lv.size, max(horizons), self.settings.window)
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
         self.scale = v["scale"]
@@ -263,12 +260,11 @@ class Calibrator:
         self._header = json.dumps(header, separators=(",", ":"))
 
     def _init_scale(self) -> None:
-        """The constants of the bands' scale: each level's band (-1: none, scale 1), per horizon
-        and band the factors a miss and a hit multiply its scale by, and the centre (the median
-        level, else the innermost band's midpoint)."""
+        """The constants of the bands' scale: per horizon and band the factors a miss and a hit
+        multiply its scale by, and the centre (the median level, else the innermost band's
+        midpoint)."""
         conf, pairs = self.settings, self._band_pairs
         self._scaled = conf.scale_step > 0.0 and bool(pairs)
-        self._n_b = len(pairs)
         steps = conf.scale_step / self._h.astype(np.float64) ** conf.scale_power
         # log m += step * (miss - alpha): up by step * (1 - alpha) on a miss, down by step *
         # alpha on a hit, so the band's long-run miss rate tends to alpha
@@ -280,9 +276,6 @@ class Calibrator:
             ]
             for g in steps.tolist()
         ]
-        self._band_of = [-1] * self._n_q
-        for b, (lo, hi) in enumerate(pairs):
-            self._band_of[lo] = self._band_of[hi] = b
         mid = np.flatnonzero(np.isclose(self.levels, 0.5))
         self._centre = (int(mid[0]), int(mid[0])) if mid.size else (pairs or [(0, 0)])[-1]
 
@@ -326,11 +319,11 @@ class Calibrator:
             for i, hit in enumerate(hits):
                 theta[row + i] += on_hit[i] if hit else on_miss[i]
         if self._scaled:
-            scale, k = self._m_scale, j * self._n_b
+            scale, row = self._m_scale, j * n_q
             for lo, hi, up, down in self._factors[j]:
-                m = scale[k] * (up if hits[lo] or not hits[hi] else down)
-                scale[k] = _MAX_SCALE if m > _MAX_SCALE else _MIN_SCALE if m < _MIN_SCALE else m
-                k += 1
+                m = scale[row + lo] * (up if hits[lo] or not hits[hi] else down)
+                m = _MAX_SCALE if m > _MAX_SCALE else _MIN_SCALE if m < _MIN_SCALE else m
+                scale[row + lo] = scale[row + hi] = m
         # live accuracy of what was published: the sorted iterates (the same unless crossed)
         published = sorted(q)
         if published != q:
@@ -358,7 +351,7 @@ class Calibrator:
         """Each level's iterate raw + theta * spread (stored from `pending_at` in the pending
         forecasts if given), published sorted: the array form's operations, in plain floats."""
         theta, n_q, pending = self._m_theta.tolist(), self._n_q, self._m_pending
-        scaled, band_of, (c0, c1), n_b = self._scaled, self._band_of, self._centre, self._n_b
+        scaled, (c0, c1) = self._scaled, self._centre
         scale = self._m_scale.tolist() if scaled else []
         returns, correction = [], []
         for j, row in enumerate(rows):
@@ -366,10 +359,8 @@ class Calibrator:
             at = j * n_q
             if scaled:  # c + m[band] * (raw - c) + theta * spread
                 c = 0.5 * (row[c0] + row[c1])
-                m = scale[j * n_b : (j + 1) * n_b]
-                m.append(1.0)  # band -1: outside every band
                 iterates = [
-                    c + m[band_of[i]] * (v - c) + theta[at + i] * spread for i, v in enumerate(row)
+                    c + scale[at + i] * (v - c) + theta[at + i] * spread for i, v in enumerate(row)
                 ]
             else:
                 iterates = [v + theta[at + i] * spread for i, v in enumerate(row)]
