@@ -341,7 +341,8 @@ class Calibrator:
         """The raw `[H, Q]` output as rows of floats, checked."""
         r = raw if isinstance(raw, np.ndarray) and raw.dtype.kind == "f" else np.asarray(raw, float)
         rows: Rows = r.tolist()
-        if r.shape != self._shape or not math.isfinite(sum(v - v for row in rows for v in row)):
+        # one C-level sum: NaN or inf if any value is (or the values are absurdly large)
+        if r.shape != self._shape or not math.isfinite(sum(map(sum, rows))):
             raise CalibrationStateError(
                 f"raw forecast must be finite {list(self._shape)}, got {rows}"
             )
@@ -370,7 +371,8 @@ class Calibrator:
                     pending_at += 1
             iterates.sort()
             returns.append(iterates)
-            correction.append([o - v for o, v in zip(iterates, row, strict=True)])
+            # equal lengths by construction; strict's check costs more than the subtraction
+            correction.append([o - v for o, v in zip(iterates, row, strict=False)])
         return Calibrated(rows, correction, returns)
 
     def correct(self, raw: FloatArray) -> Calibrated:
