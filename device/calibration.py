@@ -358,10 +358,12 @@ class Calibrator:
         for j, row in enumerate(rows):
             spread = max(row[-1] - row[0], _MIN_SPREAD)
             at = j * n_q
-            if scaled:  # c + m[band] * (raw - c) + theta * spread
+            # c + m * (raw - c) + theta * spread, written so that m = 1, theta = 0 is exactly raw
+            if scaled:
                 c = 0.5 * (row[c0] + row[c1])
                 iterates = [
-                    c + scale[at + i] * (v - c) + theta[at + i] * spread for i, v in enumerate(row)
+                    v + (scale[at + i] - 1.0) * (v - c) + theta[at + i] * spread
+                    for i, v in enumerate(row)
                 ]
             else:
                 iterates = [v + theta[at + i] * spread for i, v in enumerate(row)]

@@ -201,6 +201,15 @@ def test_the_band_scale_widens_after_misses_and_leaves_the_median_raw() -> None:
     assert d[0] == pytest.approx(d[3]) and d[1] == pytest.approx(d[2])
 
 
+@settings(max_examples=40, deadline=None)
+@given(raw=arrays(np.float64, (3, 5), elements=finite))
+def test_a_fresh_state_publishes_the_raw_output_exactly(raw: np.ndarray) -> None:
+    # what a new model version's first forecast carries: correction exactly 0, for both methods
+    for conf in (CalibrationSettings(), *METHODS):
+        out = Calibrator("m@1", HORIZONS, LEVELS, conf).correct(np.sort(raw, axis=1))
+        assert not out.correction.any()
+
+
 def test_a_state_of_the_previous_layout_resumes_fresh(caplog: pytest.LogCaptureFixture) -> None:
     cal = Calibrator("m@1", [1], LEVELS)
     run(cal, np.array([100.0, 101.0]), np.broadcast_to(gaussian_model(0.01, [1]), (2, 1, 5)))
