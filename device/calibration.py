@@ -1,14 +1,14 @@
-"""On-line calibration of quantile forecasts: each (horizon, level) is corrected by quantile
-tracking on the forecasts the agent published itself, scored when the close `h` bars later
-arrives (Angelopoulos, Candes & Tibshirani 2023, "Conformal PID control", the P term; the
-quantile form of adaptive conformal inference, Gibbs & Candes 2021). docs/CALIBRATION.md.
+"""On-line calibration of quantile forecasts, scored on the forecasts the agent published
+itself when the close `h` bars later arrives. docs/CALIBRATION.md.
 
-Each level's iterate = raw + theta[h, j] * spread[h], where spread is the raw forecast's own
-outermost band (so one step size fits every asset and volatility regime); the agent publishes the
-iterates sorted across levels (rearrangement: never crossing). When the outcome y arrives,
-theta += step * (a - 1{y <= iterate}) on each level's own iterate, not the sorted value (scoring
-the sorted one couples crossed levels and runs away): the long-run share of outcomes below each
-iterate converges to a whatever the series does, as long as the normalised errors stay bounded.
+Each level's iterate = c + m[h, b] * (raw - c) + theta[h, j] * spread[h]: `c` is the raw median,
+`m[h, b]` the scale of the central band b the level belongs to (adaptive conformal inference on
+the band's log-scale, Gibbs & Candes 2021: log m += scale_step * (miss - alpha)), and theta
+a per-level shift in units of the raw outermost band `spread` (quantile tracking, the P term of
+conformal PID control, Angelopoulos, Candes & Tibshirani 2023: theta += step * (a - 1{y <=
+iterate})). With `scale_step = 0` it is per-level tracking alone (the earlier method). Both are
+scored on each level's own iterate, not the sorted value (scoring the sorted one couples crossed
+levels and runs away); the agent publishes the iterates sorted across levels (never crossing).
 Per bar the work is O(len(horizons) * len(levels)).
 """
 
@@ -39,33 +39,45 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the bands' log-scales joined the state
 # Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
 _MIN_SPREAD = 1e-9
+# Bounds of a band's scale: a degenerate raw band (no width) would push it without end.
+_MAX_SCALE = math.exp(5.0)
+_MIN_SCALE = math.exp(-5.0)
 
 FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """`step`: quantile-tracking gain in units of the raw band's spread at horizon 1, divided by
+    """`step`: per-level shift gain in units of the raw band's spread at horizon 1, divided by
     `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
-    in runs of about h); chosen on the training series' validation periods, docs/CALIBRATION.md.
-    `window`: scored forecasts per horizon kept for the live accuracy."""
+    in runs of about h). `scale_step`: gain of each central band's log-scale at horizon 1,
+    divided by `h ** scale_power`; 0 turns the scale off (per-level tracking alone, the earlier
+    method: `CalibrationSettings.levels()`). Chosen on the training series' validation periods,
+    docs/CALIBRATION.md. `window`: scored forecasts per horizon kept for the live accuracy."""
 
-    step: float = 0.1
-    horizon_power: float = 1.0
+    step: float = 0.005
+    horizon_power: float = 0.0
+    scale_step: float = 0.1
+    scale_power: float = 1.0
     window: int = 250
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.step < 1.0:
-            raise CalibrationStateError(f"calibration step must lie in [0, 1), got {self.step}")
-        if not 0.0 <= self.horizon_power <= 2.0:
-            raise CalibrationStateError(
-                f"horizon_power must lie in [0, 2], got {self.horizon_power}"
-            )
+        for name in ("step", "scale_step"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CalibrationStateError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        for name in ("horizon_power", "scale_power"):
+            if not 0.0 <= getattr(self, name) <= 2.0:
+                raise CalibrationStateError(f"{name} must lie in [0, 2], got {getattr(self, name)}")
         if self.window < 1:
             raise CalibrationStateError(f"accuracy window must be >= 1, got {self.window}")
+
+    @classmethod
+    def levels(cls, step: float = 0.1, horizon_power: float = 1.0) -> CalibrationSettings:
+        """Per-level quantile tracking alone: the method before the scale (for comparison)."""
+        return cls(step=step, horizon_power=horizon_power, scale_step=0.0, scale_power=0.0)
 
 
 Rows = list[list[float]]
@@ -145,6 +157,8 @@ def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str,
     return [
         ("_seq", "<i8", (1,)),
         ("theta", "<f8", (n_h, n_q)),
+        # each level's band scale (a multiplier: both levels of a band hold the same, 1 outside)
+        ("scale", "<f8", (n_h, n_q)),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -213,21 +227,29 @@ class Calibrator:
             _layout(len(horizons), lv.size, max(horizons), self.settings.window)
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
+        self.scale = v["scale"]
         self.origin_log_close, self.scored = v["origin_log_close"], v["scored"]
         self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
         self._seq[0] = _NO_SEQ
         self.origin[:] = _NO_SEQ  # no bar number, negative ones included, matches it
+        self.scale[:] = 1.0
         # The per-bar path reads and writes the same buffer as plain Python numbers through
         # memoryviews (a numpy call on these few values costs more than the arithmetic).
         mv = {name: _flat_view(view) for name, view in v.items()}
         self._m_seq, self._m_theta, self._m_origin = mv["_seq"], mv["theta"], mv["origin"]
         self._m_log_close, self._m_scored = mv["origin_log_close"], mv["scored"]
         self._m_pending, self._m_loss, self._m_below = mv["pending"], mv["loss"], mv["below"]
+        self._m_scale = mv["scale"]
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
         self._levels: list[float] = lv.tolist()
         self._step_list: list[float] = self._steps.tolist()
+        self._increments = [
+            ([g * (a - 1.0) for a in self._levels], [g * a for a in self._levels])
+            for g in self._step_list
+        ]
         self._mean_q = 1.0 / lv.size
+        self._init_scale()
         header = {
             "version": STATE_VERSION,
             "model": model,
@@ -236,6 +258,26 @@ class Calibrator:
             "settings": asdict(self.settings),
         }
         self._header = json.dumps(header, separators=(",", ":"))
+
+    def _init_scale(self) -> None:
+        """The constants of the bands' scale: per horizon and band the factors a miss and a hit
+        multiply its scale by, and the centre (the median level, else the innermost band's
+        midpoint)."""
+        conf, pairs = self.settings, self._band_pairs
+        self._scaled = conf.scale_step > 0.0 and bool(pairs)
+        steps = conf.scale_step / self._h.astype(np.float64) ** conf.scale_power
+        # log m += step * (miss - alpha): up by step * (1 - alpha) on a miss, down by step *
+        # alpha on a hit, so the band's long-run miss rate tends to alpha
+        alphas = [1.0 - (self._levels[hi] - self._levels[lo]) for lo, hi in pairs]
+        self._factors = [
+            [
+                (lo, hi, math.exp(g * (1.0 - alpha)), math.exp(-g * alpha))
+                for (lo, hi), alpha in zip(pairs, alphas, strict=True)
+            ]
+            for g in steps.tolist()
+        ]
+        mid = np.flatnonzero(np.isclose(self.levels, 0.5))
+        self._centre = (int(mid[0]), int(mid[0])) if mid.size else (pairs or [(0, 0)])[-1]
 
     @property
     def last_seq(self) -> int | None:
@@ -267,18 +309,29 @@ class Calibrator:
         pinball loss and hits go to the live accuracy rings. Plain floats in the same order of
         operations as the array form (docs/CALIBRATION.md): [3, 5] arrays cost more in numpy
         calls than in arithmetic."""
-        n_q, levels, theta, step = self._n_q, self._levels, self._m_theta, self._step_list[j]
+        n_q, levels, theta = self._n_q, self._levels, self._m_theta
         at = (slot * self._n_h + j) * n_q
         q = self._m_pending[at : at + n_q].tolist()
-        row = j * n_q
-        for i in range(n_q):
-            theta[row + i] += step * (levels[i] - (y <= q[i]))
-        # live accuracy of what was published: the sorted iterates
-        loss, below = 0.0, 0
-        for i, p in enumerate(sorted(q)):
-            hit = y <= p
-            loss += (levels[i] - hit) * (y - p) * self._mean_q
-            below |= hit << i
+        hits = [y <= p for p in q]  # each level scored on its own iterate
+        if self._step_list[j]:
+            # step * (a - 1{y <= q}), precomputed for both outcomes (the same floats)
+            row, on_hit, on_miss = j * n_q, *self._increments[j]
+            for i, hit in enumerate(hits):
+                theta[row + i] += on_hit[i] if hit else on_miss[i]
+        if self._scaled:
+            scale, row = self._m_scale, j * n_q
+            for lo, hi, up, down in self._factors[j]:
+                m = scale[row + lo] * (up if hits[lo] or not hits[hi] else down)
+                m = _MAX_SCALE if m > _MAX_SCALE else _MIN_SCALE if m < _MIN_SCALE else m
+                scale[row + lo] = scale[row + hi] = m
+        # live accuracy of what was published: the sorted iterates (the same unless crossed)
+        published = sorted(q)
+        if published != q:
+            hits = [y <= p for p in published]
+        loss, below, mean_q = 0.0, 0, self._mean_q
+        for i, p in enumerate(published):
+            loss += (levels[i] - hits[i]) * (y - p) * mean_q
+            below |= hits[i] << i
         ring = (self._m_scored[j] % self.settings.window) * self._n_h + j
         self._m_loss[ring] = loss
         self._m_below[ring] = below
@@ -288,7 +341,8 @@ class Calibrator:
         """The raw `[H, Q]` output as rows of floats, checked."""
         r = raw if isinstance(raw, np.ndarray) and raw.dtype.kind == "f" else np.asarray(raw, float)
         rows: Rows = r.tolist()
-        if r.shape != self._shape or not math.isfinite(sum(v - v for row in rows for v in row)):
+        # one C-level sum: NaN or inf if any value is (or the values are absurdly large)
+        if r.shape != self._shape or not math.isfinite(sum(map(sum, rows))):
             raise CalibrationStateError(
                 f"raw forecast must be finite {list(self._shape)}, got {rows}"
             )
@@ -298,17 +352,29 @@ class Calibrator:
         """Each level's iterate raw + theta * spread (stored from `pending_at` in the pending
         forecasts if given), published sorted: the array form's operations, in plain floats."""
         theta, n_q, pending = self._m_theta.tolist(), self._n_q, self._m_pending
+        scaled, (c0, c1) = self._scaled, self._centre
+        scale = self._m_scale.tolist() if scaled else []
         returns, correction = [], []
         for j, row in enumerate(rows):
             spread = max(row[-1] - row[0], _MIN_SPREAD)
-            iterates = [v + theta[j * n_q + i] * spread for i, v in enumerate(row)]
+            at = j * n_q
+            # c + m * (raw - c) + theta * spread, written so that m = 1, theta = 0 is exactly raw
+            if scaled:
+                c = 0.5 * (row[c0] + row[c1])
+                iterates = [
+                    v + (scale[at + i] - 1.0) * (v - c) + theta[at + i] * spread
+                    for i, v in enumerate(row)
+                ]
+            else:
+                iterates = [v + theta[at + i] * spread for i, v in enumerate(row)]
             if pending_at is not None:
                 for v in iterates:  # float32, rounded as a numpy cast rounds
                     pending[pending_at] = v
                     pending_at += 1
             iterates.sort()
             returns.append(iterates)
-            correction.append([o - v for o, v in zip(iterates, row, strict=True)])
+            # equal lengths by construction; strict's check costs more than the subtraction
+            correction.append([o - v for o, v in zip(iterates, row, strict=False)])
         return Calibrated(rows, correction, returns)
 
     def correct(self, raw: FloatArray) -> Calibrated:

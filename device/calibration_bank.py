@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from device.calibration import (
+    _MAX_SCALE,
+    _MIN_SCALE,
     _MIN_SPREAD,
     Calibrated,
     CalibrationSettings,
@@ -75,7 +77,7 @@ class CalibratorBank:
         self._levels = p.levels
         self._mean_q = 1.0 / p.levels.size
         self._bits = p._bits.astype(np.int64)
-        self._steps: list[float] = p._steps.tolist()
+        self._increments = [(np.array(a), np.array(b)) for a, b in p._increments]
         self._window = p.settings.window
         self._depth = p.origin.size
         self._data = np.zeros((0, self._width), dtype=np.uint8)
@@ -182,11 +184,21 @@ class CalibratorBank:
                 self._score(j, rows[due], slots[due], log_close[due])
 
     def _score(self, j: int, rows: IntArray, slots: IntArray, log_close: FloatArray) -> None:
-        """`Calibrator._score` on many rows: corrections, then the live accuracy rings."""
-        v, levels = self._views, self._levels
+        """`Calibrator._score` on many rows: the shifts and band scales, then the live accuracy
+        rings."""
+        v, p, levels = self._views, self.proto, self._levels
         y = (log_close - v["origin_log_close"][rows, slots])[:, None]
         q = v["pending"][rows, slots, j].astype(np.float64)
-        v["theta"][rows, j] += self._steps[j] * (levels - (y <= q))
+        hits = y <= q  # each level scored on its own iterate
+        if p._step_list[j]:
+            on_hit, on_miss = self._increments[j]
+            v["theta"][rows, j] += np.where(hits, on_hit, on_miss)
+        if p._scaled:
+            scale = v["scale"]
+            for lo, hi, up, down in p._factors[j]:
+                miss = hits[:, lo] | ~hits[:, hi]
+                m = scale[rows, j, lo] * np.where(miss, up, down)
+                scale[rows, j, lo] = scale[rows, j, hi] = np.clip(m, _MIN_SCALE, _MAX_SCALE)
         published = np.sort(q, axis=1)
         hit = y <= published
         terms = (levels - hit) * (y - published) * self._mean_q
@@ -206,8 +218,14 @@ class CalibratorBank:
         v["origin"][rows, slots] = seqs
         v["origin_log_close"][rows, slots] = log_close
         raw64 = raw.astype(np.float64)
-        spread = np.maximum(raw64[..., -1] - raw64[..., 0], _MIN_SPREAD)
-        iterates = raw64 + v["theta"][rows] * spread[..., None]
+        spread = np.maximum(raw64[..., -1] - raw64[..., 0], _MIN_SPREAD)[..., None]
+        shift = v["theta"][rows] * spread
+        if self.proto._scaled:  # c + m * (raw - c) + theta * spread, as the Calibrator writes it
+            c0, c1 = self.proto._centre
+            centre = (0.5 * (raw64[..., c0] + raw64[..., c1]))[..., None]
+            iterates = raw64 + (v["scale"][rows] - 1.0) * (raw64 - centre) + shift
+        else:
+            iterates = raw64 + shift
         v["pending"][rows, slots] = iterates.astype(np.float32)
         published = np.sort(iterates, axis=-1)
         return raw64, published - raw64, published

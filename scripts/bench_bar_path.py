@@ -1,11 +1,15 @@
 """What on-line calibration adds to the agent's work per bar, measured in process (docs/BENCHMARKS.md).
 
     python -m scripts.bench_bar_path --registry DIR [--symbols 50] [--bars 200] [--rounds 5]
+                                     [--compare-previous]
 
-Runs the agent's bar path, `BarHandler.handle` (parse, window, onnxruntime, calibration,
-payload) and the outbox commit of each group of 64 bars (as the network loop commits them),
+Runs the agent's bar path, `BarHandler.handle` (parse, window) and `flush` (onnxruntime,
+calibration, payload) and the outbox commit of each group of 64 bars (as the network loop
+commits them),
 over real S&P 500 closes for `--symbols` symbols, with calibration on and off in alternating
-rounds. Reports CPU time per bar (process time: less disturbed by other load on the machine than
+rounds (`--compare-previous`: also on with the previous method, per-level tracking alone,
+`CalibrationSettings.levels()`, in the same rotation, and each method's `observe` + `publish`
+timed alone on one symbol's bars). Reports CPU time per bar (process time: less disturbed by other load on the machine than
 wall time), median over rounds, without MQTT: the part of the agent calibration can change. The
 bar messages are built inside the timed loop (the same work on and off).
 """
@@ -21,8 +25,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from device.agent.bar_handler import BarHandler
 from device.agent.calibrators import Calibrators, load_calibration
+from device.calibration import CalibrationSettings, Calibrator
 from device.health import LatencyWindow
 from device.keys import load_trusted_keys
 from device.modelset import ModelSet, load_model_set
@@ -46,11 +53,19 @@ def inference_error(*_: object) -> OutMessage:
     raise RuntimeError("the benchmark's model failed on a bar")
 
 
-def one_round(models: ModelSet, enabled: bool, symbols: int, bars: int, work: Path) -> float:
-    """CPU seconds per timed bar, for a fresh agent state in `work`."""
+def one_round(
+    models: ModelSet, conf: CalibrationSettings | None, symbols: int, bars: int, work: Path
+) -> float:
+    """CPU seconds per timed bar, for a fresh agent state in `work`; `conf` None: calibration
+    off."""
     settings = AgentSettings(agent_id="bench", state_dir=work)
     counters: Counter[str] = Counter()
     outbox = Outbox(settings.outbox_path, 2**28, background_checkpoints=False)
+    calibrators = Calibrators(
+        CalibrationSection(enabled=conf is not None), load_calibration(settings.outbox_path)
+    )
+    if conf is not None:
+        calibrators.settings = conf  # the agent's settings choose only the window
     handler = BarHandler(
         settings,
         lambda: models,
@@ -58,7 +73,7 @@ def one_round(models: ModelSet, enabled: bool, symbols: int, bars: int, work: Pa
         counters,
         LatencyWindow(),
         inference_error,
-        Calibrators(CalibrationSection(enabled=enabled), load_calibration(settings.outbox_path)),
+        calibrators,
     )
     w = models.window
     closes = sp500_closes(w + bars)
@@ -70,10 +85,11 @@ def one_round(models: ModelSet, enabled: bool, symbols: int, bars: int, work: Pa
         msgs = [message(f"market/{s}/bar", bar_payload(s, seq, *closes[seq])) for seq, s in batch]
         outs = [handler.handle(m) for m in msgs]
         outcomes = [o for o in outs if o is not None]
-        # As the network loop commits a pass: the batched forecasts (`flush`) and the states they
-        # changed join the handled bars' own outputs in one transaction.
+        # As the agent commits a pass (device/agent/core.py, _commit_batch): a batchable model's
+        # forecasts (inference and calibration) are computed by the flush, not by `handle`.
+        flushed = handler.flush()
         outbox.commit(
-            [m for o in outcomes for m in o.messages] + handler.flush(),
+            [m for o in outcomes for m in o.messages] + flushed,
             handler.window_states(),
             writes=[x for o in outcomes for x in o.writes] + handler.state_writes(),
         )
@@ -94,6 +110,24 @@ def one_round(models: ModelSet, enabled: bool, symbols: int, bars: int, work: Pa
     return cpu / len(timed)
 
 
+def alone(models: ModelSet, conf: CalibrationSettings, bars: int) -> float:
+    """CPU seconds per bar of one calibrator's `observe` + `publish` alone, on S&P 500 closes
+    and a fixed raw output of the model's shape (median of 5 passes)."""
+    m = models.models[0].manifest
+    horizons, levels = list(m.horizons or []), list(m.quantiles or [])
+    raw = np.linspace(-0.05, 0.05, len(levels))[None, :] * np.sqrt(horizons)[:, None]
+    closes = [close for _, close in sp500_closes(bars, start=0)]
+    times = []
+    for _ in range(5):
+        cal = Calibrator("bench@1", horizons, levels, conf)
+        start = time.process_time()
+        for seq, close in enumerate(closes):
+            cal.observe(seq, close)
+            cal.publish(seq, close, raw)
+        times.append((time.process_time() - start) / bars)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, required=True)
@@ -102,27 +136,34 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--bars", type=int, default=200, help="timed bars per symbol")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--compare-previous",
+        action="store_true",
+        help="also time the previous method (per-level tracking alone) in the same rotation",
+    )
     args = parser.parse_args()
     models = price_only(args.registry, args.keys or args.registry.parent / "keys", args.model)
-    per_bar: dict[str, list[float]] = {"on": [], "off": []}
+    arms: dict[str, CalibrationSettings | None] = {"off": None, "on": CalibrationSettings()}
+    if args.compare_previous:
+        arms["on_previous"] = CalibrationSettings.levels()
+    per_bar: dict[str, list[float]] = {label: [] for label in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for label in ("off", "on") if r % 2 == 0 else ("on", "off"):
+            labels = list(arms)
+            for label in labels if r % 2 == 0 else labels[::-1]:
                 work = Path(tmp) / f"{label}-{r}"
-                per_bar[label].append(
-                    one_round(models, label == "on", args.symbols, args.bars, work)
-                )
+                per_bar[label].append(one_round(models, arms[label], args.symbols, args.bars, work))
     med = {k: statistics.median(v) * 1e6 for k, v in per_bar.items()}
-    result = {
-        "symbols": args.symbols,
-        "timed_bars": args.symbols * args.bars,
-        "cpu_us_per_bar_off": [round(x * 1e6, 1) for x in per_bar["off"]],
-        "cpu_us_per_bar_on": [round(x * 1e6, 1) for x in per_bar["on"]],
-        "median_off_us": round(med["off"], 1),
-        "median_on_us": round(med["on"], 1),
-        "added_us": round(med["on"] - med["off"], 1),
-        "bars_per_cpu_s_ratio_on_off": round(med["off"] / med["on"], 3),
-    }
+    result: dict[str, object] = {"symbols": args.symbols, "timed_bars": args.symbols * args.bars}
+    for label in arms:
+        result[f"cpu_us_per_bar_{label}"] = [round(x * 1e6, 1) for x in per_bar[label]]
+        result[f"median_{label}_us"] = round(med[label], 1)
+    for label in list(arms)[1:]:
+        suffix = label[2:]  # "" or "_previous"
+        result[f"added_us{suffix}"] = round(med[label] - med["off"], 1)
+        result[f"bars_per_cpu_s_ratio_on{suffix}_off"] = round(med["off"] / med[label], 3)
+        conf = arms[label] or CalibrationSettings()
+        result[f"alone_us_per_bar{suffix}"] = round(alone(models, conf, 5000) * 1e6, 2)
     print(json.dumps(result, indent=2))
 
 

@@ -1,16 +1,19 @@
 """Offline study of on-line calibration for price bundles (docs/CALIBRATION.md).
 
-    python -m scripts.price_calibration_study BUNDLE_DIR           # tuning: validation periods
-    python -m scripts.price_calibration_study BUNDLE_DIR --final   # once: test + eval series
+    python -m scripts.price_calibration_study BUNDLE_DIR              # tuning: validation periods
+    python -m scripts.price_calibration_study BUNDLE_DIR --diagnose   # where tracking costs pinball
+    python -m scripts.price_calibration_study BUNDLE_DIR --final      # once: test + eval series
 
 Runs a price bundle's ONNX model through onnxruntime on every window of a series and feeds the
 outputs bar by bar through `device.calibration.Calibrator` (the agent's code path), started
 fresh `WARMUP` bars before the scored period. Tuning (default) scores only the validation
-periods of the training series SPX, NDX, CAC, SMI and prints, per calibration setting, pinball
-loss relative to GARCH(1,1) and to rolling historical quantiles and the coverage of the 10-90%
-and 5-95% bands, plus the panel-feature table. `--final` scores, with the settings the code ships
-(CalibrationSettings()), SPX's and NDX's test periods and the last 15% of each evaluation-only
-series; it steers nothing.
+periods of the training series SPX, NDX, CAC, SMI and prints, per calibration setting (per-level
+tracking "levels", band scale "scale"), pinball loss relative to GARCH(1,1) and to rolling
+historical quantiles and the coverage of the 10-90% and 5-95% bands, plus the panel-feature
+table. `--diagnose` splits the pinball of the raw model and of per-level tracking by horizon and
+level on the same periods. `--final` scores, with the settings the code ships
+(CalibrationSettings()) and the previous method, SPX's and NDX's test periods and the last 15% of
+each evaluation-only series; it steers nothing.
 """
 
 from __future__ import annotations
@@ -43,12 +46,28 @@ TRAINING = {
     "SMI": ("smi", "1996-06-28", "1997-08-29"),
 }
 EVALUATION = ["wti", "dax", "ftse", "nyse", "djia"]
-# (step, horizon_power) grid; step 0 is the raw model
-GRID = [(0.0, 0.0)] + [
+# per-level tracking alone: (step, horizon_power); step 0 is the raw model
+LEVELS_GRID = [(0.0, 0.0)] + [
     (s, p)
     for p in (0.0, 0.25, 0.5, 1.0)
     for s in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2)
 ]
+# band scale: (scale_step, scale_power) x per-level shift step x the power of h it is divided
+# by; the shifts are small: the per-level tracking's noise is what --diagnose found costly (the
+# median's above all)
+SCALES = [(0.02, 0.0), (0.05, 0.0), (0.03, 0.5), (0.05, 0.5), (0.1, 0.5), (0.05, 1.0), (0.1, 1.0)]
+SCALES += [(0.2, 1.0)]
+SCALE_GRID = list(
+    {
+        CalibrationSettings(
+            step=shift, horizon_power=p if shift else 0.0, scale_step=g, scale_power=gp
+        ): None
+        for g, gp in SCALES
+        for shift in (0.0, 0.002, 0.005, 0.01)
+        for p in (0.0, 0.5, 1.0)
+    }
+)
+PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
 ROLLING = [250, 500]
 
 
@@ -86,6 +105,14 @@ class Model:
                 0
             ]
         return out
+
+
+def label(conf: CalibrationSettings) -> str:
+    """A setting's name in the tables."""
+    shift = f"{conf.step}/h^{conf.horizon_power}"
+    if not conf.scale_step:
+        return f"levels {shift}" if conf.step else "raw"
+    return f"scale {conf.scale_step}/h^{conf.scale_power} + shift {shift}"
 
 
 def targets(log_close: np.ndarray, origins: np.ndarray, horizons: list[int]) -> np.ndarray:
@@ -186,20 +213,14 @@ Method = Callable[[Model, np.ndarray, np.ndarray, int, int], np.ndarray]
 
 def methods(final: bool) -> dict[str, Method]:
     """Label -> published `[N, H, Q]` at origins first..last, given (model, close, raw)."""
+    grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID
     if final:
-        chosen = CalibrationSettings()
-        return {
-            "raw": partial(quantile_tracking, settings=CalibrationSettings(step=0.0)),
-            f"tracking {chosen.step}/h^{chosen.horizon_power}": partial(
-                quantile_tracking, settings=chosen
-            ),
-        }
+        grid = [CalibrationSettings.levels(0.0), PREVIOUS, CalibrationSettings()]
     found: dict[str, Method] = {
-        f"tracking {s}/h^{p}": partial(
-            quantile_tracking, settings=CalibrationSettings(step=s, horizon_power=p)
-        )
-        for s, p in GRID
+        label(conf): partial(quantile_tracking, settings=conf) for conf in grid
     }
+    if final:
+        return found
     return found | {f"rolling conformal {w}": partial(rolling_conformal, window=w) for w in ROLLING}
 
 
@@ -239,24 +260,92 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def summary(rows: list[dict[str, Any]]) -> None:
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method over the series: worst |coverage - nominal| (pooled and per horizon), mean and
-    worst pinball ratio to GARCH: the numbers the choice is made on."""
+    worst pinball ratio to GARCH, to historical quantiles and to the better of the two: the
+    numbers the choice is made on. Printed and returned."""
     print(
-        "\n| method | worst 80% dev (pp) | worst 90% dev (pp) | worst per-h dev (pp) | mean /GARCH | worst /GARCH | worst /hist |"
+        "\n| method | worst 80% dev (pp) | worst 90% dev (pp) | worst per-h dev (pp) | mean /GARCH "
+        "| worst /GARCH | worst /hist | worst /best baseline |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    frame = pd.DataFrame(rows)
-    for method, g in frame.groupby("method", sort=False):
-        d80 = (100 * (g["cov80"] - 0.8)).abs().max()
-        d90 = (100 * (g["cov90"] - 0.9)).abs().max()
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    out = []
+    for method, g in pd.DataFrame(rows).groupby("method", sort=False):
         devs = [abs(100 * (c - 0.8)) for c in g["cov80_h"].sum()]
         devs += [abs(100 * (c - 0.9)) for c in g["cov90_h"].sum()]
-        per_h = max(devs)
+        r = {
+            "method": method,
+            "d80": (100 * (g["cov80"] - 0.8)).abs().max(),
+            "d90": (100 * (g["cov90"] - 0.9)).abs().max(),
+            "per_h": max(devs),
+            "mean_garch": g["vs_garch"].mean(),
+            "worst_garch": g["vs_garch"].max(),
+            "worst_hist": g["vs_hist"].max(),
+        }
+        r["worst_best"] = max(r["worst_garch"], r["worst_hist"])
         print(
-            f"| {method} | {d80:.1f} | {d90:.1f} | {per_h:.1f} | {g['vs_garch'].mean():.3f} | "
-            f"{g['vs_garch'].max():.3f} | {g['vs_hist'].max():.3f} |"
+            f"| {method} | {r['d80']:.1f} | {r['d90']:.1f} | {r['per_h']:.1f} | "
+            f"{r['mean_garch']:.3f} | {r['worst_garch']:.3f} | {r['worst_hist']:.3f} | "
+            f"{r['worst_best']:.3f} |"
         )
+        out.append(r)
+    return out
+
+
+def choose(table: list[dict[str, Any]], max_dev: float = 3.0) -> str:
+    """The selection rule (docs/CALIBRATION.md, "Band scale"): among settings whose worst pooled
+    band deviation is <= max_dev pp, the lowest worst ratio to the better baseline (ties within
+    0.001: the smaller deviation); none feasible: the smallest deviation. Only the settings a
+    `Calibrator` can run compete (not the baselines or rolling conformal)."""
+    table = [r for r in table if r["method"].startswith(("raw", "levels", "scale"))]
+    dev = {r["method"]: max(r["d80"], r["d90"]) for r in table}
+    feasible = [r for r in table if dev[r["method"]] <= max_dev]
+    if not feasible:
+        return min(dev, key=dev.__getitem__)
+    best = min(r["worst_best"] for r in feasible)
+    tied = [r["method"] for r in feasible if r["worst_best"] <= best + 0.001]
+    return min(tied, key=dev.__getitem__)
+
+
+def best_constant_shift(y: np.ndarray, q: np.ndarray, spread: np.ndarray, level: float) -> float:
+    """Pinball of q + c * spread with the best constant c in hindsight (what removing a fixed
+    bias could gain at most)."""
+    grid = np.linspace(-0.5, 0.5, 401)
+    shifted = q[:, None] + grid[None, :] * spread[:, None]
+    loss = pinball(y[:, None], shifted[..., None], np.array([level]))[..., 0]
+    return float(loss.mean(axis=0).min())
+
+
+def diagnose(model: Model, p: Period, conf: CalibrationSettings = PREVIOUS) -> None:
+    """Per horizon and level on one period: the raw model's pinball, what a calibration (default:
+    the previous per-level tracking) and the best constant shift in hindsight make of it, and the
+    calibration's correction (mean and sd, in units of the raw spread)."""
+    origins = np.arange(p.first, p.last + 1)
+    y = targets(np.log(p.close), origins, model.horizons)
+    raw_all = model.raw(p.close)
+    raw = raw_all[origins]
+    prev = quantile_tracking(model, p.close, raw_all, p.first, p.last, conf)
+    spread = raw[:, :, -1] - raw[:, :, 0]
+    corr = (prev - raw) / spread[..., None]
+    lv = np.asarray(model.levels)
+    total_raw = pinball(y, raw, lv).mean()
+    excess = (pinball(y, prev, lv).mean() - total_raw) / total_raw
+    print(f"\n{p.name}: {label(conf)} costs {100 * excess:+.1f}% over raw")
+    print(
+        "| h | level | raw pinball | calibrated/raw | best const/raw | share of excess | corr mean | corr sd |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    cells = pinball(y, prev, lv) - pinball(y, raw, lv)
+    for j, h in enumerate(model.horizons):
+        for i, a in enumerate(model.levels):
+            r = pinball(y[:, j], raw[:, j, i, None], np.array([a])).mean()
+            c = pinball(y[:, j], prev[:, j, i, None], np.array([a])).mean()
+            best = best_constant_shift(y[:, j], raw[:, j, i], spread[:, j], a)
+            share = cells[:, j, i].sum() / cells.sum()
+            print(
+                f"| {h} | {a} | {r:.6f} | {c / r:.3f} | {best / r:.3f} | {100 * share:.0f}% | "
+                f"{corr[:, j, i].mean():+.3f} | {corr[:, j, i].std():.3f} |"
+            )
 
 
 def ewma_vol(close: np.ndarray, window: int, lam: float = 0.94) -> np.ndarray:
@@ -304,6 +393,10 @@ def main() -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--final", action="store_true", help="score test + evaluation series once")
     parser.add_argument(
+        "--diagnose", action="store_true", help="split the tracking's cost by horizon and level"
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
         "--pretest",
         action="store_true",
         help="tune on NDX, CAC, SMI before their test periods (unseen by an SPX-only bundle)",
@@ -318,9 +411,17 @@ def main() -> None:
         periods = [training_period(n, model.horizons, "pretest") for n in ("NDX", "CAC", "SMI")]
     else:
         periods = [training_period(n, model.horizons, "valid") for n in TRAINING]
+    if args.diagnose:
+        for p in periods:
+            diagnose(model, p)
+        return
     rows = [row for p in periods for row in run_period(model, p, args.final)]
     print_table(rows)
-    summary(rows)
+    table = summary(rows)
+    if not (args.final or args.pretest):
+        print(f"\nchosen by the rule: {choose(table)}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
     if not (args.final or args.pretest):
         panel_features(model)
 

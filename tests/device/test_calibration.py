@@ -40,11 +40,13 @@ finite = st.floats(-0.5, 0.5, allow_nan=False, width=64)
     raws=arrays(np.float64, (30, 3, 5), elements=finite),
     moves=arrays(np.float64, 30, elements=st.floats(-0.2, 0.2, width=64)),
     step=st.floats(0.0, 0.5),
+    scale_step=st.floats(0.0, 0.5),
 )
 def test_published_quantiles_never_cross_and_correction_is_explicit(
-    raws: np.ndarray, moves: np.ndarray, step: float
+    raws: np.ndarray, moves: np.ndarray, step: float, scale_step: float
 ) -> None:
-    cal = Calibrator("m@1", HORIZONS, LEVELS, CalibrationSettings(step=step))
+    conf = CalibrationSettings(step=step, scale_step=scale_step)
+    cal = Calibrator("m@1", HORIZONS, LEVELS, conf)
     closes = 100.0 * np.exp(np.cumsum(moves))
     for k in range(len(raws)):  # raw outputs may even cross: what is published may not
         cal.observe(k, float(closes[k]))
@@ -58,10 +60,24 @@ def band_coverage(published: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.
     return ((y > published[..., lo]) & (y <= published[..., hi])).mean(axis=0)
 
 
-@settings(max_examples=6, deadline=None)
-@given(scale=st.sampled_from([0.5, 2.0]), seed=st.integers(0, 2**31 - 1))
-@example(scale=2.0, seed=9667)  # a 10% jump once made crossed levels run away (scored sorted)
-def test_coverage_converges_for_a_mis_scaled_model_on_iid_draws(scale: float, seed: int) -> None:
+# both methods: per-level tracking alone, and the band scale with a slow shift
+METHODS = [
+    CalibrationSettings.levels(0.1, 1.0),
+    CalibrationSettings(step=0.005, horizon_power=1.0, scale_step=0.05, scale_power=0.5),
+]
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    scale=st.sampled_from([0.5, 2.0]),
+    seed=st.integers(0, 2**31 - 1),
+    conf=st.sampled_from([CalibrationSettings(), *METHODS]),
+)
+# a 10% jump once made crossed levels run away (scored sorted)
+@example(scale=2.0, seed=9667, conf=METHODS[0])
+def test_coverage_converges_for_a_mis_scaled_model_on_iid_draws(
+    scale: float, seed: int, conf: CalibrationSettings
+) -> None:
     # daily log returns i.i.d. Student-t(5) scaled to sd 1%; the model is Gaussian, mis-scaled
     rng = np.random.default_rng(seed)
     n, warm, horizons = 6000, 2000, [1, 5]
@@ -69,7 +85,7 @@ def test_coverage_converges_for_a_mis_scaled_model_on_iid_draws(scale: float, se
     returns = sd * rng.standard_t(5, n) / np.sqrt(5 / 3)
     closes = 100.0 * np.exp(np.cumsum(returns))
     raw = gaussian_model(scale * sd, horizons)
-    cal = Calibrator("m@1", horizons, LEVELS)
+    cal = Calibrator("m@1", horizons, LEVELS, conf)
     published = np.array(run(cal, closes, np.broadcast_to(raw, (n, *raw.shape))))
     log_close = np.log(closes)
     origins = np.arange(warm, n - max(horizons))
@@ -84,12 +100,13 @@ def test_coverage_converges_for_a_mis_scaled_model_on_iid_draws(scale: float, se
     assert abs(live[(0.1, 0.9)] - 0.8) < 0.08
 
 
-def test_calibration_lowers_pinball_loss_of_a_too_narrow_model() -> None:
+@pytest.mark.parametrize("conf", [CalibrationSettings(), *METHODS])
+def test_calibration_lowers_pinball_loss_of_a_too_narrow_model(conf: CalibrationSettings) -> None:
     rng = np.random.default_rng(7)
     n = 4000
     closes = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
     raw = gaussian_model(0.004, [1])
-    cal = Calibrator("m@1", [1], LEVELS)
+    cal = Calibrator("m@1", [1], LEVELS, conf)
     published = np.array(run(cal, closes, np.broadcast_to(raw, (n, *raw.shape))))
     y = np.diff(np.log(closes))[1000:, None]
     lv = np.asarray(LEVELS)
@@ -102,15 +119,16 @@ def test_calibration_lowers_pinball_loss_of_a_too_narrow_model() -> None:
     cut=st.integers(0, 60),
     window=st.integers(1, 40),
     step=st.floats(0.0, 0.2),
+    scale_step=st.floats(0.0, 0.2),
 )
 def test_state_round_trips_exactly_and_resumes_the_same_stream(
-    seed: int, cut: int, window: int, step: float
+    seed: int, cut: int, window: int, step: float, scale_step: float
 ) -> None:
     rng = np.random.default_rng(seed)
     n = 60
     closes = 50.0 * np.exp(np.cumsum(0.02 * rng.standard_normal(n)))
     raws = np.sort(0.03 * rng.standard_normal((n, 3, 5)), axis=2)
-    conf = CalibrationSettings(step=step, window=window)
+    conf = CalibrationSettings(step=step, scale_step=scale_step, scale_power=0.5, window=window)
     straight = Calibrator("m@1", HORIZONS, LEVELS, conf)
     expected = run(straight, closes, raws)
 
@@ -151,13 +169,55 @@ def test_pending_forecasts_are_scored_against_the_close_h_bars_later() -> None:
 
 
 def test_corrections_move_the_right_way() -> None:
-    cal = Calibrator("m@1", [1], LEVELS, CalibrationSettings(step=0.05))
     raw = gaussian_model(0.01, [1])
-    cal.observe(0, 100.0)
-    cal.publish(0, 100.0, raw)
-    cal.observe(1, 120.0)  # far above every quantile: all of them must rise
+    outs = []
+    for conf in (CalibrationSettings.levels(0.05), CalibrationSettings()):
+        cal = Calibrator("m@1", [1], LEVELS, conf)
+        cal.observe(0, 100.0)
+        cal.publish(0, 100.0, raw)
+        cal.observe(1, 120.0)  # far above every quantile
+        outs.append(cal.correct(raw).correction[0])
+    levels, scaled = outs
+    assert (levels > 0).all()  # per level: all of them rise
+    # band scale and shift: every level shifts up a little, both bands widen
+    assert (scaled[2:] > 0).all() and scaled[0] < 0 and scaled[1] < 0
+
+
+def test_the_band_scale_widens_after_misses_and_leaves_the_median_raw() -> None:
+    conf = CalibrationSettings(step=0.0, scale_step=0.1)
+    cal = Calibrator("m@1", [1], LEVELS, conf)
+    raw = gaussian_model(0.01, [1]) + 0.002  # an off-centre forecast: the centre is its median
+    closes = [100.0, 110.0, 99.0, 108.0]  # every move far outside both bands
+    for k, close in enumerate(closes):
+        cal.observe(k, close)
+        cal.publish(k, close, raw)
     out = cal.correct(raw)
-    assert (out.correction > 0).all()
+    assert out.correction[0, 2] == 0.0  # the median: no shift step, no scale
+    width, raw_width = np.diff(out.returns[0, [0, 4]]), np.diff(raw[0, [0, 4]])
+    assert (cal.scale[0, [0, 1, 3, 4]] > 1).all() and cal.scale[0, 2] == 1.0 and width > raw_width
+    # the levels keep their distances' ratios to the centre inside each band
+    tails = [0, 1, 3, 4]
+    d = (out.returns[0, tails] - raw[0, 2]) / (raw[0, tails] - raw[0, 2])
+    assert d[0] == pytest.approx(d[3]) and d[1] == pytest.approx(d[2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(raw=arrays(np.float64, (3, 5), elements=finite))
+def test_a_fresh_state_publishes_the_raw_output_exactly(raw: np.ndarray) -> None:
+    # what a new model version's first forecast carries: correction exactly 0, for both methods
+    for conf in (CalibrationSettings(), *METHODS):
+        out = Calibrator("m@1", HORIZONS, LEVELS, conf).correct(np.sort(raw, axis=1))
+        assert not out.correction.any()
+
+
+def test_a_state_of_the_previous_layout_resumes_fresh(caplog: pytest.LogCaptureFixture) -> None:
+    cal = Calibrator("m@1", [1], LEVELS)
+    run(cal, np.array([100.0, 101.0]), np.broadcast_to(gaussian_model(0.01, [1]), (2, 1, 5)))
+    doc = json.loads(cal.to_json())
+    doc["version"] = 1  # what an agent before the band scale saved
+    doc["settings"] = {"step": 0.1, "horizon_power": 1.0, "window": 250}
+    fresh = Calibrator.resume(json.dumps(doc), "m@1", [1], LEVELS)
+    assert fresh.last_seq is None and "version 1" in caplog.text
 
 
 def test_a_new_model_version_or_a_bad_blob_starts_fresh(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,8 @@ and failed bars."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -34,6 +36,7 @@ def _raw(rng: np.random.Generator) -> np.ndarray:
     seed=st.integers(0, 2**16),
     # 1: every step in numpy; 3: small passes row by row, larger ones in numpy; 99: row by row
     vector_from=st.sampled_from([1, 3, 99]),
+    scaled=st.booleans(),  # the band scale on (the default method) or per-level tracking alone
 )
 def test_a_bank_publishes_and_stores_what_calibrators_do(
     passes: list[list[tuple[int, int, bool]]],
@@ -41,8 +44,13 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
     window: int,
     seed: int,
     vector_from: int,
+    scaled: bool,
 ) -> None:
-    config = CalibrationSettings(step=step, window=window)
+    config = (
+        CalibrationSettings(step=step / 10, scale_step=step, window=window)
+        if scaled
+        else replace(CalibrationSettings.levels(step=step), window=window)
+    )
     rng = np.random.default_rng(seed)
     bank = CalibratorBank(MODEL, HORIZONS, LEVELS, config, vector_from)
     alone = {i: Calibrator(MODEL, HORIZONS, LEVELS, config) for i in range(4)}
