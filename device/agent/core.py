@@ -54,8 +54,11 @@ LOOP_TIMEOUT_S = 0.05
 ACK_FLUSH_S = 0.2
 # Messages handled in one pass of the network loop share one transaction (group commit). After a
 # stall a pass can hold a backlog; these bounds keep the first of them from waiting on the rest.
+# 10 ms, not less: a pass has a fixed cost (~1-2 ms here: the commit, one inference call and the
+# stacked calibration per model), so under a steady feed near capacity short passes fall behind
+# (2 ms: p99 0.6-5.8 s at half the relay's rate; 10 ms: 0.4-1.0 s; docs/BENCHMARKS.md, "Agent").
 MAX_BATCH = 64
-MAX_BATCH_WAIT_S = 0.002
+MAX_BATCH_WAIT_S = 0.010
 # A pass keeps reading what arrives this long after its first message: under a steady feed,
 # bars a fraction of a millisecond apart then share one inference call per model and one commit
 # (a pass's fixed cost, ~0.3 ms here, is otherwise paid per bar; docs/BENCHMARKS.md, "Agent").
