@@ -59,13 +59,32 @@ def _bench_config(workdir: Path, port: int) -> Path:
 
 
 @contextmanager
-def mosquitto(workdir: Path) -> Iterator[str]:
+def mosquitto(workdir: Path) -> Iterator[tuple[str, psutil.Process]]:
     """A loopback broker with the queue limits lifted, as in deploy/mosquitto.conf."""
     broker = start_broker(workdir, _bench_config)
+    assert broker.process is not None
     try:
-        yield broker.url
+        yield broker.url, psutil.Process(broker.process.pid)
     finally:
         broker.stop()
+
+
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def cpu_per_message(
+    processes: dict[str, psutil.Process], messages: int, run: Callable[[], float]
+) -> tuple[float, dict[str, float]]:
+    """`run()`'s result and the CPU µs per message each process spent meanwhile: on two shared
+    cores the throughput ratio swings with whichever process gets the cores, the CPU per
+    message much less."""
+    before = {name: cpu_s(p) for name, p in processes.items()}
+    result = run()
+    return result, {
+        name: round((cpu_s(p) - before[name]) / messages * 1e6, 1) for name, p in processes.items()
+    }
 
 
 def client(url: str, client_id: str) -> mqtt.Client:
@@ -429,6 +448,33 @@ def batching_us(registry: Path, keys: Path, closes: list[float], rows: int = 64)
     return out
 
 
+def relay_phase(
+    url: str, pub: mqtt.Client, broker: psutil.Process, run: BurstRun, args: argparse.Namespace
+) -> tuple[float, dict[str, float], np.ndarray, float]:
+    """The bare relay's burst rate and CPU per message, the latency run's rate (default: half
+    that burst rate) and the relay's latencies at it."""
+    relay_proc = subprocess.Popen(
+        [sys.executable, __file__, "relay", "--broker", url], stdout=subprocess.PIPE, text=True
+    )
+    assert relay_proc.stdout is not None and relay_proc.stdout.readline().strip() == "ready"
+    rx = Receiver(url, "forecast/relay/+")
+    symbols, window, closes = run.symbols, run.window, run.closes
+    burst(pub, rx, symbols, range(window), closes)  # warm the same way
+    relay_rate, relay_cpu = cpu_per_message(
+        {"relay": psutil.Process(relay_proc.pid), "bench": psutil.Process(), "broker": broker},
+        len(symbols) * run.bars,
+        lambda: burst(pub, rx, symbols, range(window, window + run.bars), closes),
+    )
+    rate = args.rate or relay_rate / 2
+    if int(rate * args.seconds) // len(symbols) + window + run.bars >= len(closes):
+        raise SystemExit("bench_agent: --rate x --seconds needs more closes than the data has")
+    relay_lat = paced(pub, rx, symbols, window + run.bars, rate, args.seconds, closes)
+    rx.close()
+    relay_proc.terminate()
+    relay_proc.wait(10)
+    return relay_rate, relay_cpu, relay_lat, rate
+
+
 def scale_out(
     url: str, pub: mqtt.Client, work: Path, registry: Path, keys: Path, run: BurstRun, pool: int
 ) -> dict[str, Any]:
@@ -554,7 +600,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
         full, single, keys = prepare_registries(work, args.registry, args.model)
-        url = stack.enter_context(mosquitto(work))
+        url, broker = stack.enter_context(mosquitto(work))
         pub = client(url, "bench-feed")
         window = max(
             json.loads(p.read_text())["window"]
@@ -567,26 +613,18 @@ def main() -> None:
         gc.freeze()
 
         # 1. The bare relay.
-        relay_proc = subprocess.Popen(
-            [sys.executable, __file__, "relay", "--broker", url], stdout=subprocess.PIPE, text=True
-        )
-        assert relay_proc.stdout is not None and relay_proc.stdout.readline().strip() == "ready"
-        rx = Receiver(url, "forecast/relay/+")
-        burst(pub, rx, symbols, range(window), closes)  # warm the same way
-        relay_rate = burst(pub, rx, symbols, range(window, window + args.bars), closes)
-        rate = args.rate or relay_rate / 2
-        if int(rate * args.seconds) // len(symbols) + window + args.bars >= len(closes):
-            raise SystemExit("bench_agent: --rate x --seconds needs more closes than the data has")
-        relay_lat = paced(pub, rx, symbols, window + args.bars, rate, args.seconds, closes)
-        rx.close()
-        relay_proc.terminate()
-        relay_proc.wait(10)
+        spec = BurstRun(symbols, window, args.bars, closes)
+        relay_rate, relay_cpu, relay_lat, rate = relay_phase(url, pub, broker, spec, args)
 
         # 2. The agent with one price model.
         rx = Receiver(url, "forecast/price/+")
         with agent(url, single, keys, work / "one", "bench-one") as run:
             warm_up(pub, rx, symbols, window, closes)
-            agent_rate = burst(pub, rx, symbols, range(window, window + args.bars), closes)
+            agent_rate, agent_cpu = cpu_per_message(
+                {"agent": run.process, "bench": psutil.Process(), "broker": broker},
+                len(symbols) * args.bars,
+                lambda: burst(pub, rx, symbols, range(window, window + args.bars), closes),
+            )
             agent_lat, rss_one = rss_while(
                 run.process,
                 lambda: paced(pub, rx, symbols, window + args.bars, rate, args.seconds, closes),
@@ -604,8 +642,7 @@ def main() -> None:
                 lambda: burst(pub, rx, symbols, range(window, window + args.bars), closes, n),
             )
         rx.close()
-        run_spec = BurstRun(symbols, window, args.bars, closes)
-        scaled = scale_out(url, pub, work, single, keys, run_spec, args.pool)
+        scaled = scale_out(url, pub, work, single, keys, spec, args.pool)
         pub.disconnect()
         pub.loop_stop()
         costs = {
@@ -618,6 +655,8 @@ def main() -> None:
             "relay_per_s": round(relay_rate),
             "agent_per_s": round(agent_rate),
             "ratio": round(agent_rate / relay_rate, 3),
+            # CPU µs per bar of the burst: the bench process is the feed and the receiver
+            "cpu_us_per_message": {"relay_run": relay_cpu, "agent_run": agent_cpu},
             "latency_rate_per_s": round(rate),
             "latency_bars": len(agent_lat),
             "agent_latency_ms": pct(agent_lat),

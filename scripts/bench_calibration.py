@@ -218,7 +218,7 @@ def run(bundle: Path, keys: Path, series: list[str], work: Path) -> list[dict[st
     periods = {name: load_period(name, model.horizons) for name in series}
     rows: list[dict[str, Any]] = []
     (work / "agent").mkdir()
-    with mosquitto(work) as url:
+    with mosquitto(work) as (url, _):
         config = agent_config(
             work / "agent" / "agent.toml",
             url,

@@ -235,7 +235,7 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp)) as (url, _):
         port = free_port()
         config = Path(tmp) / "web.toml"
         config.write_text(
