@@ -37,17 +37,14 @@ from forecaster.tasks.gdp.student import (
     NowcastStudent,
     SimulationPolicy,
     export_student,
-    predict_student,
-    run_student_onnx,
     simulate_info_sets,
     stack_inputs,
 )
 from forecaster.tasks.gdp.teacher import DfmSpec, DfmTeacher, ar1_nowcast, dm_test, known_gdp
 from forecaster.training.bundles import trusted_keys_for
+from tests.support.gdp import WQ
 
 RECIPE = Path(__file__).resolve().parents[2] / "models" / "gdp" / "us.toml"
-WQ = 3
-CELLS = 3 * WQ * len(SERIES) + WQ - 1  # the student's input cells
 
 
 @pytest.fixture(scope="module")
@@ -228,50 +225,7 @@ def test_dm_test_sign_and_degenerate_case() -> None:
 # ---------------------------------------------------------------- student graph
 
 
-@pytest.fixture(scope="module")
-def student_graph(panel: MacroPanel) -> tuple[NowcastStudent, bytes]:
-    torch.manual_seed(0)
-    monthly = panel.monthly.loc[:"2000-12"]
-    student = NowcastStudent(
-        3 * WQ,
-        WQ - 1,
-        monthly.mean().fillna(0).to_numpy(),
-        monthly.std().fillna(1).to_numpy(),
-        float(panel.gdp.mean()),
-        float(panel.gdp.std()),
-        [16, 8],
-    )
-    student.calibrate_band(np.array([-3.0, -1.5, -0.5, 0.5, 1.0, 2.5]), np.zeros(6))
-    return student, export_student(student)
-
-
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    quarter_offset=st.integers(min_value=56, max_value=98),
-    month=st.sampled_from([1, 2, 3]),
-    hide=st.lists(st.booleans(), min_size=CELLS, max_size=CELLS),
-)
-def test_student_onnx_matches_torch_with_any_missing_pattern(
-    panel: MacroPanel,
-    student_graph: tuple[NowcastStudent, bytes],
-    quarter_offset: int,
-    month: int,
-    hide: list[bool],
-) -> None:
-    student, graph = student_graph
-    quarter = panel.quarters[0] + quarter_offset
-    info = panel.info_set(quarter, information_cut(quarter, month), WQ, month)
-    mask = np.array(hide)
-    info = info.masked(
-        mask[: info.monthly.size].reshape(info.monthly.shape), mask[info.monthly.size :]
-    )
-    inputs = stack_inputs([info])
-    onnx_out, torch_out = run_student_onnx(graph, inputs), predict_student(student, inputs)
-    assert np.isfinite(onnx_out).all()
-    np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4, rtol=1e-5)
-    assert onnx_out[0, 1] < onnx_out[0, 0] < onnx_out[0, 2]
+# (ONNX = torch for every student kind, any missing pattern: tests/forecaster/test_gdp_student.py)
 
 
 # ---------------------------------------------------------------- recipe and bundle

@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forecaster.data.macro import SERIES, InfoSet, MacroPanel, information_cut, load_macro_panel
+from forecaster.data.macro import InfoSet, MacroPanel, load_macro_panel
 from forecaster.tasks.gdp.student import (
     BAND_LEVELS,
     NowcastStudent,
@@ -29,9 +29,7 @@ from forecaster.tasks.gdp.student import (
     simulate_info_sets,
     stack_inputs,
 )
-
-WQ = 3
-CELLS = 3 * WQ * len(SERIES) + WQ - 1
+from tests.support.gdp import CELLS, WQ, masked_inputs
 
 
 @pytest.fixture(scope="module")
@@ -162,13 +160,7 @@ def test_every_kind_exports_a_graph_equal_to_torch(
     hide: list[bool],
 ) -> None:
     student, onnx = graph
-    quarter = panel.quarters[0] + quarter_offset
-    info = panel.info_set(quarter, information_cut(quarter, month), WQ, month)
-    mask = np.array(hide)
-    info = info.masked(
-        mask[: info.monthly.size].reshape(info.monthly.shape), mask[info.monthly.size :]
-    )
-    inputs = stack_inputs([info])
+    inputs = masked_inputs(panel, quarter_offset, month, hide)
     onnx_out = run_student_onnx(onnx, inputs)
     np.testing.assert_allclose(onnx_out, predict_student(student, inputs), atol=1e-4, rtol=1e-5)
     # the band's offsets are the row of the information month the masks show, widened by
