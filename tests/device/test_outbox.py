@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.outbox import Outbox, OutMessage, WindowState
+from tests.support.waits import wait_until
 
 
 def msg(i: int, size: int = 10) -> OutMessage:
@@ -59,10 +59,8 @@ def test_wal_is_checkpointed_in_the_background_and_folded_in_on_close(tmp_path: 
         box.commit([msg(i, 500)])
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    deadline = time.monotonic() + 5
-    while (path.stat().st_size < 200 * 500) and time.monotonic() < deadline:
-        time.sleep(0.05)  # once writes pause, committed pages are copied into the database file
-    assert path.stat().st_size >= 200 * 500
+    # once writes pause, committed pages are copied into the database file
+    wait_until(lambda: path.stat().st_size >= 200 * 500, 5, "the background checkpoint")
     box.close()
     assert not wal.exists() or wal.stat().st_size == 0
     assert Outbox(path, max_bytes=1 << 24).rows == 200

@@ -47,6 +47,7 @@ from forecaster.ops.settings import (
 )
 from forecaster.training.bundles import SIGNING_KEY_ENV, write_bundle
 from tests.conftest import Broker, TrainedBundle, free_port, write_test_config
+from tests.support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FORECASTER = [sys.executable, "-m", "forecaster.cli"]
@@ -543,11 +544,7 @@ def test_data_file_digest_changes_with_content_not_with_touch(tmp_path: Path) ->
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
+    wait_until(predicate, timeout, what, interval=0.1)
 
 
 def count_polls(data: DataFile) -> list[str | None]:

@@ -5,7 +5,6 @@ calibration state surviving a SIGKILL mid-stream exactly."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from device.schemas import AgentStatus, PriceForecast
 from tests.integration.test_agent import run_bundle
 from tests.support.agents import agent_config
 from tests.support.clients import Collector, sp500_closes
+from tests.support.waits import paced
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +67,8 @@ def test_a_sigkill_mid_stream_changes_no_later_forecast_or_correction(
     kill_at = w + 60
 
     def stream(seqs: range) -> None:
-        for seq in seqs:  # a live feed: a few hundred bars/s, not one burst
+        for seq in paced(seqs, 0.004):  # a live feed: a few hundred bars/s, not one burst
             feed.bar("SPX", seq, *bars[seq])
-            time.sleep(0.004)
         feed.flush()
 
     sender = threading.Thread(target=stream, args=(range(len(bars)),))

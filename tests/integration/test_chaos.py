@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from scripts.chaos import (
 from tests.integration.test_agent import AGENT, outbox_rows, wait_status
 from tests.support.agents import agent_config, unread_bytes
 from tests.support.clients import bar_payload, sp500_closes
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -173,10 +173,9 @@ def test_a_duplicate_bar_in_flight_at_a_sigkill_is_still_dead_lettered(
     duplicate = json.loads(bar_payload("SPX", 2, *bars[2])) | {"note": "sent twice"}
     feed.raw("market/SPX/bar", json.dumps(duplicate).encode())
     feed.flush()
-    deadline = time.monotonic() + 10
-    while unread_bytes(agent.proc.pid, broker.port) == 0:  # the broker wrote it to the socket
-        assert time.monotonic() < deadline, "the broker never sent the duplicate to the agent"
-        time.sleep(0.05)
+    wait_until(  # the broker wrote it to the socket
+        lambda: unread_bytes(agent.proc.pid, broker.port) > 0, 10, "the duplicate in the socket"
+    )
     agent.kill()
 
     agent_process(config)
@@ -200,10 +199,9 @@ def test_a_bad_payload_committed_before_a_sigkill_gets_one_dead_letter(
     link.cut()  # returns once a read the relay had under way has gone through
     feed.raw("market/SPX/bar", b"\x00 not a bar")
     feed.flush()
-    deadline = time.monotonic() + 20
-    while outbox_rows(tmp_path / "state") < 1:  # the dead letter, committed and unsent
-        assert time.monotonic() < deadline, "the agent never committed the dead letter"
-        time.sleep(0.05)
+    wait_until(  # the dead letter, committed and unsent
+        lambda: outbox_rows(tmp_path / "state") >= 1, 20, "the committed dead letter"
+    )
     agent.kill()
     link.reset()
 

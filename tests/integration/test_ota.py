@@ -44,6 +44,7 @@ from tests.integration.conftest import (
     start_secured,
 )
 from tests.support.cli import run_cli as forecaster
+from tests.support.waits import paced
 
 pytestmark = pytest.mark.integration
 
@@ -431,12 +432,11 @@ def test_a_swap_under_a_live_feed_loses_and_duplicates_no_forecast(fleet: Fleet)
 
     thread = threading.Thread(target=operator)
     thread.start()
-    for seq in range(n):  # the live feed, a few hundred bars/s per symbol
+    for seq in paced(range(n), 0.003):  # the live feed, a few hundred bars/s per symbol
         for symbol, bars in series.items():
             fleet.feed.bar(symbol, seq, *bars[seq])
         if seq in swaps:
             due.release()
-        time.sleep(0.003)
     thread.join(60)
     assert not failures, failures
     fleet.feed.flush()

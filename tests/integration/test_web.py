@@ -26,6 +26,7 @@ from device.web.settings import loopback_config
 from forecaster.ops.feeds import dataset_bars
 from tests.conftest import Broker, TrainedBundle, free_port
 from tests.integration.conftest import EDGE_ONLY, ROOT, Collector, Feed, agent_config
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +53,15 @@ class Gateway:
         out = self.log.open("ab")
         cmd = [sys.executable, str(EDGE_ONLY), "device.web.cli", "--config", str(self.config)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
+
+        def connected() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
             try:
-                if httpx.get(f"{self.url}/api/v1/gateway", timeout=1).json()["connected"]:
-                    return
+                return bool(httpx.get(f"{self.url}/api/v1/gateway", timeout=1).json()["connected"])
             except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gateway not ready: {self.log.read_text()}")
+                return False
+
+        wait_until(connected, timeout, "the gateway to connect to the broker", 0.1)
 
     def stop(self) -> int:
         assert self.proc is not None
@@ -99,10 +99,7 @@ def latest_seqs(url: str) -> dict[str, int]:
 
 
 def wait_for_seqs(url: str, expected: dict[str, int], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (seqs := latest_seqs(url)) != expected:
-        assert time.monotonic() < deadline, f"gateway has {seqs}, expected {expected}"
-        time.sleep(0.05)
+    wait_until(lambda: latest_seqs(url) == expected, timeout, f"the gateway to hold {expected}")
 
 
 def run(*args: str) -> None:

@@ -7,12 +7,12 @@ import getpass
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_port
+from tests.support.waits import wait_until
 
 __all__ = ["MOSQUITTO", "Broker", "PortTakenError", "start_broker", "write_test_config"]
 
@@ -47,19 +47,20 @@ class Broker:
             self.process = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=log
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                text = self.log.read_text(errors="replace")
-                if "Address already in use" in text:
-                    raise PortTakenError(f"port {self.port} is taken")
-                raise RuntimeError(f"mosquitto exited: {text}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)  # polling for the listener, within the deadline
-        raise RuntimeError("mosquitto did not start listening in time")
+        wait_until(self._listening, timeout, f"mosquitto to listen on port {self.port}")
+
+    def _listening(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            text = self.log.read_text(errors="replace")
+            if "Address already in use" in text:
+                raise PortTakenError(f"port {self.port} is taken")
+            raise RuntimeError(f"mosquitto exited: {text}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

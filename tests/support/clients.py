@@ -8,7 +8,6 @@ import json
 import queue
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 
 from device.mqtt import BrokerAddress, new_client, new_properties, parse_broker_url
+from tests.support.waits import wait_until
 
 __all__ = ["Collector", "Feed", "Link", "bar_payload", "persistent_client", "sp500_closes"]
 
@@ -61,14 +61,11 @@ class Collector:
     def wait_for(
         self, topic_filter: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.on(topic_filter)
-            if predicate(found):
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting on {topic_filter}; have {len(found)}")
-            time.sleep(0.05)
+        def found() -> tuple[list[dict[str, Any]]] | None:
+            messages = self.on(topic_filter)  # in a tuple: an empty list may be what is awaited
+            return (messages,) if predicate(messages) else None
+
+        return wait_until(found, timeout, f"messages on {topic_filter}")[0]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -142,10 +139,7 @@ class Feed:
 
     def flush(self, timeout: float = 20.0) -> None:
         """Wait until the broker has acknowledged everything published so far."""
-        deadline = time.monotonic() + timeout
-        while self.pending:
-            assert time.monotonic() < deadline, f"{len(self.pending)} bar(s) never acknowledged"
-            time.sleep(0.02)
+        wait_until(lambda: not self.pending, timeout, "the broker's acknowledgements", 0.02)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -163,7 +157,9 @@ class Link:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
         self._server.settimeout(0.2)
-        self._cut = threading.Event()
+        # Set while the client's bytes are forwarded; cleared by `cut`, set again by `reset`.
+        self._forwarding_on = threading.Event()
+        self._forwarding_on.set()
         # Client-to-broker pipes running, and those that have seen the cut (see `cut`).
         self._forwarding: set[int] = set()
         self._paused: set[int] = set()
@@ -210,11 +206,11 @@ class Link:
 
     def _forward(self, src: socket.socket, dst: socket.socket, from_client: bool, me: int) -> None:
         while not self._closed.is_set():
-            if from_client and self._cut.is_set():
+            if from_client and not self._forwarding_on.is_set():
                 with self._paused_changed:
                     self._paused.add(me)
                     self._paused_changed.notify_all()
-                time.sleep(0.05)  # polling for the end of the cut
+                self._forwarding_on.wait(0.1)  # until `reset` (bounded: `close` may come first)
                 continue
             if from_client and me in self._paused:
                 with self._paused_changed:
@@ -235,7 +231,7 @@ class Link:
     def cut(self, timeout: float = 5.0) -> None:
         """Stop forwarding the client's bytes; returns once every client-to-broker pipe has
         stopped (a read it had under way is forwarded first)."""
-        self._cut.set()
+        self._forwarding_on.clear()
         with self._paused_changed:
             stopped = self._paused_changed.wait_for(
                 lambda: self._forwarding <= self._paused, timeout
@@ -250,7 +246,7 @@ class Link:
         for a, b in pairs:
             for s in (a, b):
                 s.close()
-        self._cut.clear()
+        self._forwarding_on.set()
 
     def close(self) -> None:
         self._closed.set()
