@@ -1,7 +1,7 @@
 """The calibration states of one model version on many symbols, stacked, so that the bars of one
 pass of the network loop are scored and corrected in a few numpy calls per horizon instead of one
-Python loop per symbol (per symbol that loop costs ~40 µs a bar; stacked, a pass of 64 bars costs
-~1-2 µs a bar: docs/BENCHMARKS.md, "Calibration").
+Python loop per symbol (that loop costs ~40 µs a bar; stacked, ~9 µs a bar in a pass of 64 on
+a loaded 2-core machine: docs/CALIBRATION.md, "Stacked states").
 
 Each row is byte for byte a `Calibrator` state buffer and every step does the `Calibrator`'s
 arithmetic in the same order (elementwise float64, float32 roundings, left-to-right sums), so a
@@ -66,9 +66,9 @@ class CalibratorBank:
         settings: CalibrationSettings | None = None,
         vector_from: int = VECTOR_FROM,
     ) -> None:
-        self.proto = Calibrator(model, horizons, levels, settings)  # validates the layout
-        # the per-row path: a row is copied into this Calibrator's buffer, stepped, copied back
-        self._scratch = Calibrator(model, horizons, levels, settings)
+        # Validates the layout and holds its constants; its buffer is the per-row path's working
+        # copy (a row is copied in, stepped, copied back), so its own state means nothing.
+        self.proto = Calibrator(model, horizons, levels, settings)
         self.vector_from = vector_from
         self.model = model
         p = self.proto
@@ -115,8 +115,8 @@ class CalibratorBank:
 
     def accuracy(self, key: str) -> list[HorizonAccuracy]:
         """The row's live accuracy (`Calibrator.accuracy`, on a copy of the row)."""
-        self._scratch._buf[:] = self._data[self.rows[key]]
-        return self._scratch.accuracy()
+        self.proto._buf[:] = self._data[self.rows[key]]
+        return self.proto.accuracy()
 
     def step(
         self, rows: IntArray, seqs: IntArray, closes: Sequence[float], raw: npt.NDArray[Any]
@@ -153,9 +153,9 @@ class CalibratorBank:
     def _on_row(
         self, row: int, seq: int, close: float, raw: npt.NDArray[Any] | None
     ) -> Calibrated | None:
-        """One bar of one row in a Calibrator's own code: the row is copied into the scratch
-        Calibrator's buffer, observed (and published when `raw` is given), copied back."""
-        cal = self._scratch
+        """One bar of one row in a Calibrator's own code: the row is copied into the prototype's
+        buffer, observed (and published when `raw` is given), copied back."""
+        cal = self.proto
         cal._buf[:] = self._data[row]
         try:
             cal.observe(seq, close)

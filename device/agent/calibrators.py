@@ -174,19 +174,19 @@ class Calibrators:
         failed = [i for i in wave if outputs[i] is None]
         if failed:
             bank.observe(rows[failed], _seqs(bars, failed), [bars[i][2] for i in failed])
-        done = [i for i in wave if outputs[i] is not None]
+        done = np.array([i for i in wave if outputs[i] is not None], dtype=np.int64)
+        seqs = _seqs(bars, done.tolist())
         # A bar the state has seen already (never in the agent: windows and states commit
         # together) is served uncorrected rather than scored twice.
-        done = [
-            i for i, ok in zip(done, bank.fresh(rows[done], _seqs(bars, done)), strict=True) if ok
-        ]
+        fresh = bank.fresh(rows[done], seqs)
+        done, seqs = done[fresh].tolist(), seqs[fresh]
         if not done:
             return
         raw, correction, returns = bank.step(
             rows[done],
-            _seqs(bars, done),
+            seqs,
             [bars[i][2] for i in done],
-            np.stack([outputs[i] for i in done]),  # type: ignore[misc]
+            np.stack([outputs[i] for i in done]),
         )
         for k, i in enumerate(done):
             published[i] = Calibrated(raw[k].tolist(), correction[k].tolist(), returns[k].tolist())

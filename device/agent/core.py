@@ -61,7 +61,7 @@ MAX_BATCH = 64
 MAX_BATCH_WAIT_S = 0.010
 # A pass keeps reading what arrives this long after its first message: under a steady feed,
 # bars a fraction of a millisecond apart then share one inference call per model and one commit
-# (a pass's fixed cost, ~0.3 ms here, is otherwise paid per bar; docs/BENCHMARKS.md, "Agent").
+# (a pass's fixed cost, ~1-2 ms here, is otherwise paid per bar; docs/BENCHMARKS.md, "Agent").
 PASS_LINGER_S = 0.001
 MAX_PENDING_CALLS = 256
 SUBSCRIPTIONS_META = "subscriptions"
