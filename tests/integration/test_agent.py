@@ -352,7 +352,7 @@ def test_a_restarted_agent_sends_new_forecasts_ahead_of_its_backlog(
     order: list[str] = []
 
     def all_arrived() -> bool:
-        order.extend(delivered())
+        order[:] = delivered()  # every forecast so far, in arrival order
         return order.count("forecast/price/OLD") >= backlog and "forecast/price/SPX" in order
 
     wait_until(all_arrived, 60, "the backlog and the new forecast", 0.1)
