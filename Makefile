@@ -22,13 +22,14 @@ demo: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Style, types (strict on the edge package) and the import contracts (device never imports the
-# cloud side or a training dependency); `make test` runs these first.
+# Style, types (strict on the edge package; the cloud side and the scripts checked too) and the
+# import contracts (device never imports the cloud side or a training dependency); `make test`
+# runs these first.
 lint: $(STAMP)
 	$(BIN)/ruff check forecaster device tests scripts
 	$(BIN)/ruff format --check forecaster device tests scripts
 	$(BIN)/mypy --strict device
-	$(BIN)/mypy forecaster
+	$(BIN)/mypy forecaster scripts
 	$(BIN)/lint-imports
 
 # Reliability under faults, bad input and 10 minutes of load (~15 min; docs/BENCHMARKS.md,

@@ -500,13 +500,14 @@ def partition_cost_us(
     from device.keys import load_trusted_keys
     from device.modelset import load_model_set
     from device.partition import owner
-    from device.settings import AgentSettings
+    from device.settings import AgentSettings, PartitionSettings
+    from scripts.bench_bar_path import inference_error
 
     models = load_model_set(registry, load_trusted_keys([keys]))
-    settings = AgentSettings(agent_id="cost", partition={"index": 0, "count": 2})
+    settings = AgentSettings(agent_id="cost", partition=PartitionSettings(index=0, count=2))
     calibrators = Calibrators(settings.calibration, {})
     handler = BarHandler(
-        settings, lambda: models, (), Counter(), LatencyWindow(), lambda *_: None, calibrators
+        settings, lambda: models, (), Counter(), LatencyWindow(), inference_error, calibrators
     )
     mine = next(f"S{i}" for i in range(100) if owner(f"S{i}", 2) == 0)
     other = next(f"S{i}" for i in range(100) if owner(f"S{i}", 2) == 1)

@@ -271,10 +271,11 @@ def _wrong_type(c: _Ctx) -> tuple[str, bytes]:
 
 def _bad_number(c: _Ctx) -> tuple[str, bytes]:
     name = c.rng.choice((*_PRICES, "volume", "seq"))
-    choices: list[Any] = {
+    wrong: dict[str, list[Any]] = {
         "volume": [math.nan, math.inf, -1.0],
         "seq": [-1, -c.rng.randint(2, 10**6)],
-    }.get(name, [math.nan, math.inf, -math.inf, 0.0, -c.good.close])
+    }
+    choices = wrong.get(name, [math.nan, math.inf, -math.inf, 0.0, -c.good.close])
     return c.on_topic(c.body() | {name: c.rng.choice(choices)})
 
 
@@ -813,13 +814,13 @@ def summarize_chaos(
     for x in acct.letters:
         redone[x.nonce].add(x.received_at)
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
-    kind_of = {i.nonce: i.kind for i in malformed}
+    kind_of = {i.nonce: i.kind for i in plan if i.nonce is not None}
     for x in acct.letters:
         if x.nonce in kind_of:
             reasons[kind_of[x.nonce]][re.sub(r"\d+", "N", x.reason)[:90]] += 1
     by_kind = {}
     for kind in MALFORMED_KINDS:
-        sent = [i.nonce for i in malformed if i.kind == kind]
+        sent = [n for n, k in kind_of.items() if k == kind]
         by_kind[kind] = {
             "sent": len(sent),
             "dead_lettered": sum(1 for n in sent if letters[n]),
@@ -834,7 +835,7 @@ def summarize_chaos(
     restarts = [fault_report(f, acct.arrivals, end.t0) for f in faults]
     computing = [r["first_new_computed_s"] for r in restarts]
     delivered = [r["next_new_forecast_s"] for r in restarts]
-    result = {
+    result: dict[str, Any] = {
         "inputs": {"valid_bars": len(plan) - len(malformed), "malformed": len(malformed)},
         "models": [{"id": m["id"], "window": m["window"]} for m in models],
         "forecasts": {
@@ -849,8 +850,8 @@ def summarize_chaos(
         },
         "dead_letters": {
             "expected": len(malformed),
-            "matched": sum(1 for i in malformed if letters[i.nonce]),
-            "missing": sum(1 for i in malformed if not letters[i.nonce]),
+            "matched": sum(1 for n in kind_of if letters[n]),
+            "missing": sum(1 for n in kind_of if not letters[n]),
             "received_raw": len(acct.letters),
             "duplicates_before_dedup": sum(letters.values()) - len(letters),
             # A bad payload dead-lettered twice (not one dead letter delivered twice).

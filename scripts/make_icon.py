@@ -8,6 +8,7 @@ which smooths the edges. The shapes are the SVG's, on its 96-unit grid."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -25,7 +26,7 @@ def render(size: int) -> Image.Image:
     big = size * OVERSAMPLE
     k = big / 96
 
-    def at(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    def at(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
         return [(x * k, y * k) for x, y in points]
 
     # No transparent corners: iOS fills them with black, so the tile is full bleed.
