@@ -87,7 +87,9 @@ class BrokerSettings(BrokerAccess):
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=0xFFFFFFFF)
-    receive_maximum: int = Field(default=100, ge=1, le=65535)
+    # At least two passes of the network loop (core.MAX_BATCH): the broker keeps sending while
+    # the agent commits a pass, whose bars it acknowledges only once committed.
+    receive_maximum: int = Field(default=256, ge=1, le=65535)
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
     reconnect_max_s: float = Field(default=5.0, gt=0, le=3600)

@@ -52,13 +52,14 @@ logger = logging.getLogger(__name__)
 LOOP_TIMEOUT_S = 0.05
 # Acknowledged rows are deleted in the next bar's transaction, or after this long without one.
 ACK_FLUSH_S = 0.2
-# Messages handled in one pass of the network loop share one transaction (group commit). After a
-# stall a pass can hold a backlog; these bounds keep the first of them from waiting on the rest.
-# 10 ms, not less: a pass has a fixed cost (~1-2 ms here: the commit, one inference call and the
-# stacked calibration per model), so under a steady feed near capacity short passes fall behind
-# (2 ms: p99 0.6-5.8 s at half the relay's rate; 10 ms: 0.4-1.0 s; docs/BENCHMARKS.md, "Agent").
-MAX_BATCH = 64
-MAX_BATCH_WAIT_S = 0.010
+# Messages handled in one pass of the network loop share one transaction (group commit). A pass
+# has a fixed cost (~1-2 ms here: the commit, one inference call and the stacked calibration per
+# model), so when bars queue up larger passes serve more of them per CPU second: 128 bars and 20 ms
+# cost 6% less CPU per bar than 64 and 10 ms, and a backlog drains faster (docs/BENCHMARKS.md,
+# "Agent"). Under a light feed passes stay small and these bounds are never reached; after a stall
+# they keep the first bars of a backlog from waiting on the rest.
+MAX_BATCH = 128
+MAX_BATCH_WAIT_S = 0.020
 # A pass keeps reading what arrives this long after its first message: under a steady feed,
 # bars a fraction of a millisecond apart then share one inference call per model and one commit
 # (a pass's fixed cost, ~1-2 ms here, is otherwise paid per bar; docs/BENCHMARKS.md, "Agent").
