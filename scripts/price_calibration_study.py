@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,11 @@ SCALES += [(0.2, 1.0)]
 SCALE_GRID = list(
     {
         CalibrationSettings(
-            step=shift, horizon_power=p if shift else 0.0, scale_step=g, scale_power=gp
+            step=shift,
+            horizon_power=p if shift else 0.0,
+            scale_step=g,
+            scale_power=gp,
+            gate_window=0,
         ): None
         for g, gp in SCALES
         for shift in (0.0, 0.002, 0.005, 0.01)
@@ -74,6 +78,7 @@ SCALE_GRID = list(
     }
 )
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
+ROUND2 = CalibrationSettings(gate_window=0)  # round 2's default: the band scale, no dead band
 ROLLING = [250, 500]
 
 
@@ -113,12 +118,13 @@ class Model:
         return out
 
 
-def label(conf: CalibrationSettings | Gate | Hedge) -> str:
+def label(conf: CalibrationSettings | Hedge) -> str:
     """A setting's name in the tables."""
-    if isinstance(conf, Gate):
-        return f"gate {conf.window}/{conf.width}pp on {label(conf.base)}"
     if isinstance(conf, Hedge):
         return f"hedge eta {conf.eta} keep {conf.keep} on {label(conf.base)}"
+    if conf.gate_window:
+        ungated = replace(conf, gate_window=0)
+        return f"gate {conf.gate_window}/{100 * conf.gate_width:.1f}pp on {label(ungated)}"
     shift = f"{conf.step}/h^{conf.horizon_power}"
     if not conf.scale_step:
         return f"levels {shift}" if conf.step else "raw"
@@ -166,17 +172,6 @@ def quantile_tracking(
 
 
 @dataclass(frozen=True)
-class Gate:
-    """Dead band: publish the raw model at horizon h while its 10-90% and 5-95% bands' live
-    coverage (an EWMA over its last ~`window` scored forecasts at h) is within `width` pp of
-    nominal at both; else what the calibrator `base` (always running) publishes."""
-
-    base: CalibrationSettings
-    window: int
-    width: float
-
-
-@dataclass(frozen=True)
 class Hedge:
     """On-line aggregation per horizon of two experts, the raw model and the calibrator `base`:
     published = w * calibrated + (1 - w) * raw, w = 1 / (1 + exp(-eta * D)), D the discounted
@@ -198,7 +193,7 @@ def expert_paths(
     base: CalibrationSettings,
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """(start, sorted raw, calibrated, outcome `[n, H]`, NaN where not yet known) at bars
-    start..last: what the two wrappers below combine, the outcome of bar s's h-bar forecast
+    start..last: what `hedged` combines, the outcome of bar s's h-bar forecast
     becoming known at bar s + h."""
     start = warm_start(model, first)
     calibrated = calibrated_path(model, close, raw, last, start, base)
@@ -213,36 +208,19 @@ def expert_paths(
 
 # Round 3 (docs/CALIBRATION.md, "Round 3"): the dead band and the aggregation, each on three
 # feasible band-scale calibrators of round 2 (its choice, a faster and a slower scale)
-BASES = [
-    CalibrationSettings(),
-    CalibrationSettings(scale_step=0.2),
-    CalibrationSettings(scale_step=0.05, scale_power=0.5),
+BASES = [ROUND2, replace(ROUND2, scale_step=0.2), replace(ROUND2, scale_step=0.05, scale_power=0.5)]
+GATES = [
+    replace(b, gate_window=n, gate_width=d / 100)
+    for b in BASES
+    for n in (100, 250, 500)
+    for d in (1.5, 3.0, 5.0)
 ]
-GATES = [Gate(b, n, d) for b in BASES for n in (100, 250, 500) for d in (1.5, 3.0, 5.0)]
 HEDGES = [Hedge(b, eta, keep) for b in BASES for eta in (3, 10, 30, 100) for keep in (0.99, 0.998)]
 
 
 def scored_at(t: int, start: int, horizons: list[int]) -> list[tuple[int, int]]:
     """(horizon index, origin) of the forecasts whose outcome arrives at bar t."""
     return [(j, t - h) for j, h in enumerate(horizons) if t - h >= start]
-
-
-def gated(
-    model: Model, close: np.ndarray, raw: np.ndarray, first: int, last: int, gate: Gate
-) -> np.ndarray:
-    """`Gate`'s published quantiles at origins first..last."""
-    start, raw_sorted, out, y = expert_paths(model, close, raw, first, last, gate.base)
-    bands = [(model.levels.index(a), model.levels.index(1 - a)) for a in (0.1, 0.05)]
-    nominal = np.array([0.8, 0.9])
-    cover = np.tile(nominal, (len(model.horizons), 1))
-    for t in range(start, last + 1):
-        for j, s in scored_at(t, start, model.horizons):
-            q, yy = raw_sorted[s - start, j], y[s - start, j]
-            hits = np.array([q[lo] < yy <= q[hi] for lo, hi in bands], dtype=float)
-            cover[j] += (hits - cover[j]) / gate.window
-        inside = (np.abs(cover - nominal) <= gate.width / 100).all(axis=1)
-        out[t - start, inside] = raw_sorted[t - start, inside]
-    return out[first - start :]
 
 
 def hedged(
@@ -339,15 +317,14 @@ Method = Callable[[Model, np.ndarray, np.ndarray, int, int], np.ndarray]
 
 def methods(final: bool) -> dict[str, Method]:
     """Label -> published `[N, H, Q]` at origins first..last, given (model, close, raw)."""
-    grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID
+    grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID + GATES
     if final:
-        grid = [CalibrationSettings.levels(0.0), PREVIOUS, CalibrationSettings()]
+        grid = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, CalibrationSettings()]
     found: dict[str, Method] = {
         label(conf): partial(quantile_tracking, settings=conf) for conf in grid
     }
     if final:
         return found
-    found |= {label(g): partial(gated, gate=g) for g in GATES}
     found |= {label(h): partial(hedged, hedge=h) for h in HEDGES}
     return found | {f"rolling conformal {w}": partial(rolling_conformal, window=w) for w in ROLLING}
 
