@@ -9,7 +9,10 @@ conformal PID control, Angelopoulos, Candes & Tibshirani 2023: theta += step * (
 iterate})). With `scale_step = 0` it is per-level tracking alone (the earlier method). Both are
 scored on each level's own iterate, not the sorted value (scoring the sorted one couples crossed
 levels and runs away); the agent publishes the iterates sorted across levels (never crossing).
-Per bar the work is O(len(horizons) * len(levels)).
+A dead band on top (`gate_window` > 0): per horizon, while the raw model's own band coverage
+(an exponentially weighted average over about its last `gate_window` scored forecasts) is within
+`gate_width` of nominal for every band, the raw output is published as it is; the calibration
+keeps running underneath. Per bar the work is O(len(horizons) * len(levels)).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 2  # 2: the bands' log-scales joined the state
+STATE_VERSION = 3  # 2: the bands' log-scales joined the state; 3: the dead band's
 # Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
 _MIN_SPREAD = 1e-9
 # Bounds of a band's scale: a degenerate raw band (no width) would push it without end.
@@ -55,13 +58,18 @@ class CalibrationSettings:
     `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
     in runs of about h). `scale_step`: gain of each central band's log-scale at horizon 1,
     divided by `h ** scale_power`; 0 turns the scale off (per-level tracking alone, the earlier
-    method: `CalibrationSettings.levels()`). Chosen on the training series' validation periods,
-    docs/CALIBRATION.md. `window`: scored forecasts per horizon kept for the live accuracy."""
+    method: `CalibrationSettings.levels()`). `gate_window`, `gate_width`: the dead band (the raw
+    output is published at a horizon while its bands' coverage over about the last
+    `gate_window` scored forecasts is within `gate_width` of nominal); `gate_window = 0` turns it
+    off. Chosen on the training series' validation periods, docs/CALIBRATION.md. `window`:
+    scored forecasts per horizon kept for the live accuracy."""
 
     step: float = 0.005
     horizon_power: float = 0.0
     scale_step: float = 0.1
     scale_power: float = 1.0
+    gate_window: int = 100
+    gate_width: float = 0.015
     window: int = 250
 
     def __post_init__(self) -> None:
@@ -73,11 +81,18 @@ class CalibrationSettings:
                 raise CalibrationStateError(f"{name} must lie in [0, 2], got {getattr(self, name)}")
         if self.window < 1:
             raise CalibrationStateError(f"accuracy window must be >= 1, got {self.window}")
+        if self.gate_window < 0 or not 0.0 <= self.gate_width < 1.0:
+            raise CalibrationStateError(
+                f"gate_window must be >= 0 and gate_width in [0, 1), got {self.gate_window}, "
+                f"{self.gate_width}"
+            )
 
     @classmethod
     def levels(cls, step: float = 0.1, horizon_power: float = 1.0) -> CalibrationSettings:
         """Per-level quantile tracking alone: the method before the scale (for comparison)."""
-        return cls(step=step, horizon_power=horizon_power, scale_step=0.0, scale_power=0.0)
+        return cls(
+            step=step, horizon_power=horizon_power, scale_step=0.0, scale_power=0.0, gate_window=0
+        )
 
 
 Rows = list[list[float]]
@@ -159,6 +174,9 @@ def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str,
         ("theta", "<f8", (n_h, n_q)),
         # each level's band scale (a multiplier: both levels of a band hold the same, 1 outside)
         ("scale", "<f8", (n_h, n_q)),
+        # the dead band's gauge: each level's band's raw coverage, exponentially weighted (both
+        # levels of a band hold the same, 0 outside)
+        ("cover", "<f8", (n_h, n_q)),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -166,6 +184,9 @@ def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str,
         # the levels' iterates (unsorted), float32 like the model output: halves the state,
         # and scoring uses these same values
         ("pending", "<f4", (depth, n_h, n_q)),
+        # the raw output, sorted (what the gauge scores), and whether a horizon published it
+        ("pending_raw", "<f4", (depth, n_h, n_q)),
+        ("gated", "<u1", (depth, n_h)),
         # live accuracy rings, one row per scored forecast and horizon
         ("loss", "<f4", (window, n_h)),
         ("below", "<u2", (window, n_h)),
@@ -227,7 +248,8 @@ class Calibrator:
             _layout(len(horizons), lv.size, max(horizons), self.settings.window)
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
-        self.scale = v["scale"]
+        self.scale, self.cover = v["scale"], v["cover"]
+        self.pending_raw, self.gated = v["pending_raw"], v["gated"]
         self.origin_log_close, self.scored = v["origin_log_close"], v["scored"]
         self.pending, self.loss, self.below = v["pending"], v["loss"], v["below"]
         self._seq[0] = _NO_SEQ
@@ -239,7 +261,8 @@ class Calibrator:
         self._m_seq, self._m_theta, self._m_origin = mv["_seq"], mv["theta"], mv["origin"]
         self._m_log_close, self._m_scored = mv["origin_log_close"], mv["scored"]
         self._m_pending, self._m_loss, self._m_below = mv["pending"], mv["loss"], mv["below"]
-        self._m_scale = mv["scale"]
+        self._m_scale, self._m_cover = mv["scale"], mv["cover"]
+        self._m_pending_raw, self._m_gated = mv["pending_raw"], mv["gated"]
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
         self._levels: list[float] = lv.tolist()
@@ -250,6 +273,7 @@ class Calibrator:
         ]
         self._mean_q = 1.0 / lv.size
         self._init_scale()
+        self._init_gate()
         header = {
             "version": STATE_VERSION,
             "model": model,
@@ -278,6 +302,38 @@ class Calibrator:
         ]
         mid = np.flatnonzero(np.isclose(self.levels, 0.5))
         self._centre = (int(mid[0]), int(mid[0])) if mid.size else (pairs or [(0, 0)])[-1]
+
+    def _init_gate(self) -> None:
+        """The dead band's constants: per band its lower and upper level and nominal coverage
+        (1 - 2 * lower: the bands are symmetric), and the gauges' start at nominal."""
+        conf = self.settings
+        self._gate_bands = [(lo, hi, 1.0 - 2.0 * self._levels[lo]) for lo, hi in self._band_pairs]
+        self._gating = conf.gate_window > 0 and bool(self._gate_bands)
+        self._gate_n = float(conf.gate_window)
+        self._gate_width = conf.gate_width
+        self._closed = [False] * self._n_h
+        # per horizon, (where its band's gauge lies in `cover`, nominal) for each band
+        self._gate_rows = [
+            [(j * self._n_q + lo, nominal) for lo, _, nominal in self._gate_bands]
+            for j in range(self._n_h)
+        ]
+        for lo, hi, nominal in self._gate_bands:
+            self.cover[:, lo] = self.cover[:, hi] = nominal
+
+    def _gates(self) -> list[bool]:
+        """Per horizon, whether the raw output is published now: every band's gauge within
+        `gate_width` of nominal."""
+        if not self._gating:
+            return self._closed
+        cover, width, gates = self._m_cover, self._gate_width, []
+        for row in self._gate_rows:
+            inside = True
+            for at, nominal in row:
+                if not -width <= cover[at] - nominal <= width:
+                    inside = False
+                    break
+            gates.append(inside)
+        return gates
 
     @property
     def last_seq(self) -> int | None:
@@ -324,8 +380,17 @@ class Calibrator:
                 m = scale[row + lo] * (up if hits[lo] or not hits[hi] else down)
                 m = _MAX_SCALE if m > _MAX_SCALE else _MIN_SCALE if m < _MIN_SCALE else m
                 scale[row + lo] = scale[row + hi] = m
-        # live accuracy of what was published: the sorted iterates (the same unless crossed)
+        # live accuracy of what was published: the sorted iterates (the same unless crossed),
+        # or the raw output where the dead band published it
         published = sorted(q)
+        if self._gating:
+            raw, cover, row, n = self._m_pending_raw, self._m_cover, j * n_q, self._gate_n
+            for lo, hi, _ in self._gate_bands:
+                c = cover[row + lo]
+                c += ((raw[at + lo] < y <= raw[at + hi]) - c) / n
+                cover[row + lo] = cover[row + hi] = c
+            if self._m_gated[slot * self._n_h + j]:
+                published = raw[at : at + n_q].tolist()
         if published != q:
             hits = [y <= p for p in published]
         loss, below, mean_q = 0.0, 0, self._mean_q
@@ -348,12 +413,14 @@ class Calibrator:
             )
         return rows
 
-    def _correct(self, rows: Rows, pending_at: int | None) -> Calibrated:
-        """Each level's iterate raw + theta * spread (stored from `pending_at` in the pending
-        forecasts if given), published sorted: the array form's operations, in plain floats."""
+    def _correct(self, rows: Rows, slot: int | None) -> Calibrated:
+        """Each level's iterate c + m * (raw - c) + theta * spread (kept in the pending
+        forecasts' `slot` if given), published sorted, or the raw output sorted where the dead
+        band is open: the array form's operations, in plain floats."""
         theta, n_q, pending = self._m_theta.tolist(), self._n_q, self._m_pending
         scaled, (c0, c1) = self._scaled, self._centre
         scale = self._m_scale.tolist() if scaled else []
+        gates = self._gates()
         returns, correction = [], []
         for j, row in enumerate(rows):
             spread = max(row[-1] - row[0], _MIN_SPREAD)
@@ -367,11 +434,19 @@ class Calibrator:
                 ]
             else:
                 iterates = [v + theta[at + i] * spread for i, v in enumerate(row)]
-            if pending_at is not None:
-                for v in iterates:  # float32, rounded as a numpy cast rounds
-                    pending[pending_at] = v
-                    pending_at += 1
-            iterates.sort()
+            ordered = sorted(row) if self._gating else row
+            if slot is not None:
+                pending_at = (slot * self._n_h + j) * n_q
+                for i, v in enumerate(iterates):  # float32, rounded as a numpy cast rounds
+                    pending[pending_at + i] = v
+                if self._gating:
+                    for i, v in enumerate(ordered):
+                        self._m_pending_raw[pending_at + i] = v
+                    self._m_gated[slot * self._n_h + j] = gates[j]
+            if gates[j]:
+                iterates = ordered
+            else:
+                iterates.sort()
             returns.append(iterates)
             # equal lengths by construction; strict's check costs more than the subtraction
             correction.append([o - v for o, v in zip(iterates, row, strict=False)])
@@ -389,7 +464,7 @@ class Calibrator:
         slot = seq % self._depth
         self._m_origin[slot] = seq
         self._m_log_close[slot] = math.log(close)
-        return self._correct(rows, slot * self._n_h * self._n_q)
+        return self._correct(rows, slot)
 
     # -- status ----------------------------------------------------------------------------
 

@@ -184,8 +184,8 @@ class CalibratorBank:
                 self._score(j, rows[due], slots[due], log_close[due])
 
     def _score(self, j: int, rows: IntArray, slots: IntArray, log_close: FloatArray) -> None:
-        """`Calibrator._score` on many rows: the shifts and band scales, then the live accuracy
-        rings."""
+        """`Calibrator._score` on many rows: the shifts and band scales, the dead band's gauges,
+        then the live accuracy rings."""
         v, p, levels = self._views, self.proto, self._levels
         y = (log_close - v["origin_log_close"][rows, slots])[:, None]
         q = v["pending"][rows, slots, j].astype(np.float64)
@@ -200,6 +200,15 @@ class CalibratorBank:
                 m = scale[rows, j, lo] * np.where(miss, up, down)
                 scale[rows, j, lo] = scale[rows, j, hi] = np.clip(m, _MIN_SCALE, _MAX_SCALE)
         published = np.sort(q, axis=1)
+        if p._gating:
+            raw = v["pending_raw"][rows, slots, j].astype(np.float64)
+            cover = v["cover"]
+            for lo, hi, _ in p._gate_bands:
+                c = cover[rows, j, lo]
+                c += (((raw[:, lo, None] < y) & (y <= raw[:, hi, None]))[:, 0] - c) / p._gate_n
+                cover[rows, j, lo] = cover[rows, j, hi] = c
+            gated = v["gated"][rows, slots, j].astype(bool)[:, None]
+            published = np.where(gated, raw, published)
         hit = y <= published
         terms = (levels - hit) * (y - published) * self._mean_q
         loss = np.zeros(len(rows))
@@ -228,4 +237,13 @@ class CalibratorBank:
             iterates = raw64 + shift
         v["pending"][rows, slots] = iterates.astype(np.float32)
         published = np.sort(iterates, axis=-1)
+        if self.proto._gating:  # the dead band: the raw output, sorted, where every gauge is in
+            ordered = np.sort(raw64, axis=-1)
+            cover, width = v["cover"][rows], self.proto._gate_width
+            gates = np.ones(cover.shape[:2], dtype=bool)
+            for lo, _, nominal in self.proto._gate_bands:
+                gates &= np.abs(cover[:, :, lo] - nominal) <= width
+            v["pending_raw"][rows, slots] = ordered.astype(np.float32)
+            v["gated"][rows, slots] = gates
+            published = np.where(gates[..., None], ordered, published)
         return raw64, published - raw64, published

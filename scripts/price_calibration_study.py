@@ -3,17 +3,20 @@
     python -m scripts.price_calibration_study BUNDLE_DIR              # tuning: validation periods
     python -m scripts.price_calibration_study BUNDLE_DIR --diagnose   # where tracking costs pinball
     python -m scripts.price_calibration_study BUNDLE_DIR --final      # once: test + eval series
+    python -m scripts.price_calibration_study BUNDLE_DIR --fresh      # once: round 3's new series
 
 Runs a price bundle's ONNX model through onnxruntime on every window of a series and feeds the
 outputs bar by bar through `device.calibration.Calibrator` (the agent's code path), started
 fresh `WARMUP` bars before the scored period. Tuning (default) scores only the validation
 periods of the training series SPX, NDX, CAC, SMI and prints, per calibration setting (per-level
-tracking "levels", band scale "scale"), pinball loss relative to GARCH(1,1) and to rolling
+tracking "levels", band scale "scale", and round 3's dead band "gate" and aggregation "hedge"
+around a band scale), pinball loss relative to GARCH(1,1) and to rolling
 historical quantiles and the coverage of the 10-90% and 5-95% bands, plus the panel-feature
 table. `--diagnose` splits the pinball of the raw model and of per-level tracking by horizon and
 level on the same periods. `--final` scores, with the settings the code ships
 (CalibrationSettings()) and the previous method, SPX's and NDX's test periods and the last 15% of
-each evaluation-only series; it steers nothing.
+each evaluation-only series; it steers nothing. `--fresh` does the same on the series first
+scored in round 3 (FRESH).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,9 @@ TRAINING = {
     "SMI": ("smi", "1996-06-28", "1997-08-29"),
 }
 EVALUATION = ["wti", "dax", "ftse", "nyse", "djia"]
+# evaluation-only series first scored in round 3, after its choice (the others had been scored
+# twice): two exchange rates and a single stock
+FRESH = ["gbp", "jpy", "ibm"]
 # per-level tracking alone: (step, horizon_power); step 0 is the raw model
 LEVELS_GRID = [(0.0, 0.0)] + [
     (s, p)
@@ -60,7 +66,11 @@ SCALES += [(0.2, 1.0)]
 SCALE_GRID = list(
     {
         CalibrationSettings(
-            step=shift, horizon_power=p if shift else 0.0, scale_step=g, scale_power=gp
+            step=shift,
+            horizon_power=p if shift else 0.0,
+            scale_step=g,
+            scale_power=gp,
+            gate_window=0,
         ): None
         for g, gp in SCALES
         for shift in (0.0, 0.002, 0.005, 0.01)
@@ -68,6 +78,7 @@ SCALE_GRID = list(
     }
 )
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
+ROUND2 = CalibrationSettings(gate_window=0)  # round 2's default: the band scale, no dead band
 ROLLING = [250, 500]
 
 
@@ -107,8 +118,13 @@ class Model:
         return out
 
 
-def label(conf: CalibrationSettings) -> str:
+def label(conf: CalibrationSettings | Hedge) -> str:
     """A setting's name in the tables."""
+    if isinstance(conf, Hedge):
+        return f"hedge eta {conf.eta} keep {conf.keep} on {label(conf.base)}"
+    if conf.gate_window:
+        ungated = replace(conf, gate_window=0)
+        return f"gate {conf.gate_window}/{100 * conf.gate_width:.1f}pp on {label(ungated)}"
     shift = f"{conf.step}/h^{conf.horizon_power}"
     if not conf.scale_step:
         return f"levels {shift}" if conf.step else "raw"
@@ -117,6 +133,29 @@ def label(conf: CalibrationSettings) -> str:
 
 def targets(log_close: np.ndarray, origins: np.ndarray, horizons: list[int]) -> np.ndarray:
     return np.stack([log_close[origins + h] - log_close[origins] for h in horizons], axis=1)
+
+
+def calibrated_path(
+    model: Model,
+    close: np.ndarray,
+    raw: np.ndarray,
+    last: int,
+    start: int,
+    settings: CalibrationSettings,
+) -> np.ndarray:
+    """Published quantiles at bars start..last from a Calibrator started at bar `start`."""
+    cal = Calibrator(model.model_id, model.horizons, model.levels, settings)
+    out = np.empty((last - start + 1, *raw.shape[1:]))
+    for t in range(start, last + 1):
+        cal.observe(t, float(close[t]))
+        out[t - start] = cal.publish(t, float(close[t]), raw[t]).returns
+    return out
+
+
+def warm_start(model: Model, first: int) -> int:
+    """The bar a calibrator starts at: WARMUP bars before the scored period (or the first
+    forecast)."""
+    return max(first - WARMUP, model.window - 1)
 
 
 def quantile_tracking(
@@ -128,14 +167,79 @@ def quantile_tracking(
     settings: CalibrationSettings,
 ) -> np.ndarray:
     """Published quantiles at origins first..last from a Calibrator started WARMUP bars before."""
-    cal = Calibrator(model.model_id, model.horizons, model.levels, settings)
-    out = np.empty((last - first + 1, *raw.shape[1:]))
-    for t in range(max(first - WARMUP, model.window - 1), last + 1):
-        cal.observe(t, float(close[t]))
-        published = cal.publish(t, float(close[t]), raw[t]).returns
-        if t >= first:
-            out[t - first] = published
-    return out
+    start = warm_start(model, first)
+    return calibrated_path(model, close, raw, last, start, settings)[first - start :]
+
+
+@dataclass(frozen=True)
+class Hedge:
+    """On-line aggregation per horizon of two experts, the raw model and the calibrator `base`:
+    published = w * calibrated + (1 - w) * raw, w = 1 / (1 + exp(-eta * D)), D the discounted
+    sum (factor `keep` per scored forecast) of the raw minus the calibrated pinball loss (mean
+    over levels, in units of the raw 5-95% spread): exponentially weighted averaging with
+    forgetting (Hedge with two experts; Cesa-Bianchi & Lugosi 2006, ch. 2)."""
+
+    base: CalibrationSettings
+    eta: float
+    keep: float
+
+
+def expert_paths(
+    model: Model,
+    close: np.ndarray,
+    raw: np.ndarray,
+    first: int,
+    last: int,
+    base: CalibrationSettings,
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(start, sorted raw, calibrated, outcome `[n, H]`, NaN where not yet known) at bars
+    start..last: what `hedged` combines, the outcome of bar s's h-bar forecast
+    becoming known at bar s + h."""
+    start = warm_start(model, first)
+    calibrated = calibrated_path(model, close, raw, last, start, base)
+    raw_sorted = np.sort(raw[start : last + 1], axis=-1)
+    log_close = np.log(close)
+    y = np.full((last - start + 1, len(model.horizons)), np.nan)
+    for j, h in enumerate(model.horizons):
+        n = min(last + 1, len(close) - h) - start
+        y[:n, j] = log_close[start + h : start + h + n] - log_close[start : start + n]
+    return start, raw_sorted, calibrated, y
+
+
+# Round 3 (docs/CALIBRATION.md, "Round 3"): the dead band and the aggregation, each on three
+# feasible band-scale calibrators of round 2 (its choice, a faster and a slower scale)
+BASES = [ROUND2, replace(ROUND2, scale_step=0.2), replace(ROUND2, scale_step=0.05, scale_power=0.5)]
+GATES = [
+    replace(b, gate_window=n, gate_width=d / 100)
+    for b in BASES
+    for n in (100, 250, 500)
+    for d in (1.5, 3.0, 5.0)
+]
+HEDGES = [Hedge(b, eta, keep) for b in BASES for eta in (3, 10, 30, 100) for keep in (0.99, 0.998)]
+
+
+def scored_at(t: int, start: int, horizons: list[int]) -> list[tuple[int, int]]:
+    """(horizon index, origin) of the forecasts whose outcome arrives at bar t."""
+    return [(j, t - h) for j, h in enumerate(horizons) if t - h >= start]
+
+
+def hedged(
+    model: Model, close: np.ndarray, raw: np.ndarray, first: int, last: int, hedge: Hedge
+) -> np.ndarray:
+    """`Hedge`'s published quantiles at origins first..last."""
+    start, raw_sorted, cal, y = expert_paths(model, close, raw, first, last, hedge.base)
+    lv = np.asarray(model.levels)
+    diff = np.zeros(len(model.horizons))
+    out = np.empty_like(cal)
+    for t in range(start, last + 1):
+        for j, s in scored_at(t, start, model.horizons):
+            r, c, yy = raw_sorted[s - start, j], cal[s - start, j], y[s - start, j]
+            spread = max(r[-1] - r[0], 1e-9)
+            gain = (pinball(yy, r, lv).mean() - pinball(yy, c, lv).mean()) / spread
+            diff[j] = hedge.keep * diff[j] + gain
+        w = (1.0 / (1.0 + np.exp(-hedge.eta * diff)))[:, None]
+        out[t - start] = w * cal[t - start] + (1.0 - w) * raw_sorted[t - start]
+    return out[first - start :]
 
 
 def rolling_conformal(
@@ -213,14 +317,15 @@ Method = Callable[[Model, np.ndarray, np.ndarray, int, int], np.ndarray]
 
 def methods(final: bool) -> dict[str, Method]:
     """Label -> published `[N, H, Q]` at origins first..last, given (model, close, raw)."""
-    grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID
+    grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID + GATES
     if final:
-        grid = [CalibrationSettings.levels(0.0), PREVIOUS, CalibrationSettings()]
+        grid = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, CalibrationSettings()]
     found: dict[str, Method] = {
         label(conf): partial(quantile_tracking, settings=conf) for conf in grid
     }
     if final:
         return found
+    found |= {label(h): partial(hedged, hedge=h) for h in HEDGES}
     return found | {f"rolling conformal {w}": partial(rolling_conformal, window=w) for w in ROLLING}
 
 
@@ -262,13 +367,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method over the series: worst |coverage - nominal| (pooled and per horizon), mean and
-    worst pinball ratio to GARCH, to historical quantiles and to the better of the two: the
-    numbers the choice is made on. Printed and returned."""
+    worst pinball ratio to GARCH, to historical quantiles and to the better of the two (per
+    series the larger ratio), and the mean of the latter: the numbers the choice is made on.
+    Printed and returned."""
     print(
         "\n| method | worst 80% dev (pp) | worst 90% dev (pp) | worst per-h dev (pp) | mean /GARCH "
-        "| worst /GARCH | worst /hist | worst /best baseline |"
+        "| worst /GARCH | worst /hist | worst /best baseline | mean /best baseline |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     out = []
     for method, g in pd.DataFrame(rows).groupby("method", sort=False):
         devs = [abs(100 * (c - 0.8)) for c in g["cov80_h"].sum()]
@@ -283,28 +389,38 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "worst_hist": g["vs_hist"].max(),
         }
         r["worst_best"] = max(r["worst_garch"], r["worst_hist"])
+        r["mean_best"] = np.maximum(g["vs_garch"], g["vs_hist"]).mean()
         print(
             f"| {method} | {r['d80']:.1f} | {r['d90']:.1f} | {r['per_h']:.1f} | "
             f"{r['mean_garch']:.3f} | {r['worst_garch']:.3f} | {r['worst_hist']:.3f} | "
-            f"{r['worst_best']:.3f} |"
+            f"{r['worst_best']:.3f} | {r['mean_best']:.3f} |"
         )
         out.append(r)
     return out
 
 
-def choose(table: list[dict[str, Any]], max_dev: float = 3.0) -> str:
-    """The selection rule (docs/CALIBRATION.md, "Band scale"): among settings whose worst pooled
-    band deviation is <= max_dev pp, the lowest worst ratio to the better baseline (ties within
-    0.001: the smaller deviation); none feasible: the smallest deviation. Only the settings a
-    `Calibrator` can run compete (not the baselines or rolling conformal)."""
-    table = [r for r in table if r["method"].startswith(("raw", "levels", "scale"))]
+def choose(
+    table: list[dict[str, Any]], max_dev: float = 3.0, slack: float = 0.005, by_mean: bool = True
+) -> str:
+    """The selection rule (docs/CALIBRATION.md, "Round 3"): among settings whose worst pooled
+    band deviation is <= max_dev pp, those whose worst ratio to the better baseline is within
+    `slack` of the lowest; among them the lowest mean ratio to the better baseline (ties within
+    0.001: the smaller deviation); none feasible: the smallest deviation. `slack=0.001,
+    by_mean=False` is round 2's rule (the smallest deviation among the lowest worst ratios).
+    Only the settings the agent could run compete (not the baselines or rolling conformal)."""
+    table = [
+        r for r in table if r["method"].startswith(("raw", "levels", "scale", "gate", "hedge"))
+    ]
     dev = {r["method"]: max(r["d80"], r["d90"]) for r in table}
     feasible = [r for r in table if dev[r["method"]] <= max_dev]
     if not feasible:
         return min(dev, key=dev.__getitem__)
     best = min(r["worst_best"] for r in feasible)
-    tied = [r["method"] for r in feasible if r["worst_best"] <= best + 0.001]
-    return min(tied, key=dev.__getitem__)
+    near = [r for r in feasible if r["worst_best"] <= best + slack]
+    if by_mean:
+        lowest = min(r["mean_best"] for r in near)
+        near = [r for r in near if r["mean_best"] <= lowest + 0.001]
+    return min((r["method"] for r in near), key=dev.__getitem__)
 
 
 def best_constant_shift(y: np.ndarray, q: np.ndarray, spread: np.ndarray, level: float) -> float:
@@ -395,6 +511,9 @@ def main() -> None:
     parser.add_argument(
         "--diagnose", action="store_true", help="split the tracking's cost by horizon and level"
     )
+    parser.add_argument(
+        "--fresh", action="store_true", help="score the series never scored before round 3, once"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
         "--pretest",
@@ -404,7 +523,10 @@ def main() -> None:
     args = parser.parse_args()
     model = Model.load(args.bundle)
     print(f"model {model.model_id}; warm-up {WARMUP} bars; default {CalibrationSettings()}")
-    if args.final:
+    final = args.final or args.fresh
+    if args.fresh:
+        periods = [evaluation_period(n, model.horizons) for n in FRESH]
+    elif args.final:
         periods = [training_period(n, model.horizons, "test") for n in ("SPX", "NDX")]
         periods += [evaluation_period(n, model.horizons) for n in EVALUATION]
     elif args.pretest:
@@ -415,14 +537,15 @@ def main() -> None:
         for p in periods:
             diagnose(model, p)
         return
-    rows = [row for p in periods for row in run_period(model, p, args.final)]
+    rows = [row for p in periods for row in run_period(model, p, final)]
     print_table(rows)
     table = summary(rows)
-    if not (args.final or args.pretest):
+    if not (final or args.pretest):
         print(f"\nchosen by the rule: {choose(table)}")
+        print(f"round 2's rule would choose: {choose(table, slack=0.001, by_mean=False)}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    if not (args.final or args.pretest):
+    if not (final or args.pretest):
         panel_features(model)
 
 

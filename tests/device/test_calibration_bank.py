@@ -37,6 +37,8 @@ def _raw(rng: np.random.Generator) -> np.ndarray:
     # 1: every step in numpy; 3: small passes row by row, larger ones in numpy; 99: row by row
     vector_from=st.sampled_from([1, 3, 99]),
     scaled=st.booleans(),  # the band scale on (the default method) or per-level tracking alone
+    # the dead band: off, or gauges short and wide enough to open and close within a stream
+    gate=st.sampled_from([(0, 0.0), (2, 0.2), (5, 0.1)]),
 )
 def test_a_bank_publishes_and_stores_what_calibrators_do(
     passes: list[list[tuple[int, int, bool]]],
@@ -45,11 +47,15 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
     seed: int,
     vector_from: int,
     scaled: bool,
+    gate: tuple[int, float],
 ) -> None:
-    config = (
-        CalibrationSettings(step=step / 10, scale_step=step, window=window)
+    config = replace(
+        CalibrationSettings(step=step / 10, scale_step=step)
         if scaled
-        else replace(CalibrationSettings.levels(step=step), window=window)
+        else CalibrationSettings.levels(step=step),
+        window=window,
+        gate_window=gate[0],
+        gate_width=gate[1],
     )
     rng = np.random.default_rng(seed)
     bank = CalibratorBank(MODEL, HORIZONS, LEVELS, config, vector_from)

@@ -82,6 +82,18 @@ def test_wti_drops_the_days_fred_leaves_empty() -> None:
     assert np.isfinite(wti.to_numpy()).all()
 
 
+def test_the_fx_and_crsp_series_keep_their_own_dates() -> None:
+    gbp, ibm = load_close_dataset("gbp"), load_close_dataset("ibm")
+    # Ecdat Garch's first row: 800102 (a Wednesday), 2.2490 dollars per pound
+    assert gbp.index[0] == pd.Timestamp("1980-01-02") and gbp.iloc[0] == 2.2490
+    assert gbp.index[-1] == pd.Timestamp("1987-05-21")
+    # CRSPday: 1989-01-03's return is the first step of the index from 100
+    assert ibm.index[0] == pd.Timestamp("1989-01-03") and ibm.index[-1] == pd.Timestamp(
+        "1998-12-31"
+    )
+    assert ibm.iloc[0] == pytest.approx(100.0)  # IBM's first return is 0.0
+
+
 def test_training_list_is_the_four_named_series() -> None:
     assert set(TRAINING_DATASETS) == {"sp500", "nasdaq", "cac", "smi"}
 

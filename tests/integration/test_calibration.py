@@ -101,7 +101,8 @@ def test_a_sigkill_mid_stream_changes_no_later_forecast_or_correction(
         np.testing.assert_allclose(returns, np.array(f.raw) + np.array(f.correction), atol=1e-12)
         assert (np.diff(returns, axis=1) >= 0).all()
     assert not np.any(steady[w - 1].correction)  # nothing scored yet
-    assert np.any(steady[len(bars) - 1].correction)
+    # corrected once the raw bands missed enough (the dead band publishes raw until then)
+    assert any(np.any(f.correction) for f in steady.values())
 
     # The status: live accuracy of the served version on SPX, over what was scored so far.
     n = len(seqs)

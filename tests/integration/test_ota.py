@@ -459,9 +459,11 @@ def test_a_swap_under_a_live_feed_loses_and_duplicates_no_forecast(fleet: Fleet)
             expected = v1 if seq <= first else "ota-2" if seq <= second else "ota-3"
             assert f.model.version == expected, (symbol, seq)
         assert f"{symbol}#{first}" in events[0].detail
-        # Each new version starts its own calibration: its first forecast is not corrected.
-        for after in (first, second):
-            assert any(x for row in by_seq[after].correction or [] for x in row)
+        # Each new version starts its own calibration: its first forecast is not corrected,
+        # though the version before it corrected some (the dead band leaves others raw).
+        for before, after in ((w - 1, first), (first, second)):
+            corrected = (by_seq[s].correction or [] for s in range(before + 1, after + 1))
+            assert any(x for rows in corrected for row in rows for x in row)
             assert not any(x for row in by_seq[after + 1].correction or [[1]] for x in row)
 
 
