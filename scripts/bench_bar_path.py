@@ -38,7 +38,7 @@ from device.settings import AgentSettings, CalibrationSection
 from tests.support.clients import bar_payload, sp500_closes
 from tests.support.fake_host import message
 
-BATCH = 64  # device/agent/core.py MAX_BATCH
+BATCH = 64  # bars per group commit (the agent's passes reach core.MAX_BATCH only under a backlog)
 
 
 def price_only(registry: Path, keys: Path, name: str) -> ModelSet:
