@@ -61,9 +61,9 @@ class Collector:
     def wait_for(
         self, topic_filter: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float
     ) -> list[dict[str, Any]]:
-        def found() -> tuple[list[dict[str, Any]]] | None:
+        def found() -> tuple[list[dict[str, Any]], ...]:
             messages = self.on(topic_filter)  # in a tuple: an empty list may be what is awaited
-            return (messages,) if predicate(messages) else None
+            return (messages,) if predicate(messages) else ()
 
         return wait_until(found, timeout, f"messages on {topic_filter}")[0]
 
@@ -76,7 +76,8 @@ def persistent_client(url: str | BrokerAddress, client_id: str) -> mqtt.Client:
     """A client whose session (and QoS 1 queue) survives its own and the broker's restarts."""
     address = url if isinstance(url, BrokerAddress) else parse_broker_url(url)
     client = new_client(address, client_id)
-    client.reconnect_delay_set(0.1, 0.5)
+    # paho annotates the delays as int but sleeps them as given: sub-second retries for tests
+    client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
     props = new_properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     client.connect(address.host, address.port, keepalive=5, clean_start=False, properties=props)
