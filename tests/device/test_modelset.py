@@ -12,7 +12,7 @@ import pytest
 
 from device.bundle import load_bundle
 from device.errors import ModelError
-from device.forecasts import price_forecast, price_levels
+from device.forecasts import Levels, price_forecast, price_levels
 from device.keys import generate_keypair, load_private_key, load_trusted_keys
 from device.manifest import MANIFEST_FILE, MODEL_FILE
 from device.modelset import ModelSet, load_model, load_model_set
@@ -100,11 +100,19 @@ def test_price_forecast_levels_and_non_finite_output(registry: Path, trusted) ->
     closes = np.linspace(100.0, 110.0, w, dtype=np.float32)[None, :]
     out, latency = model.model.run_window(closes)
     ts = datetime(2020, 1, 2, tzinfo=UTC)
-    f = price_forecast("a", "SPX", 9, ts, 110.0, model, out, latency)
+    [levels] = price_levels(model, [110.0], [out[0]])
+    assert isinstance(levels, Levels) and levels.calibrated is None
+    f = price_forecast("a", "SPX", 9, ts, 110.0, model, levels, latency)
     assert f.key == f"a/SPX/9/{model.model_id}"
     np.testing.assert_allclose(f.prices, 110.0 * np.exp(np.array(f.returns)))
+    assert f.returns == out[0].tolist() and f.raw is None  # the model's output as it is
     assert all(row == sorted(row) for row in f.returns)  # non-decreasing quantiles
-    with pytest.raises(ModelError, match="non-finite"):
-        price_forecast("a", "SPX", 9, ts, 110.0, model, out * np.nan, latency)
-    np.testing.assert_allclose(price_levels(100.0, np.array([0.0, np.log(2)])), [100.0, 200.0])
+    # One call for several forecasts: each row its own levels, a non-finite one an error
+    # (NaN in the output, or a price that overflows), never a forecast.
+    overflow = np.full_like(out[0], 1000.0)
+    ok, nan, inf = price_levels(model, [100.0, 100.0, 100.0], [out[0], out[0] * np.nan, overflow])
+    assert isinstance(ok, Levels)
+    np.testing.assert_allclose(ok.prices, 100.0 * np.exp(out[0].astype(np.float64)))
+    for failed in (nan, inf):
+        assert isinstance(failed, ModelError) and "non-finite" in str(failed)
     assert ModelSet().window == 0
