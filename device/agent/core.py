@@ -55,7 +55,7 @@ ACK_FLUSH_S = 0.2
 # Messages handled in one pass of the network loop share one transaction (group commit). A pass
 # has a fixed cost (~1-2 ms here: the commit, one inference call and the stacked calibration per
 # model), so when bars queue up larger passes serve more of them per CPU second: 128 bars and 20 ms
-# cost 6% less CPU per bar than 64 and 10 ms, and a backlog drains faster (docs/BENCHMARKS.md,
+# cost ~4% less CPU per bar than 64 and 10 ms, and a backlog drains faster (docs/BENCHMARKS.md,
 # "Agent"). Under a light feed passes stay small and these bounds are never reached; after a stall
 # they keep the first bars of a backlog from waiting on the rest.
 MAX_BATCH = 128
