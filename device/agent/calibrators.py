@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from device.calibration import Calibrated, CalibrationSettings, Calibrator, HorizonAccuracy
-from device.calibration_bank import CalibratorBank
+from device.calibration import Calibrated, CalibrationSettings, Calibrator
+from device.calibration_bank import CalibratorBank, PooledAccuracy
 from device.errors import CalibrationStateError, ConfigError
 from device.modelset import LoadedModel
 from device.outbox import StateWrite
@@ -94,28 +94,16 @@ def _replay(blob: bytes, bars: list[tuple[int, float, bytes | None]]) -> bytes:
     return cal.to_bytes()
 
 
-def live_accuracy(
-    symbol: str, model: str, window: int, accuracy: list[HorizonAccuracy]
-) -> LiveAccuracy | None:
-    """The status entry of one calibrator (`model` its version, `accuracy` what its
-    `accuracy()` says): pooled over horizons, weighted by scored forecasts; None before its
-    first scored forecast."""
-    horizons = [a for a in accuracy if a.scored]
-    n = sum(a.scored for a in horizons)
-    if not n:
-        return None
-    coverage: dict[str, float] = {}
-    for a in horizons:
-        for band in a.bands:
-            name = f"{round(band.nominal * 100):d}"
-            coverage[name] = coverage.get(name, 0.0) + band.covered * a.scored / n
+def live_accuracy(symbol: str, model: str, window: int, pooled: PooledAccuracy) -> LiveAccuracy:
+    """The status entry of one calibrator (`model` its version): its accuracy pooled over
+    horizons (`CalibratorBank.pooled_accuracy`), rounded for the heartbeat."""
     return LiveAccuracy(
         model=model,
         symbol=symbol,
         window=window,
-        scored=n,
-        pinball=round(sum(a.pinball * a.scored for a in horizons) / n, 7),
-        coverage={k: round(v, 4) for k, v in sorted(coverage.items())},
+        scored=pooled.scored,
+        pinball=round(pooled.pinball, 7),
+        coverage={name: round(share, 4) for name, share in pooled.coverage.items()},
     )
 
 
@@ -242,13 +230,12 @@ class Calibrators:
     def accuracy(self, models: tuple[LoadedModel, ...]) -> list[LiveAccuracy]:
         """Live accuracy of the served versions, per model and symbol, for the status."""
         served = {calibration_ref(m) for m in models}
-        found = (
-            live_accuracy(symbol, bank.model, self.settings.window, bank.accuracy(symbol))
+        return [
+            live_accuracy(symbol, bank.model, self.settings.window, pooled)
             for _, bank in sorted(self._banks.items())
             if bank.model in served
-            for symbol in sorted(bank.rows)
-        )
-        return [a for a in found if a is not None]
+            for symbol, pooled in sorted(bank.pooled_accuracy().items())
+        ]
 
     def _bank(self, model: LoadedModel) -> CalibratorBank | None:
         """The bank of the model's served version; a new version (deploy or rollback) gets a

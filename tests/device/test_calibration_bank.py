@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from device.calibration import CalibrationSettings, Calibrator
 from device.calibration_bank import CalibratorBank
 from device.errors import CalibrationStateError
+from tests.support.accuracy import assert_pooled_close, pooled
 
 LEVELS = [0.05, 0.1, 0.5, 0.9, 0.95]
 HORIZONS = [1, 5, 20]
@@ -90,9 +91,11 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
             assert published.tolist() == [e.returns_rows for e in want]
             assert correction.tolist() == [e.correction_rows for e in want]
             assert raw.tolist() == [e.raw_rows for e in want]
+    every = bank.pooled_accuracy()  # the status: all rows at once
     for i, cal in alone.items():
         assert bank.to_bytes(f"S{i}") == cal.to_bytes()
         assert repr(bank.accuracy(f"S{i}")) == repr(cal.accuracy())  # repr: NaN before scores
+        assert_pooled_close(every.get(f"S{i}"), pooled(cal.accuracy()))
 
 
 @pytest.mark.parametrize("vector_from", [1, 99])
