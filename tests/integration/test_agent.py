@@ -41,7 +41,7 @@ from tests.integration.conftest import (
     secured_address,
     sp500_closes,
 )
-from tests.support.waits import paced, wait_until
+from tests.support.waits import in_step, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -248,26 +248,35 @@ def test_broker_restart_mid_stream_loses_no_forecast(
     w = online_window(sub, quick_price_bundle)
     bars = sp500_closes(w + 150)
 
-    halfway, later, resumed = threading.Event(), threading.Event(), threading.Event()
+    halfway, stopped, queued, resumed = (threading.Event() for _ in range(4))
+    down = range(len(bars) // 2 + 1, len(bars) * 3 // 4 + 1)  # published while the broker is down
+
+    def forecast(seq: int) -> bool:  # bars before the first full window lead to no forecast
+        return seq < w - 1 or seq in {f.seq for f in price_forecasts(sub).values()}
 
     def publish() -> None:
-        # a paced feed: the restart falls in the middle of the stream
-        for seq, (ts, close) in paced(enumerate(bars), 0.004):
-            feed.bar("SPX", seq, ts, close)
-            if seq == len(bars) // 2:
-                halfway.set()
-            elif seq == len(bars) * 3 // 4:
-                later.set()
-                # A bar published while paho re-sends its queue can overtake the queued ones (a
-                # known client-side reordering on reconnect, paho.mqtt.golang#731 and others):
-                # the agent would rightly dead-letter the older ones as out of order.
-                assert resumed.wait(30)
+        # a live feed, at most 10 bars ahead of the agent's forecasts: the restart falls in the
+        # middle of the stream, with the agent still working on what came before it
+        for seq in in_step(range(down.start), forecast, lead=10):
+            feed.bar("SPX", seq, *bars[seq])
+        halfway.set()
+        assert stopped.wait(30)
+        for seq in down:  # they wait in the feed's client until the broker is back
+            feed.bar("SPX", seq, *bars[seq])
+        queued.set()
+        # A bar published while paho re-sends its queue can overtake the queued ones (a known
+        # client-side reordering on reconnect, paho.mqtt.golang#731 and others): the agent would
+        # rightly dead-letter the older ones as out of order. So nothing more until it is re-sent.
+        assert resumed.wait(30)
+        for seq in in_step(range(down.stop, len(bars)), lambda k: forecast(down.stop + k), 10):
+            feed.bar("SPX", seq, *bars[seq])
 
     publisher = threading.Thread(target=publish)
     publisher.start()
     assert halfway.wait(30)
     broker.stop()
-    assert later.wait(30)  # bars published while the broker is down wait in the feed's client
+    stopped.set()
+    assert queued.wait(30)
     broker.start()
     feed.flush(30)  # the feed's queue, re-sent in order
     resumed.set()

@@ -14,7 +14,7 @@ from device.schemas import AgentStatus, PriceForecast
 from tests.integration.test_agent import run_bundle
 from tests.support.agents import agent_config
 from tests.support.clients import Collector, sp500_closes
-from tests.support.waits import paced
+from tests.support.waits import in_step
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,12 @@ def test_a_sigkill_mid_stream_changes_no_later_forecast_or_correction(
     bars = sp500_closes(w + 200)
     kill_at = w + 60
 
+    def steady_has(seq: int) -> bool:  # bars before the first full window lead to no forecast
+        return seq < w - 1 or seq in {f.seq for f in forecasts_of(sub, STEADY)}
+
     def stream(seqs: range) -> None:
-        for seq in paced(seqs, 0.004):  # a live feed: a few hundred bars/s, not one burst
+        # a live feed, not one burst: at most 20 bars ahead of the steady agent's forecasts
+        for seq in in_step(seqs, steady_has, lead=20, timeout=60):
             feed.bar("SPX", seq, *bars[seq])
         feed.flush()
 

@@ -44,7 +44,7 @@ from tests.integration.conftest import (
     start_secured,
 )
 from tests.support.cli import run_cli as forecaster
-from tests.support.waits import paced
+from tests.support.waits import in_step
 
 pytestmark = pytest.mark.integration
 
@@ -432,7 +432,12 @@ def test_a_swap_under_a_live_feed_loses_and_duplicates_no_forecast(fleet: Fleet)
 
     thread = threading.Thread(target=operator)
     thread.start()
-    for seq in paced(range(n), 0.003):  # the live feed, a few hundred bars/s per symbol
+
+    def forecast(seq: int) -> bool:  # bars before the first full window lead to no forecast
+        return seq < w - 1 or seq in {f.seq for f in fleet.forecasts("SPX")}
+
+    # the live feed, not one burst: at most 20 bars ahead of the agent's SPX forecasts
+    for seq in in_step(range(n), forecast, lead=20, timeout=60):
         for symbol, bars in series.items():
             fleet.feed.bar(symbol, seq, *bars[seq])
         if seq in swaps:

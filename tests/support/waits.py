@@ -1,14 +1,15 @@
-"""Waiting in tests: for a condition (polled within a deadline), or on a schedule (a paced feed).
-The only two places a test sleeps: a short sleep inside a polling loop is a wait for the
-condition, not a guess at how long something takes."""
+"""Waiting in tests: for a condition, polled within a deadline, and a live feed that keeps in step
+with its consumer. The only place a test sleeps: a short sleep inside the polling loop is a wait
+for the condition, not a guess at how long something takes."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import TypeVar
 
-__all__ = ["paced", "wait_until"]
+__all__ = ["in_step", "wait_until"]
 
 T = TypeVar("T")
 
@@ -23,13 +24,14 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
     return value
 
 
-def paced(items: Iterable[T], interval: float) -> Iterator[T]:
-    """`items`, the k-th handed out `k * interval` seconds after the first (a live feed, not a
-    burst; late items are not made up for by shorter gaps)."""
-    due = time.monotonic()
-    for item in items:
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+def in_step(
+    items: Iterable[T], handled: Callable[[int], bool], lead: int, timeout: float = 30.0
+) -> Iterator[T]:
+    """`items` as a live feed at its consumer's pace, not one burst and not on a clock: the k-th
+    is handed out once `handled(k - lead)` holds (the consumer has dealt with the item `lead`
+    places before it), so the feed never runs more than `lead` items ahead of it."""
+    for k, item in enumerate(items):
+        if k >= lead:
+            done = partial(handled, k - lead)
+            wait_until(done, timeout, f"the consumer of item {k - lead}", 0.002)
         yield item
-        due = max(due, time.monotonic()) + interval
