@@ -25,7 +25,6 @@ from device.calibration import (
     Calibrated,
     CalibrationSettings,
     Calibrator,
-    HorizonAccuracy,
     _layout,
     _state_buffer,
 )
@@ -122,11 +121,6 @@ class CalibratorBank:
         state: bytes = self._data[self.rows[key]].tobytes()
         return len(head).to_bytes(4, "little") + head + state
 
-    def accuracy(self, key: str) -> list[HorizonAccuracy]:
-        """The row's live accuracy (`Calibrator.accuracy`, on a copy of the row)."""
-        self.proto._buf[:] = self._data[self.rows[key]]
-        return self.proto.accuracy()
-
     def pooled_accuracy(self) -> dict[str, PooledAccuracy]:
         """Every row's live accuracy pooled over horizons (each horizon weighted by its scored
         forecasts, as `device.agent.calibrators.live_accuracy` pools `accuracy`), in a few numpy
@@ -144,11 +138,12 @@ class CalibratorBank:
             inside = ((below >> hi) & 1) & ~((below >> lo) & 1) & valid
             name = f"{round((self._levels[hi] - self._levels[lo]) * 100):d}"
             coverage[name] = inside.sum(axis=(1, 2))
+        bands = dict(sorted(coverage.items()))  # by name, as the status lists them
         out = {}
         for key, row in self.rows.items():
             total = int(scored[row])
             if total:
-                share = {name: float(c[row]) / total for name, c in sorted(coverage.items())}
+                share = {name: float(c[row]) / total for name, c in bands.items()}
                 out[key] = PooledAccuracy(total, float(loss[row]) / total, share)
         return out
 
