@@ -130,6 +130,16 @@ CLOSE_DATASETS: dict[str, CloseDataset] = {
     "gbp": CloseDataset("GBP", _ecdat_fx("bp"), "Ecdat Garch: US dollars per pound, 1980-1987"),
     "jpy": CloseDataset("JPY", _ecdat_fx("dy"), "Ecdat Garch: US dollars per yen, 1980-1987"),
     "ibm": CloseDataset("IBM", _crsp_day("ibm"), "Ecdat CRSPday: IBM total return, 1989-1998"),
+    "dem": CloseDataset("DEM", _ecdat_fx("dm"), "Ecdat Garch: US dollars per mark, 1980-1987"),
+    "cad": CloseDataset(
+        "CAD", _ecdat_fx("cd"), "Ecdat Garch: US dollars per Canadian dollar, 1980-1987"
+    ),
+    "chf": CloseDataset("CHF", _ecdat_fx("sf"), "Ecdat Garch: US dollars per franc, 1980-1987"),
+    "ge": CloseDataset("GE", _crsp_day("ge"), "Ecdat CRSPday: General Electric total return"),
+    "mobil": CloseDataset("MOB", _crsp_day("mobil"), "Ecdat CRSPday: Mobil total return"),
+    "crsp": CloseDataset(
+        "CRSP", _crsp_day("crsp"), "Ecdat CRSPday: CRSP value-weighted index, 1989-1998"
+    ),
 }
 TRAINING_DATASETS = ("sp500", "nasdaq", "cac", "smi")
 
