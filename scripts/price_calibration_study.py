@@ -86,7 +86,11 @@ SCALE_GRID = list(
     }
 )
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
-ROUND2 = CalibrationSettings(gate_window=0)  # round 2's default: the band scale, no dead band
+# round 2's default: the band scale, no dead band; round 3's: a dead band on it
+ROUND2 = CalibrationSettings(
+    step=0.005, horizon_power=0.0, scale_step=0.1, scale_power=1.0, gate_window=0
+)
+ROUND3 = replace(ROUND2, gate_window=100, gate_width=0.015)
 ROLLING = [250, 500]
 
 
@@ -351,10 +355,12 @@ def methods(final: bool, loso: bool = False) -> dict[str, Method]:
     """Label -> published `[N, H, Q]` at origins first..last, given (model, close, raw); `loso`
     adds round 4's settings."""
     grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID + GATES
+    grid.append(CalibrationSettings())
     if loso:
-        grid = list(dict.fromkeys(grid + ROUND4_SCALE_GRID + ROUND4_GATES))
+        grid += ROUND4_SCALE_GRID + ROUND4_GATES
+    grid = list(dict.fromkeys(grid))
     if final:
-        grid = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, CalibrationSettings()]
+        grid = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, ROUND3, CalibrationSettings()]
     found: dict[str, Method] = {
         label(conf): partial(quantile_tracking, settings=conf) for conf in grid
     }

@@ -23,6 +23,8 @@ from forecaster.data import (
 )
 from forecaster.errors import RecipeError
 from forecaster.recipe import DataSection, SplitSection, load_recipe
+from scripts.loso_bundles import RECIPE as LOSO_RECIPE
+from scripts.loso_bundles import held_out
 
 ROOT = Path(__file__).resolve().parents[2]
 PANEL = ROOT / "models" / "price" / "panel.toml"
@@ -250,3 +252,14 @@ def test_window_vol_level_needs_no_asset_scale(level: str) -> None:
     torch.testing.assert_close(a[:, -1], b[:, -1], atol=2e-3, rtol=0)
     if level == "both":
         assert (b[:, 0] - a[:, 0]).min() > 1.0  # log(3 / 0.5) apart
+
+
+def test_a_leave_one_series_out_recipe_drops_exactly_that_series() -> None:
+    # round 4 of the calibration study tunes on these: the held-out series must be unseen
+    recipe = load_recipe(LOSO_RECIPE)
+    loso = held_out(recipe, "CAC", ["distill", "svd"])
+    assert [s.symbol for s in loso.data.entries()] == ["SPX", "NDX", "SMI"]
+    assert loso.model.name == "loso-cac" and loso.compress.chains == [["distill", "svd"]]
+    assert loso.data.entries()[2].split == recipe.data.entries()[3].split  # its own dates kept
+    with pytest.raises(SystemExit, match="DAX is not a series"):
+        held_out(recipe, "DAX", ["distill"])
