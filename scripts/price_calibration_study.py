@@ -71,20 +71,30 @@ LEVELS_GRID = [(0.0, 0.0)] + [
 # median's above all)
 SCALES = [(0.02, 0.0), (0.05, 0.0), (0.03, 0.5), (0.05, 0.5), (0.1, 0.5), (0.05, 1.0), (0.1, 1.0)]
 SCALES += [(0.2, 1.0)]
-SCALE_GRID = list(
-    {
-        CalibrationSettings(
-            step=shift,
-            horizon_power=p if shift else 0.0,
-            scale_step=g,
-            scale_power=gp,
-            gate_window=0,
-        ): None
-        for g, gp in SCALES
-        for shift in (0.0, 0.002, 0.005, 0.01)
-        for p in (0.0, 0.5, 1.0)
-    }
-)
+
+
+def scale_grid(
+    scales: list[tuple[float, float]], shifts: tuple[float, ...]
+) -> list[CalibrationSettings]:
+    """Band scales (step, power of h) x per-level shifts (step, at h^0, h^0.5, h^1; a zero
+    shift once), no dead band."""
+    return list(
+        dict.fromkeys(
+            CalibrationSettings(
+                step=shift,
+                horizon_power=p if shift else 0.0,
+                scale_step=g,
+                scale_power=gp,
+                gate_window=0,
+            )
+            for g, gp in scales
+            for shift in shifts
+            for p in (0.0, 0.5, 1.0)
+        )
+    )
+
+
+SCALE_GRID = scale_grid(SCALES, (0.0, 0.002, 0.005, 0.01))
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
 # round 2's default: the band scale, no dead band; round 3's: a dead band on it
 ROUND2 = CalibrationSettings(
@@ -233,18 +243,7 @@ HEDGES = [Hedge(b, eta, keep) for b in BASES for eta in (3, 10, 30, 100) for kee
 # the band scales whose shift is constant over h
 ROUND4_SCALES = [(g, 0.0) for g in (0.01, 0.02, 0.03, 0.05)]
 ROUND4_SCALES += [(g, 0.5) for g in (0.02, 0.03, 0.05, 0.1)] + [(g, 1.0) for g in (0.05, 0.1, 0.2)]
-ROUND4_SCALE_GRID = [
-    CalibrationSettings(
-        step=shift,
-        horizon_power=p if shift else 0.0,
-        scale_step=g,
-        scale_power=gp,
-        gate_window=0,
-    )
-    for g, gp in ROUND4_SCALES
-    for shift in (0.0, 0.001, 0.002, 0.005, 0.01)
-    for p in ((0.0, 0.5, 1.0) if shift else (0.0,))
-]
+ROUND4_SCALE_GRID = scale_grid(ROUND4_SCALES, (0.0, 0.001, 0.002, 0.005, 0.01))
 ROUND4_GATES = [
     replace(b, gate_window=n, gate_width=d / 100)
     for b in ROUND4_SCALE_GRID
