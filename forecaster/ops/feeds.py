@@ -255,6 +255,10 @@ def _addressed(item: FeedItem, topics: Topics) -> tuple[str, str, datetime, str]
 # At most this many messages in flight: enough to keep a link busy, few enough that a broker
 # that stops acknowledging is noticed within `ack_timeout` instead of after the whole replay.
 MAX_PENDING = 1000
+# Mosquitto (2.0.x, eclipse-mosquitto#2579) drops a client that publishes where its ACL denies,
+# sometimes after a PUBACK that refuses the message, sometimes before sending it (3 of 8 TLS
+# replays on 2026-12-02): a failed publish waits this long for a refusal still on its way.
+REFUSAL_GRACE_S = 2.0
 
 
 class _Sender:
@@ -265,6 +269,7 @@ class _Sender:
         self.result = ReplayResult()
         self.pending: deque[mqtt.MQTTMessageInfo] = deque()
         self.previous = client.on_publish
+        self.refused = threading.Event()
 
     def on_publish(
         self, c: mqtt.Client, userdata: object, mid: int, reason: object, props: object
@@ -272,6 +277,7 @@ class _Sender:
         # An MQTT v5 PUBACK can refuse a message (e.g. "Not authorized" by the broker's ACL).
         if getattr(reason, "is_failure", False):
             self.result.rejected[str(reason)] = self.result.rejected.get(str(reason), 0) + 1
+            self.refused.set()
         if self.previous is not None:
             self.previous(c, userdata, mid, reason, props)  # type: ignore[call-arg, arg-type]
 
@@ -282,8 +288,13 @@ class _Sender:
         topic, source, ts, label = _addressed(item, self.topics)
         info = self.client.publish(topic, item.model_dump_json(), qos=self.qos)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            if self.result.rejected:
+            if self.pending and self.refused.wait(REFUSAL_GRACE_S):
                 return False  # the broker closed the connection after refusing a message
+            if self.pending and not any(p.is_published() for p in self.pending):
+                raise FeedError(
+                    f"the broker closed the connection after {self.result.published} messages "
+                    f"without acknowledging any; check that this account may publish on {topic}"
+                )
             # The agent drops bars it has seen (by seq) and releases it holds, so rerunning a
             # replay is safe.
             raise FeedError(

@@ -230,9 +230,14 @@ def test_cli_replay_over_tls_with_a_client_certificate(secured: tuple[Broker, Pa
     agent.disconnect()
     agent.loop_stop()
     assert refused.returncode == 1
+    # Mosquitto drops the connection of a client whose publish its ACL denies, with or without
+    # first sending the refusing PUBACK (eclipse-mosquitto#2579): either way the replay says
+    # which permission to check
     assert re.fullmatch(
-        r"error: the broker refused \d+ bar\(s\) \(\d+ x Not authorized\); check that this "
-        r"account may publish on market/<symbol>/bar\n",
+        r"error: (the broker refused \d+ bar\(s\) \(\d+ x Not authorized\); check that this "
+        r"account may publish on market/<symbol>/bar|the broker closed the connection after \d+ "
+        r"messages without acknowledging any; check that this account may publish on "
+        r"market/SPX/bar)\n",
         refused.stderr,
     ), refused.stderr
     assert late == []
