@@ -38,6 +38,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from device.bundle import find_bundles
 from device.calibration import CalibrationSettings, Calibrator, pinball
 from forecaster.data import load_close_series
 from forecaster.recipe import DataSection
@@ -353,18 +354,16 @@ Method = Callable[[Model, np.ndarray, np.ndarray, int, int], np.ndarray]
 def methods(final: bool, loso: bool = False) -> dict[str, Method]:
     """Label -> published `[N, H, Q]` at origins first..last, given (model, close, raw); `loso`
     adds round 4's settings."""
+    if final:
+        shipped = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, ROUND3, CalibrationSettings()]
+        return {label(conf): partial(quantile_tracking, settings=conf) for conf in shipped}
     grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID + GATES
     grid.append(CalibrationSettings())
     if loso:
         grid += ROUND4_SCALE_GRID + ROUND4_GATES
-    grid = list(dict.fromkeys(grid))
-    if final:
-        grid = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, ROUND3, CalibrationSettings()]
     found: dict[str, Method] = {
-        label(conf): partial(quantile_tracking, settings=conf) for conf in grid
+        label(conf): partial(quantile_tracking, settings=conf) for conf in dict.fromkeys(grid)
     }
-    if final:
-        return found
     found |= {label(h): partial(hedged, hedge=h) for h in HEDGES}
     return found | {f"rolling conformal {w}": partial(rolling_conformal, window=w) for w in ROLLING}
 
@@ -579,9 +578,10 @@ def main() -> None:
     model = Model.load(args.bundle)
     print(f"model {model.model_id}; warm-up {WARMUP} bars; default {CalibrationSettings()}")
     final = args.final or args.fresh or args.fresh4
-    runs = [(model, p) for p in periods(args, model.horizons)]
     if args.loso:
         runs = [(m, training_period(n, m.horizons, "pretest")) for n, m in loso_models(args.loso)]
+    else:
+        runs = [(model, p) for p in periods(args, model.horizons)]
     if args.diagnose:
         for m, p in runs:
             diagnose(m, p)
@@ -614,9 +614,12 @@ def periods(args: argparse.Namespace, horizons: list[int]) -> list[Period]:
 
 def loso_models(registry: Path) -> list[tuple[str, Model]]:
     """Each training series with the newest bundle trained without it (scripts.loso_bundles)."""
+    bundles = find_bundles(registry)  # sorted, so a model's newest version comes last
     found = []
     for name in TRAINING:
-        versions = sorted(p for p in (registry / "price" / f"loso-{name.lower()}").iterdir())
+        versions = [b for b in bundles if b.parent.name == f"loso-{name.lower()}"]
+        if not versions:
+            raise SystemExit(f"no price/loso-{name.lower()} bundle in {registry}: run loso_bundles")
         found.append((name, Model.load(versions[-1])))
     return found
 
