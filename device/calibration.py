@@ -23,6 +23,7 @@ import logging
 import math
 import sys
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 3  # 2: the bands' log-scales joined the state; 3: the dead band's
+STATE_VERSION = 4  # 2: the bands' log-scales joined the state; 3: the dead band's; 4: the
+# long-memory variance's
 # Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
 _MIN_SPREAD = 1e-9
 # Bounds of a band's scale: a degenerate raw band (no width) would push it without end.
@@ -71,6 +73,10 @@ class CalibrationSettings:
     scale_power: float = 0.5
     gate_window: int = 250
     gate_width: float = 0.03
+    blend: float = 0.0
+    vol_alpha: float = 0.08
+    vol_beta: float = 0.9
+    vol_memory: int = 1000
     window: int = 250
 
     def __post_init__(self) -> None:
@@ -82,6 +88,15 @@ class CalibrationSettings:
                 raise CalibrationStateError(f"{name} must lie in [0, 2], got {getattr(self, name)}")
         if self.window < 1:
             raise CalibrationStateError(f"accuracy window must be >= 1, got {self.window}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise CalibrationStateError(f"blend must lie in [0, 1], got {self.blend}")
+        if min(self.vol_alpha, self.vol_beta) < 0.0 or self.vol_alpha + self.vol_beta >= 1.0:
+            raise CalibrationStateError(
+                f"vol_alpha and vol_beta must be >= 0 with a sum below 1, got {self.vol_alpha}, "
+                f"{self.vol_beta}"
+            )
+        if self.vol_memory < 1:
+            raise CalibrationStateError(f"vol_memory must be >= 1, got {self.vol_memory}")
         if self.gate_window < 0 or not 0.0 <= self.gate_width < 1.0:
             raise CalibrationStateError(
                 f"gate_window must be >= 0 and gate_width in [0, 1), got {self.gate_window}, "
@@ -178,6 +193,9 @@ def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str,
         # the dead band's gauge: each level's band's raw coverage, exponentially weighted (both
         # levels of a band hold the same, 0 outside)
         ("cover", "<f8", (n_h, n_q)),
+        # the long-memory variance (`blend` > 0): last observed log close, next bar's variance,
+        # the long-run variance, and 1 once started from a first forecast (else 0)
+        ("vol", "<f8", (4,)),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -264,6 +282,7 @@ class Calibrator:
         self._m_pending, self._m_loss, self._m_below = mv["pending"], mv["loss"], mv["below"]
         self._m_scale, self._m_cover = mv["scale"], mv["cover"]
         self._m_pending_raw, self._m_gated = mv["pending_raw"], mv["gated"]
+        self._m_vol = mv["vol"]
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
         self._levels: list[float] = lv.tolist()
@@ -275,6 +294,7 @@ class Calibrator:
         self._mean_q = 1.0 / lv.size
         self._init_scale()
         self._init_gate()
+        self._init_vol()
         header = {
             "version": STATE_VERSION,
             "model": model,
@@ -321,6 +341,55 @@ class Calibrator:
         for lo, hi, nominal in self._gate_bands:
             self.cover[:, lo] = self.cover[:, hi] = nominal
 
+    def _init_vol(self) -> None:
+        """The long-memory variance's constants: a GARCH(1,1) recursion with fixed `vol_alpha`,
+        `vol_beta`, its long-run variance an EWMA of squared returns over about `vol_memory`
+        bars. Horizon h's variance is h * V + (s2 - V) * (1 - phi^h) / (1 - phi), phi = alpha +
+        beta (the GARCH(1,1) h-step sum); its outermost band spans `_z_spread` of its sd (the
+        normal's), which is what the raw outermost band is compared with."""
+        conf = self.settings
+        self._blending = conf.blend > 0.0
+        phi = conf.vol_alpha + conf.vol_beta
+        self._vol_terms = [(float(h), (1.0 - phi**h) / (1.0 - phi)) for h in self.horizons]
+        self._vol_keep = 1.0 / conf.vol_memory
+        self._vol_omega = 1.0 - phi
+        normal = NormalDist()
+        self._z_spread = normal.inv_cdf(self._levels[-1]) - normal.inv_cdf(self._levels[0])
+        self._h_first = min(range(self._n_h), key=self.horizons.__getitem__)
+
+    def _update_vol(self, seq: int, log_close: float) -> None:
+        """One return into the long-memory variance (a gap of g bars counts as g bars of equal
+        variance); before the first forecast started it, only the close is kept."""
+        vol, last = self._m_vol, self._m_seq[0]
+        if vol[3] and last != _NO_SEQ:
+            r = log_close - vol[0]
+            r2 = r * r / (seq - last)
+            v = vol[2] + (r2 - vol[2]) * self._vol_keep
+            conf = self.settings
+            vol[1] = self._vol_omega * v + conf.vol_alpha * r2 + conf.vol_beta * vol[1]
+            vol[2] = v
+        vol[0] = log_close
+
+    def _blended(self, rows: Rows) -> Rows:
+        """The raw bands pulled toward the long-memory variance's widths around the raw centre:
+        v + blend * (ratio - 1) * (v - c), ratio = the variance's outermost band over the raw
+        one (so `blend` 0 is the raw output, 1 the variance's widths on the model's shape). A
+        first forecast starts the variance at its own shortest horizon's spread."""
+        vol, (c0, c1) = self._m_vol, self._centre
+        if not vol[3]:
+            row = rows[self._h_first]
+            sd = max(row[-1] - row[0], _MIN_SPREAD) / self._z_spread
+            vol[1] = vol[2] = sd * sd / self.horizons[self._h_first]
+            vol[3] = 1.0
+        s2, v, out = vol[1], vol[2], []
+        for (h, b), row in zip(self._vol_terms, rows, strict=False):
+            spread = max(row[-1] - row[0], _MIN_SPREAD)
+            ratio = math.sqrt(h * v + b * (s2 - v)) * self._z_spread / spread
+            k = self.settings.blend * (ratio - 1.0)
+            c = 0.5 * (row[c0] + row[c1])
+            out.append([x + k * (x - c) for x in row])
+        return out
+
     def _gates(self) -> list[bool]:
         """Per horizon, whether the raw output is published now: every band's gauge within
         `gate_width` of nominal."""
@@ -350,9 +419,11 @@ class Calibrator:
             return 0
         if not (math.isfinite(close) and close > 0):
             raise CalibrationStateError(f"close must be a positive number, got {close}")
+        log_close = math.log(close)
+        if self._blending:
+            self._update_vol(seq, log_close)
         self._m_seq[0] = seq
         origin, depth, scored = self._m_origin, self._depth, 0
-        log_close = math.log(close)
         for j, h in enumerate(self.horizons):
             slot = (seq - h) % depth
             # nothing to score where no forecast was published h bars ago (gap, error, fresh)
@@ -453,9 +524,26 @@ class Calibrator:
             correction.append([o - v for o, v in zip(iterates, row, strict=False)])
         return Calibrated(rows, correction, returns)
 
+    def _calibrate(self, rows: Rows, slot: int | None) -> Calibrated:
+        """`_correct` on the blended rows where blending, the correction then relative to the
+        raw output (so it holds the blend too)."""
+        if not self._blending:
+            return self._correct(rows, slot)
+        out = self._correct(self._blended(rows), slot)
+        correction = [
+            [o - v for o, v in zip(pub, row, strict=False)]
+            for pub, row in zip(out.returns_rows, rows, strict=False)
+        ]
+        return Calibrated(rows, correction, out.returns_rows)
+
     def correct(self, raw: FloatArray) -> Calibrated:
-        """The published quantiles for a raw `[H, Q]` model output; changes no state."""
-        return self._correct(self._raw_rows(raw), None)
+        """The published quantiles for a raw `[H, Q]` model output; changes no state (a fresh
+        state's long-memory variance is started from this output, as the first publish would)."""
+        saved = self._m_vol.tobytes()
+        try:
+            return self._calibrate(self._raw_rows(raw), None)
+        finally:
+            self._m_vol[:] = memoryview(saved).cast("d")
 
     def publish(self, seq: int, close: float, raw: FloatArray) -> Calibrated:
         """Correct the raw output of bar `seq` and remember it until its targets arrive."""
@@ -465,7 +553,7 @@ class Calibrator:
         slot = seq % self._depth
         self._m_origin[slot] = seq
         self._m_log_close[slot] = math.log(close)
-        return self._correct(rows, slot)
+        return self._calibrate(rows, slot)
 
     # -- status ----------------------------------------------------------------------------
 

@@ -1,0 +1,125 @@
+"""Round 5 of the price calibration study (docs/CALIBRATION.md, "Round 5"): the raw bands pulled
+toward a long-memory GARCH(1,1) variance kept per symbol, before the calibration.
+
+    python -m scripts.blend_study --loso REGISTRY             # the choice: leave-one-series-out
+    python -m scripts.blend_study --final BUNDLE_DIR          # once: test + evaluation series
+
+`--loso` scores each training series' bars before its test period with the bundle of
+`scripts.loso_bundles` that never saw it (round 4's tuning set), for every setting of `GRID`, and
+applies round 4's rule. Grid and rule were committed before any of its numbers were seen.
+`--final` scores the shipped default, the previous one (round 4) and the raw model on SPX's and
+NDX's test periods and every evaluation-only series; it steers nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.calibration import CalibrationSettings
+from forecaster.tasks.price import baselines
+from scripts.price_calibration_study import (
+    EVALUATION,
+    FRESH,
+    FRESH4,
+    Model,
+    Period,
+    choose,
+    evaluation_period,
+    label,
+    loso_models,
+    print_table,
+    quantile_tracking,
+    score,
+    summary,
+    targets,
+    training_period,
+)
+
+ROUND4 = CalibrationSettings(blend=0.0)
+# calibrations the blend runs under: round 4's, without its dead band, with a narrower dead
+# band, and with a faster band scale (the blend moves the raw coverage the dead band gauges)
+CALIBRATIONS = [
+    ROUND4,
+    replace(ROUND4, gate_window=0),
+    replace(ROUND4, gate_window=100, gate_width=0.015),
+    replace(ROUND4, scale_step=0.05),
+]
+BLENDS = (0.25, 0.5, 0.75, 1.0)
+GARCH = [(0.05, 0.93), (0.08, 0.9), (0.1, 0.85)]
+MEMORY = (250, 1000, 4000)
+GRID = CALIBRATIONS + [
+    replace(c, blend=w, vol_alpha=a, vol_beta=b, vol_memory=m)
+    for c in CALIBRATIONS
+    for w in BLENDS
+    for a, b in GARCH
+    for m in MEMORY
+]
+
+
+def name(conf: CalibrationSettings) -> str:
+    """A setting's name in the tables: round 4's label, with the blend."""
+    base = label(replace(conf, blend=0.0))
+    if not conf.blend:
+        return base
+    vol = f"GARCH {conf.vol_alpha}/{conf.vol_beta} over {conf.vol_memory}"
+    return f"blend {conf.blend} {vol}; {base}"
+
+
+def run(model: Model, p: Period, grid: list[CalibrationSettings]) -> list[dict[str, Any]]:
+    """One series' rows: every setting and the two baselines (GARCH fitted before the period)."""
+    log_close = np.log(p.close)
+    origins = np.arange(p.first, p.last + 1)
+    y = targets(log_close, origins, model.horizons)
+    base = baselines.baseline_forecasts(
+        log_close, origins, model.horizons, model.levels, p.first - 1
+    )
+    raw = model.raw(p.close)
+    scores = {
+        name(c): score(y, quantile_tracking(model, p.close, raw, p.first, p.last, c), model.levels)
+        for c in grid
+    }
+    scores["raw"] = score(y, raw[origins], model.levels)
+    scores |= {k: score(y, base[k], model.levels) for k in ("garch", "historical_quantiles")}
+    garch, hist = scores["garch"]["pinball"], scores["historical_quantiles"]["pinball"]
+    return [
+        {"series": p.name, "method": m, "n": int(origins.size), **s}
+        | {"vs_garch": s["pinball"] / garch, "vs_hist": s["pinball"] / hist}
+        for m, s in scores.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--loso", type=Path, metavar="REGISTRY", help="tune: leave one out")
+    group.add_argument("--final", type=Path, metavar="BUNDLE_DIR", help="score once")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    print(f"default {CalibrationSettings()}")
+    if args.loso:
+        runs = [(m, training_period(n, m.horizons, "pretest")) for n, m in loso_models(args.loso)]
+        grid = GRID
+    else:
+        model = Model.load(args.final)
+        found = [training_period(n, model.horizons, "test") for n in ("SPX", "NDX")]
+        others = [*EVALUATION, *FRESH, *FRESH4]
+        found += [evaluation_period(n, model.horizons) for n in others]
+        runs = [(model, p) for p in found]
+        grid = [ROUND4, CalibrationSettings()]
+    rows = [row for m, p in runs for row in run(m, p, grid)]
+    print_table(rows)
+    table = summary([r for r in rows if r["method"] not in ("garch", "historical_quantiles")])
+    if args.loso:
+        print(f"\nround 4's rule chooses: {choose(table, max_dev=2.0, max_per_h=5.0)}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
