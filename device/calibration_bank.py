@@ -22,6 +22,7 @@ from device.calibration import (
     _MAX_SCALE,
     _MIN_SCALE,
     _MIN_SPREAD,
+    _NO_SEQ,
     Calibrated,
     CalibrationSettings,
     Calibrator,
@@ -205,12 +206,49 @@ class CalibratorBank:
 
     def _observe(self, rows: IntArray, seqs: IntArray, log_close: FloatArray) -> None:
         v = self._views
+        if self.proto._blending:
+            self._update_vol(rows, seqs, log_close)
         v["_seq"][rows, 0] = seqs
         for j, h in enumerate(self.proto.horizons):
             slots = (seqs - h) % self._depth
             due = v["origin"][rows, slots] == seqs - h
             if due.any():
                 self._score(j, rows[due], slots[due], log_close[due])
+
+    def _update_vol(self, rows: IntArray, seqs: IntArray, log_close: FloatArray) -> None:
+        """`Calibrator._update_vol` on many rows (a row not started yet keeps only the close)."""
+        vol, p = self._views["vol"], self.proto
+        last = self._views["_seq"][rows, 0]
+        ready = (vol[rows, 3] != 0.0) & (last != _NO_SEQ)
+        if ready.any():
+            at, seq, gap_from = rows[ready], seqs[ready], last[ready]
+            r = log_close[ready] - vol[at, 0]
+            r2 = r * r / (seq - gap_from)
+            var = vol[at, 2] + (r2 - vol[at, 2]) * p._vol_keep
+            conf = p.settings
+            vol[at, 1] = p._vol_omega * var + conf.vol_alpha * r2 + conf.vol_beta * vol[at, 1]
+            vol[at, 2] = var
+        vol[rows, 0] = log_close
+
+    def _blended(self, rows: IntArray, raw64: FloatArray) -> FloatArray:
+        """`Calibrator._blended` on many rows: the raw bands pulled toward the long-memory
+        variance's widths (a row's first forecast starts its variance)."""
+        vol, p = self._views["vol"], self.proto
+        new = vol[rows, 3] == 0.0
+        if new.any():
+            first = raw64[new, p._h_first]
+            sd = np.maximum(first[:, -1] - first[:, 0], _MIN_SPREAD) / p._z_spread
+            vol[rows[new], 1] = vol[rows[new], 2] = sd * sd / p.horizons[p._h_first]
+            vol[rows[new], 3] = 1.0
+        s2, var = vol[rows, 1][:, None], vol[rows, 2][:, None]
+        h, b = (np.array(t) for t in zip(*p._vol_terms, strict=True))
+        spread = np.maximum(raw64[..., -1] - raw64[..., 0], _MIN_SPREAD)
+        ratio = np.sqrt(h * var + b * (s2 - var)) * p._z_spread / spread
+        k = p.settings.blend * (ratio - 1.0)
+        c0, c1 = p._centre
+        centre = 0.5 * (raw64[..., c0] + raw64[..., c1])
+        blended: FloatArray = raw64 + k[..., None] * (raw64 - centre[..., None])
+        return blended
 
     def _score(self, j: int, rows: IntArray, slots: IntArray, log_close: FloatArray) -> None:
         """`Calibrator._score` on many rows: the shifts and band scales, the dead band's gauges,
@@ -256,18 +294,20 @@ class CalibratorBank:
         v["origin"][rows, slots] = seqs
         v["origin_log_close"][rows, slots] = log_close
         raw64 = raw.astype(np.float64)
-        spread = np.maximum(raw64[..., -1] - raw64[..., 0], _MIN_SPREAD)[..., None]
+        # what the calibration corrects: the raw output, or its blend with the variance
+        base = self._blended(rows, raw64) if self.proto._blending else raw64
+        spread = np.maximum(base[..., -1] - base[..., 0], _MIN_SPREAD)[..., None]
         shift = v["theta"][rows] * spread
         if self.proto._scaled:  # c + m * (raw - c) + theta * spread, as the Calibrator writes it
             c0, c1 = self.proto._centre
-            centre = (0.5 * (raw64[..., c0] + raw64[..., c1]))[..., None]
-            iterates = raw64 + (v["scale"][rows] - 1.0) * (raw64 - centre) + shift
+            centre = (0.5 * (base[..., c0] + base[..., c1]))[..., None]
+            iterates = base + (v["scale"][rows] - 1.0) * (base - centre) + shift
         else:
-            iterates = raw64 + shift
+            iterates = base + shift
         v["pending"][rows, slots] = iterates.astype(np.float32)
         published = np.sort(iterates, axis=-1)
         if self.proto._gating:  # the dead band: the raw output, sorted, where every gauge is in
-            ordered = np.sort(raw64, axis=-1)
+            ordered = np.sort(base, axis=-1)
             cover, width = v["cover"][rows], self.proto._gate_width
             gates = np.ones(cover.shape[:2], dtype=bool)
             for lo, _, nominal in self.proto._gate_bands:

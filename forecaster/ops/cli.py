@@ -160,7 +160,8 @@ def feed_replay(  # noqa: PLR0913 (one parameter per command-line option)
             "--dataset",
             help="A shipped daily dataset: sp500 (SPX) or nasdaq (NDX) OHLCV from arch, or a "
             "close-only one (cac, smi, dax, ftse, wti, nyse, djia, gbp, jpy, ibm, dem, cad, chf, "
-            "ge, mobil, crsp). Repeat to interleave several in date order.",
+            "ge, mobil, crsp, gold, silver, bmw, siemens, gbpeer, demgbp). Repeat to interleave "
+            "several in date order.",
         ),
     ] = None,
     csv: Annotated[

@@ -43,6 +43,7 @@ finite = st.floats(-0.5, 0.5, allow_nan=False, width=64)
     scale_step=st.floats(0.0, 0.5),
     gate_window=st.sampled_from([0, 1, 5, 100]),
     gate_width=st.floats(0.0, 0.5),
+    blend=st.floats(0.0, 1.0),
 )
 def test_published_quantiles_never_cross_and_correction_is_explicit(
     raws: np.ndarray,
@@ -51,9 +52,15 @@ def test_published_quantiles_never_cross_and_correction_is_explicit(
     scale_step: float,
     gate_window: int,
     gate_width: float,
+    blend: float,
 ) -> None:
     conf = CalibrationSettings(
-        step=step, scale_step=scale_step, gate_window=gate_window, gate_width=gate_width
+        step=step,
+        scale_step=scale_step,
+        gate_window=gate_window,
+        gate_width=gate_width,
+        blend=blend,
+        vol_memory=5,
     )
     cal = Calibrator("m@1", HORIZONS, LEVELS, conf)
     closes = 100.0 * np.exp(np.cumsum(moves))
@@ -134,9 +141,16 @@ def test_calibration_lowers_pinball_loss_of_a_too_narrow_model(conf: Calibration
     step=st.floats(0.0, 0.2),
     scale_step=st.floats(0.0, 0.2),
     gate_window=st.sampled_from([0, 3, 100]),
+    blend=st.sampled_from([0.0, 0.5, 1.0]),
 )
 def test_state_round_trips_exactly_and_resumes_the_same_stream(
-    seed: int, cut: int, window: int, step: float, scale_step: float, gate_window: int
+    seed: int,
+    cut: int,
+    window: int,
+    step: float,
+    scale_step: float,
+    gate_window: int,
+    blend: float,
 ) -> None:
     rng = np.random.default_rng(seed)
     n = 60
@@ -149,6 +163,8 @@ def test_state_round_trips_exactly_and_resumes_the_same_stream(
         window=window,
         gate_window=gate_window,
         gate_width=0.1,
+        blend=blend,
+        vol_memory=10,
     )
     straight = Calibrator("m@1", HORIZONS, LEVELS, conf)
     expected = run(straight, closes, raws)
@@ -164,6 +180,36 @@ def test_state_round_trips_exactly_and_resumes_the_same_stream(
         np.testing.assert_array_equal(a, b)
     assert restored.to_json() == straight.to_json()
     assert restored.accuracy() == straight.accuracy() or n <= max(HORIZONS)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_blend_follows_a_volatility_the_model_does_not_see(seed: int) -> None:
+    # i.i.d. Gaussian returns whose sd doubles half way; the model always says 1%
+    rng = np.random.default_rng(seed)
+    n, horizons = 4000, [1, 5]
+    sd = np.where(np.arange(n) < n // 2, 0.01, 0.02)
+    closes = 100.0 * np.exp(np.cumsum(sd * rng.standard_normal(n)))
+    raw = gaussian_model(0.01, horizons)
+    raws = np.broadcast_to(raw, (n, *raw.shape))
+    log_close = np.log(closes)
+    origins = np.arange(3000, n - 5)
+    y = np.stack([log_close[origins + h] - log_close[origins] for h in horizons], axis=1)
+    width = {}
+    for blend in (0.0, 0.5, 1.0):
+        # no calibration on top: what the variance alone does to the bands
+        conf = CalibrationSettings(step=0.0, scale_step=0.0, gate_window=0, blend=blend)
+        published = np.array(run(Calibrator("m@1", horizons, LEVELS, conf), closes, raws))
+        np.testing.assert_array_equal(published[:, :, 2], raws[:, :, 2])  # the median stays
+        cov = band_coverage(published[origins], y, 1, 3)
+        width[blend] = (published[origins, :, 4] - published[origins, :, 0]).mean(axis=0)
+        if blend == 1.0:
+            assert np.abs(cov - 0.8).max() < 0.05, cov
+        if blend == 0.0:
+            assert (cov < 0.6).all(), cov  # the raw band, far too narrow
+    assert (width[0.0] < width[0.5]).all() and (width[0.5] < width[1.0]).all()
+    # fully blended, the 5-95% band spans the variance's normal 90% range, 2 x 1.645 x its sd:
+    # 2% a bar by the end, less the long-run variance's memory of the calm half
+    assert width[1.0][0] == pytest.approx(2 * 1.645 * 0.02, rel=0.1)
 
 
 def test_pending_forecasts_are_scored_against_the_close_h_bars_later() -> None:

@@ -40,6 +40,8 @@ def _raw(rng: np.random.Generator) -> np.ndarray:
     scaled=st.booleans(),  # the band scale on (the default method) or per-level tracking alone
     # the dead band: off, or gauges short and wide enough to open and close within a stream
     gate=st.sampled_from([(0, 0.0), (2, 0.2), (5, 0.1)]),
+    # the long-memory variance's pull on the raw bands: off, halfway, all the way
+    blend=st.sampled_from([0.0, 0.5, 1.0]),
 )
 def test_a_bank_publishes_and_stores_what_calibrators_do(
     passes: list[list[tuple[int, int, bool]]],
@@ -49,6 +51,7 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
     vector_from: int,
     scaled: bool,
     gate: tuple[int, float],
+    blend: float,
 ) -> None:
     config = replace(
         CalibrationSettings(step=step / 10, scale_step=step)
@@ -57,6 +60,8 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
         window=window,
         gate_window=gate[0],
         gate_width=gate[1],
+        blend=blend,
+        vol_memory=7,
     )
     rng = np.random.default_rng(seed)
     bank = CalibratorBank(MODEL, HORIZONS, LEVELS, config, vector_from)

@@ -94,6 +94,28 @@ def test_the_fx_and_crsp_series_keep_their_own_dates() -> None:
     assert ibm.iloc[0] == pytest.approx(100.0)  # IBM's first return is 0.0
 
 
+def test_gold_eer_evir_and_markpound_keep_or_assign_their_dates() -> None:
+    gold, silver = load_close_dataset("gold"), load_close_dataset("silver")
+    assert gold.index.equals(silver.index) and len(gold) == 9132
+    assert gold.index[0] == pd.Timestamp("1977-12-30") and gold.iloc[0] == 100.0
+    assert gold.index[-1] == pd.Timestamp("2012-12-31")
+    eeri = load_close_dataset("gbpeer")
+    assert eeri.index[0] == pd.Timestamp("1990-01-02") and eeri.iloc[0] == 90.7445
+    assert eeri.index[-1] == pd.Timestamp("2022-12-30")
+    # evir: 6146 returns from Tuesday 1973-01-02 to Tuesday 1996-07-23, one per weekday
+    bmw, siemens = load_close_dataset("bmw"), load_close_dataset("siemens")
+    assert bmw.index.equals(siemens.index) and len(bmw) == 6146
+    assert bmw.index[0] == pd.Timestamp("1973-01-02")
+    assert bmw.index[-1] == pd.Timestamp("1996-07-23")
+    assert (bmw.index.day_of_week < 5).all()
+    assert bmw.iloc[0] == pytest.approx(100.0 * np.exp(0.047704), rel=1e-5)
+    # MarkPound has no dates: the k-th return on the k-th weekday from 1984-01-03
+    demgbp = load_close_dataset("demgbp")
+    assert len(demgbp) == 1974 and demgbp.index[0] == pd.Timestamp("1984-01-03")
+    assert demgbp.index[-1] == pd.Timestamp("1991-07-26")
+    assert demgbp.iloc[0] == pytest.approx(100.0 * np.exp(0.00125333), rel=1e-5)
+
+
 def test_training_list_is_the_four_named_series() -> None:
     assert set(TRAINING_DATASETS) == {"sp500", "nasdaq", "cac", "smi"}
 
