@@ -9,7 +9,11 @@ conformal PID control, Angelopoulos, Candes & Tibshirani 2023: theta += step * (
 iterate})). With `scale_step = 0` it is per-level tracking alone (the earlier method). Both are
 scored on each level's own iterate, not the sorted value (scoring the sorted one couples crossed
 levels and runs away); the agent publishes the iterates sorted across levels (never crossing).
-A dead band on top (`gate_window` > 0): per horizon, while the raw model's own band coverage
+Before all this (`blend` > 0, the default since round 5) each raw band is pulled around the raw
+median toward the width a per-symbol GARCH(1,1) variance gives it (fixed coefficients, its
+long-run level an EWMA of squared returns over about `vol_memory` bars): the model's shape with
+part of a volatility it cannot see from its window alone. An optional dead band
+(`gate_window` > 0, round 4's default): per horizon, while the raw model's own band coverage
 (an exponentially weighted average over about its last `gate_window` scored forecasts) is within
 `gate_width` of nominal for every band, the raw output is published as it is; the calibration
 keeps running underneath. Per bar the work is O(len(horizons) * len(levels)).
@@ -63,20 +67,23 @@ class CalibrationSettings:
     method: `CalibrationSettings.levels()`). `gate_window`, `gate_width`: the dead band (the raw
     output is published at a horizon while its bands' coverage over about the last
     `gate_window` scored forecasts is within `gate_width` of nominal); `gate_window = 0` turns it
-    off. Chosen on the training series, each scored by a bundle that never saw it
-    (docs/CALIBRATION.md, "Round 4"). `window`: scored forecasts per horizon kept for the live
-    accuracy."""
+    off. `blend`: how far each raw band is first pulled toward the widths of a per-symbol
+    GARCH(1,1) variance with fixed `vol_alpha`, `vol_beta` and a long-run variance over about
+    `vol_memory` bars (0: the raw output). Chosen on the training series, each scored by a
+    bundle that never saw it (docs/CALIBRATION.md, "Round 5"; round 4's default is
+    `CalibrationSettings(blend=0.0, gate_window=250)`). `window`: scored forecasts per horizon
+    kept for the live accuracy."""
 
     step: float = 0.002
     horizon_power: float = 0.0
     scale_step: float = 0.02
     scale_power: float = 0.5
-    gate_window: int = 250
+    gate_window: int = 0
     gate_width: float = 0.03
-    blend: float = 0.0
-    vol_alpha: float = 0.08
-    vol_beta: float = 0.9
-    vol_memory: int = 1000
+    blend: float = 0.25
+    vol_alpha: float = 0.1
+    vol_beta: float = 0.85
+    vol_memory: int = 4000
     window: int = 250
 
     def __post_init__(self) -> None:
@@ -107,7 +114,12 @@ class CalibrationSettings:
     def levels(cls, step: float = 0.1, horizon_power: float = 1.0) -> CalibrationSettings:
         """Per-level quantile tracking alone: the method before the scale (for comparison)."""
         return cls(
-            step=step, horizon_power=horizon_power, scale_step=0.0, scale_power=0.0, gate_window=0
+            step=step,
+            horizon_power=horizon_power,
+            scale_step=0.0,
+            scale_power=0.0,
+            gate_window=0,
+            blend=0.0,
         )
 
 

@@ -28,6 +28,7 @@ from scripts.price_calibration_study import (
     EVALUATION,
     FRESH,
     FRESH4,
+    ROUND4,
     Model,
     Period,
     choose,
@@ -45,7 +46,6 @@ from scripts.price_calibration_study import (
 # evaluation-only series first scored in round 5, after its choice: gold and silver, two German
 # shares, sterling's effective rate and the mark-pound rate (forecaster/data/loaders.py)
 FRESH5 = ["gold", "silver", "bmw", "siemens", "gbpeer", "demgbp"]
-ROUND4 = CalibrationSettings(blend=0.0)
 # calibrations the blend runs under: round 4's, without its dead band, with a narrower dead
 # band, and with a faster band scale (the blend moves the raw coverage the dead band gauges)
 CALIBRATIONS = [
@@ -66,15 +66,6 @@ GRID = CALIBRATIONS + [
 ]
 
 
-def name(conf: CalibrationSettings) -> str:
-    """A setting's name in the tables: round 4's label, with the blend."""
-    base = label(replace(conf, blend=0.0))
-    if not conf.blend:
-        return base
-    vol = f"GARCH {conf.vol_alpha}/{conf.vol_beta} over {conf.vol_memory}"
-    return f"blend {conf.blend} {vol}; {base}"
-
-
 def run(model: Model, p: Period, grid: list[CalibrationSettings]) -> list[dict[str, Any]]:
     """One series' rows: every setting and the two baselines (GARCH fitted before the period)."""
     log_close = np.log(p.close)
@@ -85,7 +76,7 @@ def run(model: Model, p: Period, grid: list[CalibrationSettings]) -> list[dict[s
     )
     raw = model.raw(p.close)
     scores = {
-        name(c): score(y, quantile_tracking(model, p.close, raw, p.first, p.last, c), model.levels)
+        label(c): score(y, quantile_tracking(model, p.close, raw, p.first, p.last, c), model.levels)
         for c in grid
     }
     scores["raw"] = score(y, raw[origins], model.levels)

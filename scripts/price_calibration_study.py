@@ -87,6 +87,7 @@ def scale_grid(
                 scale_step=g,
                 scale_power=gp,
                 gate_window=0,
+                blend=0.0,
             )
             for g, gp in scales
             for shift in shifts
@@ -99,9 +100,11 @@ SCALE_GRID = scale_grid(SCALES, (0.0, 0.002, 0.005, 0.01))
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
 # round 2's default: the band scale, no dead band; round 3's: a dead band on it
 ROUND2 = CalibrationSettings(
-    step=0.005, horizon_power=0.0, scale_step=0.1, scale_power=1.0, gate_window=0
+    step=0.005, horizon_power=0.0, scale_step=0.1, scale_power=1.0, gate_window=0, blend=0.0
 )
 ROUND3 = replace(ROUND2, gate_window=100, gate_width=0.015)
+# round 4's: a slower band scale and finer shift under a 250-forecast +-3 pp dead band
+ROUND4 = CalibrationSettings(blend=0.0, gate_window=250)
 ROLLING = [250, 500]
 
 
@@ -145,6 +148,9 @@ def label(conf: CalibrationSettings | Hedge) -> str:
     """A setting's name in the tables."""
     if isinstance(conf, Hedge):
         return f"hedge eta {conf.eta} keep {conf.keep} on {label(conf.base)}"
+    if conf.blend:
+        vol = f"GARCH {conf.vol_alpha}/{conf.vol_beta} over {conf.vol_memory}"
+        return f"blend {conf.blend} {vol}; {label(replace(conf, blend=0.0))}"
     if conf.gate_window:
         ungated = replace(conf, gate_window=0)
         return f"gate {conf.gate_window}/{100 * conf.gate_width:.1f}pp on {label(ungated)}"
@@ -355,10 +361,11 @@ def methods(final: bool, loso: bool = False) -> dict[str, Method]:
     """Label -> published `[N, H, Q]` at origins first..last, given (model, close, raw); `loso`
     adds round 4's settings."""
     if final:
-        shipped = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, ROUND3, CalibrationSettings()]
+        shipped = [CalibrationSettings.levels(0.0), PREVIOUS, ROUND2, ROUND3, ROUND4]
+        shipped.append(CalibrationSettings())
         return {label(conf): partial(quantile_tracking, settings=conf) for conf in shipped}
     grid = [CalibrationSettings.levels(s, p) for s, p in LEVELS_GRID] + SCALE_GRID + GATES
-    grid.append(CalibrationSettings())
+    grid.append(ROUND4)
     if loso:
         grid += ROUND4_SCALE_GRID + ROUND4_GATES
     found: dict[str, Method] = {

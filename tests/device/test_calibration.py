@@ -78,11 +78,12 @@ def band_coverage(published: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.
 
 # per-level tracking alone, the band scale with a slow shift (no dead band), and the default:
 # the band scale under the dead band
+# round 4's default: the band scale under a 250-forecast +-3 pp dead band, no blend
+ROUND4 = CalibrationSettings(blend=0.0, gate_window=250)
 METHODS = [
     CalibrationSettings.levels(0.1, 1.0),
-    CalibrationSettings(
-        step=0.005, horizon_power=1.0, scale_step=0.05, scale_power=0.5, gate_window=0
-    ),
+    CalibrationSettings(step=0.005, horizon_power=1.0, scale_step=0.05, scale_power=0.5, blend=0.0),
+    ROUND4,
     CalibrationSettings(),
 ]
 
@@ -196,8 +197,9 @@ def test_the_blend_follows_a_volatility_the_model_does_not_see(seed: int) -> Non
     y = np.stack([log_close[origins + h] - log_close[origins] for h in horizons], axis=1)
     width = {}
     for blend in (0.0, 0.5, 1.0):
-        # no calibration on top: what the variance alone does to the bands
-        conf = CalibrationSettings(step=0.0, scale_step=0.0, gate_window=0, blend=blend)
+        # no calibration on top: what the variance alone does to the bands; a memory of 1000
+        # bars has mostly forgotten the calm half by the scored bars
+        conf = CalibrationSettings(step=0.0, scale_step=0.0, blend=blend, vol_memory=1000)
         published = np.array(run(Calibrator("m@1", horizons, LEVELS, conf), closes, raws))
         np.testing.assert_array_equal(published[:, :, 2], raws[:, :, 2])  # the median stays
         cov = band_coverage(published[origins], y, 1, 3)
@@ -252,8 +254,9 @@ def test_corrections_move_the_right_way() -> None:
 
 def test_the_dead_band_publishes_raw_until_the_raw_bands_miss() -> None:
     raw = gaussian_model(0.01, [1])
-    gated = Calibrator("m@1", [1], LEVELS)  # the default: 250 forecasts, 3 pp
-    ungated = Calibrator("m@1", [1], LEVELS, CalibrationSettings(gate_window=0))
+    # round 4's default: 250 forecasts, 3 pp
+    gated = Calibrator("m@1", [1], LEVELS, ROUND4)
+    ungated = Calibrator("m@1", [1], LEVELS, CalibrationSettings(blend=0.0))
     closes = [100.0 * 1.2**k for k in range(10)]  # every move far above both raw bands
 
     def feed(bars: range) -> None:
@@ -287,7 +290,7 @@ def test_the_dead_band_leaves_a_calibrated_model_raw_and_corrects_a_mis_scaled_o
     n, sd = 6000, 0.01
     closes = 100.0 * np.exp(np.cumsum(sd * rng.standard_normal(n)))
     raw = gaussian_model(scale * sd, [1])
-    cal = Calibrator("m@1", [1], LEVELS)
+    cal = Calibrator("m@1", [1], LEVELS, ROUND4)
     as_is = []
     for k, close in enumerate(closes):
         cal.observe(k, float(close))
@@ -297,7 +300,7 @@ def test_the_dead_band_leaves_a_calibrated_model_raw_and_corrects_a_mis_scaled_o
 
 
 def test_the_band_scale_widens_after_misses_and_leaves_the_median_raw() -> None:
-    conf = CalibrationSettings(step=0.0, scale_step=0.1, gate_window=0)
+    conf = CalibrationSettings(step=0.0, scale_step=0.1, blend=0.0)
     cal = Calibrator("m@1", [1], LEVELS, conf)
     raw = gaussian_model(0.01, [1]) + 0.002  # an off-centre forecast: the centre is its median
     closes = [100.0, 110.0, 99.0, 108.0]  # every move far outside both bands
@@ -317,18 +320,26 @@ def test_the_band_scale_widens_after_misses_and_leaves_the_median_raw() -> None:
 @settings(max_examples=40, deadline=None)
 @given(raw=arrays(np.float64, (3, 5), elements=finite))
 def test_a_fresh_state_publishes_the_raw_output_exactly(raw: np.ndarray) -> None:
-    # what a new model version's first forecast carries: correction exactly 0, for both methods
-    for conf in (CalibrationSettings(), *METHODS):
-        out = Calibrator("m@1", HORIZONS, LEVELS, conf).correct(np.sort(raw, axis=1))
-        assert not out.correction.any()
+    # what a new model version's first forecast carries: correction exactly 0 without the blend;
+    # with it, 0 at every median and (to rounding) at the shortest horizon, whose spread starts
+    # the variance
+    raw = np.sort(raw, axis=1)
+    for conf in METHODS:
+        out = Calibrator("m@1", HORIZONS, LEVELS, conf).correct(raw)
+        assert not out.correction[:, 2].any()
+        if conf.blend:
+            np.testing.assert_allclose(out.correction[0], 0.0, atol=1e-15)
+        else:
+            assert not out.correction.any()
 
 
-# what agents saved before the band scale (1) and before the dead band (2)
+# what agents saved before the band scale (1), the dead band (2) and the blend (3)
 @pytest.mark.parametrize(
     ("version", "settings"),
     [
         (1, {"step": 0.1, "horizon_power": 1.0, "window": 250}),
         (2, {"step": 0.005, "horizon_power": 0.0, "scale_step": 0.1, "scale_power": 1.0}),
+        (3, {"step": 0.002, "scale_step": 0.02, "gate_window": 250, "gate_width": 0.03}),
     ],
 )
 def test_a_state_of_a_previous_layout_resumes_fresh(

@@ -24,6 +24,7 @@ from device.outbox import Outbox
 from device.schemas import PriceForecast
 from device.settings import AgentSettings, CalibrationSection
 from tests.support.accuracy import pooled
+from tests.support.calibration import is_fresh
 from tests.support.clients import bar_payload, sp500_closes
 from tests.support.fake_host import message
 
@@ -116,9 +117,8 @@ def test_published_forecasts_carry_raw_and_correction_and_never_cross(
         np.testing.assert_allclose(returns, raw + correction, atol=1e-12)
         assert (np.diff(returns, axis=1) >= 0).all()
         np.testing.assert_allclose(f.prices, f.last_close * np.exp(returns), rtol=1e-12)
-    # nothing scored yet at the first forecast; later ones are corrected
-    assert not np.any(out[w - 1].correction)
-    assert np.any(out[len(BARS) - 1].correction)
+    # nothing scored yet at the first forecast; later ones are corrected from the scores
+    assert is_fresh(out[w - 1]) and not is_fresh(out[len(BARS) - 1])
     [acc] = run.handler.calibrators.accuracy(models.window_models)
     assert acc.symbol == "SPX" and acc.model == f"{model.model_id}@{model.ref.version}"
     # forecasts published since the first, per horizon, scored once their horizon has passed
@@ -133,12 +133,12 @@ def test_a_new_model_version_starts_its_own_state(tmp_path: Path, models: ModelS
     [old] = models.window_models
     split = 130
     before = run.feed(range(split))
-    assert np.any(before[split - 1].correction)
+    assert not is_fresh(before[split - 1])
     new = LoadedModel(model=old.model, ref=old.ref.model_copy(update={"version": "v2"}))
     run.models = ModelSet((new,))
     after = run.feed(range(split, len(BARS)))
-    # The same graph under a new version: its first forecast is uncorrected, as at a fresh start.
-    assert not np.any(after[split].correction)
+    # The same graph under a new version: its first forecast is corrected as at a fresh start.
+    assert is_fresh(after[split])
     [acc] = run.handler.calibrators.accuracy(run.models.window_models)
     assert acc.model.endswith("@v2")
     assert acc.scored == sum(len(after) - h for h in old.manifest.horizons or [])
