@@ -17,18 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from device.calibration import CalibrationSettings
-from forecaster.tasks.price import baselines
 from scripts.price_calibration_study import (
     EVALUATION,
     FRESH,
     FRESH4,
     ROUND4,
+    Method,
     Model,
     Period,
     choose,
@@ -37,9 +36,8 @@ from scripts.price_calibration_study import (
     loso_models,
     print_table,
     quantile_tracking,
-    score,
+    score_period,
     summary,
-    targets,
     training_period,
 )
 
@@ -67,26 +65,10 @@ GRID = CALIBRATIONS + [
 
 
 def run(model: Model, p: Period, grid: list[CalibrationSettings]) -> list[dict[str, Any]]:
-    """One series' rows: every setting and the two baselines (GARCH fitted before the period)."""
-    log_close = np.log(p.close)
-    origins = np.arange(p.first, p.last + 1)
-    y = targets(log_close, origins, model.horizons)
-    base = baselines.baseline_forecasts(
-        log_close, origins, model.horizons, model.levels, p.first - 1
-    )
-    raw = model.raw(p.close)
-    scores = {
-        label(c): score(y, quantile_tracking(model, p.close, raw, p.first, p.last, c), model.levels)
-        for c in grid
-    }
-    scores["raw"] = score(y, raw[origins], model.levels)
-    scores |= {k: score(y, base[k], model.levels) for k in ("garch", "historical_quantiles")}
-    garch, hist = scores["garch"]["pinball"], scores["historical_quantiles"]["pinball"]
-    return [
-        {"series": p.name, "method": m, "n": int(origins.size), **s}
-        | {"vs_garch": s["pinball"] / garch, "vs_hist": s["pinball"] / hist}
-        for m, s in scores.items()
-    ]
+    """One series' rows: the raw model, every setting and the two baselines."""
+    settings = [CalibrationSettings.levels(0.0), *grid]  # levels(0.0): the raw output, sorted
+    found: dict[str, Method] = {label(c): partial(quantile_tracking, settings=c) for c in settings}
+    return score_period(model, p, found)
 
 
 def main() -> None:

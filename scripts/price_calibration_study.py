@@ -376,6 +376,12 @@ def methods(final: bool, loso: bool = False) -> dict[str, Method]:
 
 
 def run_period(model: Model, p: Period, final: bool, loso: bool = False) -> list[dict[str, Any]]:
+    return score_period(model, p, methods(final, loso))
+
+
+def score_period(model: Model, p: Period, found: dict[str, Method]) -> list[dict[str, Any]]:
+    """One series' rows: every method of `found` and the two baselines (GARCH fitted before the
+    period), each with its ratios to both baselines."""
     log_close = np.log(p.close)
     origins = np.arange(p.first, p.last + 1)
     y = targets(log_close, origins, model.horizons)
@@ -385,7 +391,7 @@ def run_period(model: Model, p: Period, final: bool, loso: bool = False) -> list
     raw = model.raw(p.close)
     scores = {
         label: score(y, fn(model, p.close, raw, p.first, p.last), model.levels)
-        for label, fn in methods(final, loso).items()
+        for label, fn in found.items()
     }
     scores |= {k: score(y, base[k], model.levels) for k in ("garch", "historical_quantiles")}
     garch, hist = scores["garch"]["pinball"], scores["historical_quantiles"]["pinball"]
