@@ -8,7 +8,7 @@ calibration, payload) and the outbox commit of each group of 64 bars (as the net
 commits them),
 over real S&P 500 closes for `--symbols` symbols, with calibration on and off in alternating
 rounds (`--compare-previous`: also on with the previous default, round 4's band scale under its
-dead band without the blend, `CalibrationSettings(blend=0.0, gate_window=250)`, in the same
+dead band without the blend, `ROUND4` of scripts/price_calibration_study.py, in the same
 rotation, and each method's
 `observe` + `publish` timed alone on one symbol's bars). Reports CPU time per bar (process time: less disturbed by other load on the machine than
 wall time), median over rounds, without MQTT: the part of the agent calibration can change. The
@@ -36,6 +36,7 @@ from device.keys import load_trusted_keys
 from device.modelset import ModelSet, load_model_set
 from device.outbox import Outbox, OutMessage
 from device.settings import AgentSettings, CalibrationSection
+from scripts.price_calibration_study import ROUND4
 from tests.support.clients import bar_payload, sp500_closes
 from tests.support.fake_host import message
 
@@ -146,7 +147,7 @@ def main() -> None:
     models = price_only(args.registry, args.keys or args.registry.parent / "keys", args.model)
     arms: dict[str, CalibrationSettings | None] = {"off": None, "on": CalibrationSettings()}
     if args.compare_previous:
-        arms["on_previous"] = CalibrationSettings(blend=0.0, gate_window=250)
+        arms["on_previous"] = ROUND4
     per_bar: dict[str, list[float]] = {label: [] for label in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):

@@ -23,13 +23,14 @@ from device.calibration import CalibrationSettings
 from forecaster.tasks.price import baselines
 from scripts.price_calibration_study import (
     ROUND4,
+    Method,
     Model,
     Period,
     loso_models,
+    print_table,
     quantile_tracking,
-    score,
+    score_period,
     summary,
-    targets,
     training_period,
     warm_start,
 )
@@ -38,33 +39,34 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CALIBRATIONS = {"as is": None, "round 5": CalibrationSettings(), "round 4": ROUND4}
 
 
+def mixed(garch: np.ndarray, w: float, conf: CalibrationSettings | None) -> Method:
+    """`w * garch + (1 - w) * raw` on the bars `garch` covers (the calibrator's warm-up and the
+    scored period), published as it is or calibrated by `conf`."""
+
+    def publish(
+        model: Model, close: np.ndarray, raw: np.ndarray, first: int, last: int
+    ) -> np.ndarray:
+        mix, span = raw.copy(), slice(last + 1 - len(garch), last + 1)
+        mix[span] = w * garch + (1 - w) * raw[span]
+        if conf is None:
+            return mix[first : last + 1]
+        return quantile_tracking(model, close, mix, first, last, conf)
+
+    return publish
+
+
 def mixed_rows(model: Model, p: Period) -> list[dict[str, Any]]:
-    """One series' rows: every weight under every calibration, with both baselines' ratios."""
-    log_close = np.log(p.close)
-    raw = model.raw(p.close)
+    """One series' rows: every weight under every calibration, and both baselines."""
     span = np.arange(warm_start(model, p.first), p.last + 1)
-    garch = baselines.garch_quantiles(log_close, span, model.horizons, model.levels, p.first - 1)
-    origins = np.arange(p.first, p.last + 1)
-    y = targets(log_close, origins, model.horizons)
-    hist = baselines.historical_quantiles(log_close, origins, model.horizons, model.levels)
-    garch_loss = score(y, garch[p.first - span[0] :], model.levels)["pinball"]
-    hist_loss = score(y, hist, model.levels)["pinball"]
-    rows = []
-    for w in WEIGHTS:
-        mixed = raw.copy()
-        mixed[span] = w * garch + (1 - w) * raw[span]
-        for name, conf in CALIBRATIONS.items():
-            q = (
-                mixed[origins]
-                if conf is None
-                else quantile_tracking(model, p.close, mixed, p.first, p.last, conf)
-            )
-            s = score(y, q, model.levels)
-            rows.append(
-                {"series": p.name, "method": f"mix {w}, {name}", "n": int(origins.size), **s}
-                | {"vs_garch": s["pinball"] / garch_loss, "vs_hist": s["pinball"] / hist_loss}
-            )
-    return rows
+    log_close = np.log(p.close)
+    base = baselines.baseline_forecasts(log_close, span, model.horizons, model.levels, p.first - 1)
+    found = {
+        f"mix {w}, {name}": mixed(base["garch"], w, conf)
+        for w in WEIGHTS
+        for name, conf in CALIBRATIONS.items()
+    }
+    at_origins = {k: v[p.first - span[0] :] for k, v in base.items()}
+    return score_period(model, p, found, at_origins)
 
 
 def main() -> None:
@@ -74,12 +76,8 @@ def main() -> None:
     rows = []
     for name, model in loso_models(args.loso):
         rows += mixed_rows(model, training_period(name, model.horizons, "pretest"))
-    for r in rows:
-        print(
-            f"| {r['series']} | {r['method']} | {r['vs_garch']:.4f} | {r['vs_hist']:.4f} | "
-            f"{100 * r['cov80']:.1f}% | {100 * r['cov90']:.1f}% |"
-        )
-    summary(rows)
+    print_table(rows)
+    summary([r for r in rows if r["method"] not in ("garch", "historical_quantiles")])
 
 
 if __name__ == "__main__":

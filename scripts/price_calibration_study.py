@@ -379,15 +379,22 @@ def run_period(model: Model, p: Period, final: bool, loso: bool = False) -> list
     return score_period(model, p, methods(final, loso))
 
 
-def score_period(model: Model, p: Period, found: dict[str, Method]) -> list[dict[str, Any]]:
+def score_period(
+    model: Model,
+    p: Period,
+    found: dict[str, Method],
+    base: dict[str, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
     """One series' rows: every method of `found` and the two baselines (GARCH fitted before the
-    period), each with its ratios to both baselines."""
+    period), each with its ratios to both baselines; `base`: the baselines' forecasts at the
+    period's origins, where the caller already has them."""
     log_close = np.log(p.close)
     origins = np.arange(p.first, p.last + 1)
     y = targets(log_close, origins, model.horizons)
-    base = baselines.baseline_forecasts(
-        log_close, origins, model.horizons, model.levels, p.first - 1
-    )
+    if base is None:
+        base = baselines.baseline_forecasts(
+            log_close, origins, model.horizons, model.levels, p.first - 1
+        )
     raw = model.raw(p.close)
     scores = {
         label: score(y, fn(model, p.close, raw, p.first, p.last), model.levels)

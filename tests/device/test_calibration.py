@@ -76,9 +76,8 @@ def band_coverage(published: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.
     return ((y > published[..., lo]) & (y <= published[..., hi])).mean(axis=0)
 
 
-# per-level tracking alone, the band scale with a slow shift (no dead band), and the default:
-# the band scale under the dead band
-# round 4's default: the band scale under a 250-forecast +-3 pp dead band, no blend
+# per-level tracking alone, the band scale with a slow shift (no dead band), round 4's default
+# (the band scale under a 250-forecast +-3 pp dead band, no blend) and the default (the blend)
 ROUND4 = CalibrationSettings(blend=0.0, gate_window=250)
 METHODS = [
     CalibrationSettings.levels(0.1, 1.0),
