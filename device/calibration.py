@@ -26,13 +26,14 @@ import json
 import logging
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from device import garch
 from device.errors import CalibrationStateError
 
 __all__ = [
@@ -47,8 +48,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 4  # 2: the bands' log-scales joined the state; 3: the dead band's; 4: the
-# long-memory variance's
+STATE_VERSION = 5  # 2: the bands' log-scales joined the state; 3: the dead band's; 4: the
+# long-memory variance's; 5: the on-line GARCH(1,1)-t fit's
+# the grid every symbol's GARCH(1,1)-t is fitted on (docs/CALIBRATION.md, "Round 6")
+GARCH_GRID = garch.GarchGrid()
 # Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
 _MIN_SPREAD = 1e-9
 # Bounds of a band's scale: a degenerate raw band (no width) would push it without end.
@@ -69,8 +72,11 @@ class CalibrationSettings:
     `gate_window` scored forecasts is within `gate_width` of nominal); `gate_window = 0` turns it
     off. `blend`: how far each raw band is first pulled toward the widths of a per-symbol
     GARCH(1,1) variance with fixed `vol_alpha`, `vol_beta` and a long-run variance over about
-    `vol_memory` bars (0: the raw output). Chosen on the training series, each scored by a
-    bundle that never saw it (docs/CALIBRATION.md, "Round 5"; round 4's default is
+    `vol_memory` bars (0: the raw output). `mix`: the weight of the symbol's on-line GARCH(1,1)-t
+    quantiles (device/garch.py, its means and likelihoods over about `garch_memory` bars) in
+    `(1 - mix) * raw + mix * garch`, taken before the blend and the calibration (0: the raw
+    output). Chosen on the training series, each scored by a bundle that never saw it
+    (docs/CALIBRATION.md, "Round 5" and "Round 6"; round 4's default is
     `CalibrationSettings(blend=0.0, gate_window=250)`). `window`: scored forecasts per horizon
     kept for the live accuracy."""
 
@@ -84,6 +90,8 @@ class CalibrationSettings:
     vol_alpha: float = 0.1
     vol_beta: float = 0.85
     vol_memory: int = 4000
+    mix: float = 0.0
+    garch_memory: int = 4000
     window: int = 250
 
     def __post_init__(self) -> None:
@@ -102,8 +110,13 @@ class CalibrationSettings:
                 f"vol_alpha and vol_beta must be >= 0 with a sum below 1, got {self.vol_alpha}, "
                 f"{self.vol_beta}"
             )
-        if self.vol_memory < 1:
-            raise CalibrationStateError(f"vol_memory must be >= 1, got {self.vol_memory}")
+        if self.vol_memory < 1 or self.garch_memory < 1:
+            raise CalibrationStateError(
+                f"vol_memory and garch_memory must be >= 1, got {self.vol_memory}, "
+                f"{self.garch_memory}"
+            )
+        if not 0.0 <= self.mix <= 1.0:
+            raise CalibrationStateError(f"mix must lie in [0, 1], got {self.mix}")
         if self.gate_window < 0 or not 0.0 <= self.gate_width < 1.0:
             raise CalibrationStateError(
                 f"gate_window must be >= 0 and gate_width in [0, 1), got {self.gate_window}, "
@@ -120,6 +133,7 @@ class CalibrationSettings:
             scale_power=0.0,
             gate_window=0,
             blend=0.0,
+            mix=0.0,
         )
 
 
@@ -208,6 +222,11 @@ def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str,
         # the long-memory variance (`blend` > 0): last observed log close, next bar's variance,
         # the long-run variance, and 1 once started from a first forecast (else 0)
         ("vol", "<f8", (4,)),
+        # the on-line GARCH(1,1)-t fit (`mix` > 0): its running statistics, each (alpha, beta)
+        # pair's variance and each (alpha, beta, nu) cell's log-likelihood (device/garch.py)
+        ("garch", "<f8", (garch.STATS,)),
+        ("garch_s2", "<f8", (GARCH_GRID.pairs,)),
+        ("garch_ll", "<f8", GARCH_GRID.cells),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -295,6 +314,11 @@ class Calibrator:
         self._m_scale, self._m_cover = mv["scale"], mv["cover"]
         self._m_pending_raw, self._m_gated = mv["pending_raw"], mv["gated"]
         self._m_vol = mv["vol"]
+        # the GARCH fit runs in numpy on (1, ...) views: device/garch.py's rows
+        self._g_stats, self._g_s2 = v["garch"][None], v["garch_s2"][None]
+        self._g_ll = v["garch_ll"][None]
+        self._g_stats[0, garch.LAST] = math.nan
+        self._g_s2[:] = 1.0
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
         self._levels: list[float] = lv.tolist()
@@ -307,6 +331,9 @@ class Calibrator:
         self._init_scale()
         self._init_gate()
         self._init_vol()
+        self._mixing = self.settings.mix > 0.0
+        self._garch_k = replace(GARCH_GRID, memory=self.settings.garch_memory).constants()
+        self._level_tuple = tuple(self._levels)
         header = {
             "version": STATE_VERSION,
             "model": model,
@@ -402,6 +429,31 @@ class Calibrator:
             out.append([x + k * (x - c) for x in row])
         return out
 
+    def _update_garch(self, seq: int, log_close: float) -> None:
+        """One return into the symbol's GARCH(1,1)-t fit (from its second observed bar on)."""
+        stats = self._g_stats
+        last = float(stats[0, garch.LAST])
+        if not math.isnan(last):
+            r, gap = np.array([log_close - last]), np.array([float(seq - self._m_seq[0])])
+            garch.update(stats, self._g_s2, self._g_ll, r, gap, self._garch_k)
+        stats[0, garch.LAST] = log_close
+
+    def _mixed(self, rows: Rows) -> Rows:
+        """`(1 - mix) * raw + mix * garch` once the fit has seen enough returns, else the raw
+        rows (both sorted, so the mix is too)."""
+        k = self._garch_k
+        if not garch.ready(self._g_stats, k)[0]:
+            return rows
+        fit = garch.quantiles(
+            self._g_stats, self._g_s2, self._g_ll, self.horizons, self._level_tuple, k
+        )[0].tolist()
+        w = self.settings.mix
+        keep = 1.0 - w
+        return [
+            [keep * a + w * b for a, b in zip(row, g, strict=False)]
+            for row, g in zip(rows, fit, strict=False)
+        ]
+
     def _gates(self) -> list[bool]:
         """Per horizon, whether the raw output is published now: every band's gauge within
         `gate_width` of nominal."""
@@ -434,6 +486,8 @@ class Calibrator:
         log_close = math.log(close)
         if self._blending:
             self._update_vol(seq, log_close)
+        if self._mixing:
+            self._update_garch(seq, log_close)
         self._m_seq[0] = seq
         origin, depth, scored = self._m_origin, self._depth, 0
         for j, h in enumerate(self.horizons):
@@ -537,11 +591,14 @@ class Calibrator:
         return Calibrated(rows, correction, returns)
 
     def _calibrate(self, rows: Rows, slot: int | None) -> Calibrated:
-        """`_correct` on the blended rows where blending, the correction then relative to the
-        raw output (so it holds the blend too)."""
-        if not self._blending:
+        """`_correct` on the mixed and blended rows where mixing or blending, the correction
+        then relative to the raw output (so it holds the mix and the blend too)."""
+        base = self._mixed(rows) if self._mixing else rows
+        if self._blending:
+            base = self._blended(base)
+        if base is rows:
             return self._correct(rows, slot)
-        out = self._correct(self._blended(rows), slot)
+        out = self._correct(base, slot)
         correction = [
             [o - v for o, v in zip(pub, row, strict=False)]
             for pub, row in zip(out.returns_rows, rows, strict=False)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from device import garch
 from device.calibration import (
     _MAX_SCALE,
     _MIN_SCALE,
@@ -208,6 +209,8 @@ class CalibratorBank:
         v = self._views
         if self.proto._blending:
             self._update_vol(rows, seqs, log_close)
+        if self.proto._mixing:
+            self._update_garch(rows, seqs, log_close)
         v["_seq"][rows, 0] = seqs
         for j, h in enumerate(self.proto.horizons):
             slots = (seqs - h) % self._depth
@@ -229,6 +232,40 @@ class CalibratorBank:
             vol[at, 1] = p._vol_omega * var + conf.vol_alpha * r2 + conf.vol_beta * vol[at, 1]
             vol[at, 2] = var
         vol[rows, 0] = log_close
+
+    def _update_garch(self, rows: IntArray, seqs: IntArray, log_close: FloatArray) -> None:
+        """`Calibrator._update_garch` on many rows (a row's first bar keeps only the close)."""
+        v = self._views
+        stats = v["garch"]
+        last = stats[rows, garch.LAST]
+        seen = ~np.isnan(last)
+        if seen.any():
+            at = rows[seen]
+            s, s2, ll = stats[at], v["garch_s2"][at], v["garch_ll"][at]
+            gap = (seqs[seen] - v["_seq"][at, 0]).astype(np.float64)
+            garch.update(s, s2, ll, log_close[seen] - last[seen], gap, self.proto._garch_k)
+            stats[at], v["garch_s2"][at], v["garch_ll"][at] = s, s2, ll
+        stats[rows, garch.LAST] = log_close
+
+    def _mixed(self, rows: IntArray, raw64: FloatArray) -> FloatArray:
+        """`Calibrator._mixed` on many rows: the mix where a row's fit is ready."""
+        v, p = self._views, self.proto
+        stats = v["garch"][rows]
+        ok = garch.ready(stats, p._garch_k)
+        if not ok.any():
+            return raw64
+        fit = garch.quantiles(
+            stats[ok],
+            v["garch_s2"][rows[ok]],
+            v["garch_ll"][rows[ok]],
+            p.horizons,
+            p._level_tuple,
+            p._garch_k,
+        )
+        w = p.settings.mix
+        mixed = raw64.copy()
+        mixed[ok] = (1.0 - w) * raw64[ok] + w * fit
+        return mixed
 
     def _blended(self, rows: IntArray, raw64: FloatArray) -> FloatArray:
         """`Calibrator._blended` on many rows: the raw bands pulled toward the long-memory
@@ -294,8 +331,10 @@ class CalibratorBank:
         v["origin"][rows, slots] = seqs
         v["origin_log_close"][rows, slots] = log_close
         raw64 = raw.astype(np.float64)
-        # what the calibration corrects: the raw output, or its blend with the variance
-        base = self._blended(rows, raw64) if self.proto._blending else raw64
+        # what the calibration corrects: the raw output, mixed with the GARCH fit's, blended
+        base = self._mixed(rows, raw64) if self.proto._mixing else raw64
+        if self.proto._blending:
+            base = self._blended(rows, base)
         spread = np.maximum(base[..., -1] - base[..., 0], _MIN_SPREAD)[..., None]
         shift = v["theta"][rows] * spread
         if self.proto._scaled:  # c + m * (raw - c) + theta * spread, as the Calibrator writes it

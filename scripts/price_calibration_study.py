@@ -148,6 +148,8 @@ def label(conf: CalibrationSettings | Hedge) -> str:
     """A setting's name in the tables."""
     if isinstance(conf, Hedge):
         return f"hedge eta {conf.eta} keep {conf.keep} on {label(conf.base)}"
+    if conf.mix:
+        return f"mix {conf.mix} GARCH-t over {conf.garch_memory}; {label(replace(conf, mix=0.0))}"
     if conf.blend:
         vol = f"GARCH {conf.vol_alpha}/{conf.vol_beta} over {conf.vol_memory}"
         return f"blend {conf.blend} {vol}; {label(replace(conf, blend=0.0))}"
@@ -476,7 +478,7 @@ def choose(
     table = [
         r
         for r in table
-        if r["method"].startswith(("raw", "levels", "scale", "gate", "hedge", "blend"))
+        if r["method"].startswith(("raw", "levels", "scale", "gate", "hedge", "blend", "mix"))
     ]
     dev = {r["method"]: max(r["d80"], r["d90"]) for r in table}
     feasible = [r for r in table if dev[r["method"]] <= max_dev and r["per_h"] <= max_per_h]

@@ -5,12 +5,14 @@ and failed bars."""
 from __future__ import annotations
 
 from dataclasses import replace
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from device import calibration
 from device.calibration import CalibrationSettings, Calibrator
 from device.calibration_bank import CalibratorBank
 from device.errors import CalibrationStateError
@@ -42,6 +44,8 @@ def _raw(rng: np.random.Generator) -> np.ndarray:
     gate=st.sampled_from([(0, 0.0), (2, 0.2), (5, 0.1)]),
     # the long-memory variance's pull on the raw bands: off, halfway, all the way
     blend=st.sampled_from([0.0, 0.5, 1.0]),
+    # the on-line GARCH-t fit's weight (forecasting from its 4th return on, so it mixes here)
+    mix=st.sampled_from([0.0, 0.5]),
 )
 def test_a_bank_publishes_and_stores_what_calibrators_do(
     passes: list[list[tuple[int, int, bool]]],
@@ -52,6 +56,25 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
     scaled: bool,
     gate: tuple[int, float],
     blend: float,
+    mix: float,
+) -> None:
+    early = replace(calibration.GARCH_GRID, min_returns=4)
+    with mock.patch.object(calibration, "GARCH_GRID", early):
+        _check_bank_against_calibrators(
+            passes, step, window, seed, vector_from, scaled, gate, blend, mix
+        )
+
+
+def _check_bank_against_calibrators(
+    passes: list[list[tuple[int, int, bool]]],
+    step: float,
+    window: int,
+    seed: int,
+    vector_from: int,
+    scaled: bool,
+    gate: tuple[int, float],
+    blend: float,
+    mix: float,
 ) -> None:
     config = replace(
         CalibrationSettings(step=step / 10, scale_step=step)
@@ -62,6 +85,8 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
         gate_width=gate[1],
         blend=blend,
         vol_memory=7,
+        mix=mix,
+        garch_memory=9,
     )
     rng = np.random.default_rng(seed)
     bank = CalibratorBank(MODEL, HORIZONS, LEVELS, config, vector_from)

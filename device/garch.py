@@ -1,0 +1,182 @@
+"""A GARCH(1,1) with Student-t shocks fitted on-line to one symbol's own returns, in numpy only
+(the device has neither `arch` nor `scipy`). docs/CALIBRATION.md, "Round 6".
+
+Maximum likelihood on a fixed grid instead of an optimizer: every (alpha, beta) pair of the grid
+keeps its own variance recursion and every (alpha, beta, nu) cell its log-likelihood of the
+returns seen so far, so one bar costs one vectorised update of the grid and the fit is always
+current (no refit, no stored history, and a state that replays exactly). The mean and the
+long-run variance are running means (variance targeting, as `arch` does not, but as GARCH
+practice often does: it leaves the grid to the persistence and the shape). Horizon h's quantiles
+are the GARCH(1,1) sums of the daily means and variances with the cell's t shape rescaled to unit
+variance, as the project's GARCH baseline computes them (forecaster/tasks/price/baselines.py).
+
+All functions take arrays with a leading axis of rows (symbols), so one symbol's state and a
+bank of stacked states run the same elementwise arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["GarchGrid", "student_t_ppf"]
+
+FloatArray = npt.NDArray[np.float64]
+
+# stats columns: returns seen, their running mean, the running mean of squared deviations
+# (the long-run variance), and the last observed log close (NaN before the first bar)
+N, MEAN, VAR, LAST = range(4)
+STATS = 4
+# a floor on every variance: a run of unchanged closes must not make a log-density infinite
+MIN_VARIANCE = 1e-14
+
+
+@lru_cache(maxsize=64)
+def student_t_ppf(levels: tuple[float, ...], nu: float) -> tuple[float, ...]:
+    """Quantiles of Student's t with `nu` degrees of freedom, rescaled to unit variance: the CDF
+    by Simpson's rule on a fine grid of the density, inverted by interpolation (accurate to
+    about 1e-7 for nu >= 3 at levels within [0.001, 0.999], tests/device/test_garch.py)."""
+    x = np.linspace(0.0, 60.0, 240_001)
+    log_c = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(math.pi * nu)
+    pdf = np.exp(log_c - (nu + 1) / 2 * np.log1p(x * x / nu))
+    # Simpson on each pair of intervals, then the midpoints by the trapezoid's half step
+    dx = x[1] - x[0]
+    pairs = dx / 3 * (pdf[:-2:2] + 4 * pdf[1:-1:2] + pdf[2::2])
+    cdf = np.concatenate([[0.5], 0.5 + np.cumsum(pairs)])
+    upper = np.interp([max(a, 1 - a) for a in levels], cdf, x[::2])
+    sd = math.sqrt(nu / (nu - 2))
+    return tuple(float(u if a >= 0.5 else -u) / sd for a, u in zip(levels, upper, strict=True))
+
+
+@dataclass(frozen=True)
+class GarchGrid:
+    """The grid a symbol's GARCH(1,1)-t is fitted on: `alphas` x `persistences` (beta =
+    persistence - alpha) x `nus`. `memory`: bars after which the running means and the
+    log-likelihoods forget (exponentially; before that they are plain means and sums).
+    `min_returns`: returns seen before the fit forecasts at all."""
+
+    alphas: tuple[float, ...] = (0.03, 0.06, 0.09, 0.12, 0.16)
+    persistences: tuple[float, ...] = (0.9, 0.95, 0.975, 0.99)
+    nus: tuple[float, ...] = (4.0, 6.0, 10.0, 30.0)
+    memory: int = 4000
+    min_returns: int = 50
+
+    @property
+    def pairs(self) -> int:
+        return len(self.alphas) * len(self.persistences)
+
+    @property
+    def cells(self) -> tuple[int, int]:
+        return self.pairs, len(self.nus)
+
+    def constants(self) -> GarchConstants:
+        return _constants(self)
+
+
+@dataclass(frozen=True)
+class GarchConstants:
+    """Arrays derived once from a grid: per pair alpha, beta, 1 - alpha - beta and persistence;
+    per nu the t log-density's constant, (nu + 1) / 2 and 1 / (nu - 2)."""
+
+    alpha: FloatArray
+    beta: FloatArray
+    omega: FloatArray
+    phi: FloatArray
+    log_c: FloatArray
+    half_nu1: FloatArray
+    inv_nu2: FloatArray
+    keep: float
+    memory: float
+    min_returns: int
+    nus: tuple[float, ...]
+
+
+@lru_cache(maxsize=16)
+def _constants(grid: GarchGrid) -> GarchConstants:
+    a, p = np.meshgrid(grid.alphas, grid.persistences, indexing="ij")
+    alpha, phi = a.ravel(), p.ravel()
+    nu = np.asarray(grid.nus, dtype=np.float64)
+    log_c = np.array(
+        [
+            math.lgamma((n + 1) / 2) - math.lgamma(n / 2) - 0.5 * math.log(math.pi * (n - 2))
+            for n in grid.nus
+        ]
+    )
+    return GarchConstants(
+        alpha=alpha,
+        beta=phi - alpha,
+        omega=1.0 - phi,
+        phi=phi,
+        log_c=log_c,
+        half_nu1=(nu + 1) / 2,
+        inv_nu2=1.0 / (nu - 2),
+        keep=1.0 - 1.0 / grid.memory,
+        memory=float(grid.memory),
+        min_returns=grid.min_returns,
+        nus=grid.nus,
+    )
+
+
+def update(
+    stats: FloatArray,
+    s2: FloatArray,
+    ll: FloatArray,
+    r: FloatArray,
+    gap: FloatArray,
+    k: GarchConstants,
+) -> None:
+    """One return per row into the grid, in place: `stats [R, 4]`, `s2 [R, K]`, `ll [R, K, M]`,
+    `r [R]` the log return since the row's last close, `gap [R]` the bars it spans (a gap of g
+    bars counts as one bar of g times the variance). The log-likelihood scores the return on
+    each cell's variance before the update, then every variance steps."""
+    n = stats[:, N] + 1.0
+    w = 1.0 / np.minimum(n, k.memory)  # a plain mean until `memory`, then an EWMA
+    e = r / np.sqrt(gap) - stats[:, MEAN]
+    e2 = (e * e)[:, None]
+    started = (stats[:, N] >= 1.0)[:, None]
+    scored = (n > 1.0)[:, None, None]
+    log_s2 = np.log(s2)[:, :, None]
+    dens = k.log_c - 0.5 * log_s2 - k.half_nu1 * np.log1p((e2 / s2)[:, :, None] * k.inv_nu2)
+    ll[:] = np.where(scored, ll * k.keep + dens, ll)
+    var = stats[:, VAR] + (e * e - stats[:, VAR]) * w
+    stats[:, MEAN] += e * w
+    stats[:, VAR] = var
+    stats[:, N] = n
+    # the first return starts every variance at its own square; later ones run the recursion
+    s2[:] = np.maximum(
+        np.where(started, k.omega * var[:, None] + k.alpha * e2 + k.beta * s2, e2), MIN_VARIANCE
+    )
+
+
+def ready(stats: FloatArray, k: GarchConstants) -> npt.NDArray[np.bool_]:
+    """Rows whose fit has seen enough returns to forecast."""
+    enough: npt.NDArray[np.bool_] = stats[:, N] >= k.min_returns
+    return enough
+
+
+def quantiles(
+    stats: FloatArray,
+    s2: FloatArray,
+    ll: FloatArray,
+    horizons: list[int],
+    levels: tuple[float, ...],
+    k: GarchConstants,
+) -> FloatArray:
+    """`[R, H, Q]` quantiles of the h-bar log return from the rows' best cells (maximum
+    likelihood on the grid): h * mean + sd_h * z_nu(level), sd_h^2 = h V + (s2 - V)(1 -
+    phi^h)/(1 - phi)."""
+    rows = ll.shape[0]
+    best = ll.reshape(rows, -1).argmax(axis=1)
+    pair, shape = np.divmod(best, ll.shape[2])
+    z = np.array([student_t_ppf(levels, nu) for nu in k.nus])[shape]  # [R, Q]
+    phi = k.phi[pair][:, None]
+    h = np.asarray(horizons, dtype=np.float64)[None, :]
+    var, mean = stats[:, VAR][:, None], stats[:, MEAN][:, None]
+    s2_now = s2[np.arange(rows), pair][:, None]
+    sd = np.sqrt(np.maximum(h * var + (s2_now - var) * (1.0 - phi**h) / (1.0 - phi), 0.0))
+    out: FloatArray = (h * mean)[:, :, None] + sd[:, :, None] * z[:, None, :]
+    return out

@@ -1,0 +1,107 @@
+"""The on-line GARCH(1,1)-t fit (device/garch.py): its t quantiles, that it finds the process
+that generated the returns, that rows are independent, and that the calibrator's mix uses it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from device import garch
+from device.calibration import CalibrationSettings, Calibrator
+
+LEVELS = (0.05, 0.1, 0.5, 0.9, 0.95)
+
+
+@pytest.mark.parametrize("nu", [3.0, 4.0, 6.0, 10.0, 30.0])
+def test_student_t_quantiles_match_scipy(nu: float) -> None:
+    levels = (0.001, 0.01, *LEVELS, 0.99, 0.999)
+    want = stats.t.ppf(levels, nu) * np.sqrt((nu - 2) / nu)
+    np.testing.assert_allclose(garch.student_t_ppf(levels, nu), want, rtol=0, atol=1e-7)
+
+
+def simulate(alpha: float, beta: float, nu: float, n: int, seed: int) -> np.ndarray:
+    """Returns of a GARCH(1,1) with unit-variance t shocks and long-run variance 1e-4."""
+    rng = np.random.default_rng(seed)
+    shocks = rng.standard_t(nu, n) * np.sqrt((nu - 2) / nu)
+    omega, s2, out = 1e-4 * (1 - alpha - beta), 1e-4, np.empty(n)
+    for t in range(n):
+        out[t] = np.sqrt(s2) * shocks[t]
+        s2 = omega + alpha * out[t] ** 2 + beta * s2
+    return out
+
+
+def fit(returns: np.ndarray, grid: garch.GarchGrid) -> tuple[np.ndarray, ...]:
+    """The grid's state after every return, one row."""
+    k = grid.constants()
+    s = np.zeros((1, garch.STATS))
+    s2, ll = np.ones((1, grid.pairs)), np.zeros((1, *grid.cells))
+    for r in returns:
+        garch.update(s, s2, ll, np.array([r]), np.ones(1), k)
+    return s, s2, ll
+
+
+def test_the_fit_finds_the_generating_cell_and_its_bands_cover() -> None:
+    grid = garch.GarchGrid(memory=10**6)  # no forgetting: the MLE of 20,000 returns
+    returns = simulate(0.09, 0.885, 6.0, 20_000, seed=3)
+    k = grid.constants()
+    s = np.zeros((1, garch.STATS))
+    s2, ll = np.ones((1, grid.pairs)), np.zeros((1, *grid.cells))
+    inside = []
+    for t, r in enumerate(returns):
+        if t >= 500:  # the one-step 80% band made before r is known
+            q = garch.quantiles(s, s2, ll, [1], LEVELS, k)[0, 0]
+            inside.append(q[1] < r <= q[3])
+        garch.update(s, s2, ll, np.array([r]), np.ones(1), k)
+    pair, shape = np.divmod(int(ll.argmax()), len(grid.nus))
+    assert k.alpha[pair] == pytest.approx(0.09) and k.phi[pair] == pytest.approx(0.975)
+    assert grid.nus[shape] == 6.0
+    assert np.mean(inside) == pytest.approx(0.8, abs=0.02)
+    assert s[0, garch.VAR] == pytest.approx(1e-4, rel=0.15)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 80), gap=st.integers(1, 4))
+def test_rows_are_independent(seed: int, n: int, gap: int) -> None:
+    """Two rows stepped together hold exactly what each holds stepped alone (the bank's rows)."""
+    grid = replace(garch.GarchGrid(), memory=30)
+    k = grid.constants()
+    rng = np.random.default_rng(seed)
+    returns = rng.normal(0, 0.01, (n, 2))
+    s = np.zeros((2, garch.STATS))
+    s2, ll = np.ones((2, grid.pairs)), np.zeros((2, *grid.cells))
+    gaps = np.array([1.0, float(gap)])
+    for r in returns:
+        garch.update(s, s2, ll, r, gaps, k)
+    for row in range(2):
+        one = (np.zeros((1, garch.STATS)), np.ones((1, grid.pairs)), np.zeros((1, *grid.cells)))
+        for r in returns[:, row]:
+            garch.update(one[0], one[1], one[2], np.array([r]), gaps[row : row + 1], k)
+        for mine, together in zip(one, (s, s2, ll), strict=True):
+            assert mine[0].tobytes() == together[row].tobytes()
+    q = garch.quantiles(s, s2, ll, [1, 5, 20], LEVELS, k)
+    assert (np.diff(q, axis=-1) >= 0).all()
+
+
+def test_the_mix_publishes_the_weighted_mean_of_raw_and_fit() -> None:
+    """With the calibration itself off, what goes out is (1 - w) raw + w garch once the fit has
+    its 50 returns, and the raw output before."""
+    off = CalibrationSettings(step=0.0, scale_step=0.0, blend=0.0, mix=0.5)
+    cal = Calibrator("m@1", [1, 5], list(LEVELS), off)
+    returns = simulate(0.06, 0.9, 10.0, 80, seed=1)
+    close = 100.0 * np.exp(np.cumsum(returns))
+    raw = np.sort(np.random.default_rng(0).normal(0, 0.01, (2, 5)), axis=1)
+    grid = garch.GarchGrid()
+    for t, c in enumerate(close):
+        cal.observe(t, float(c))
+        out = cal.publish(t, float(c), raw)
+        if t < grid.min_returns:
+            assert out.returns_rows == raw.tolist()
+    s, s2, ll = fit(np.diff(np.log(close)), grid)
+    want = 0.5 * raw + 0.5 * garch.quantiles(s, s2, ll, [1, 5], LEVELS, grid.constants())[0]
+    np.testing.assert_allclose(out.returns, want, rtol=0, atol=1e-15)
+    assert Calibrator.from_bytes(cal.to_bytes()).to_bytes() == cal.to_bytes()
