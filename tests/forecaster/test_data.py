@@ -116,6 +116,15 @@ def test_gold_eer_evir_and_markpound_keep_or_assign_their_dates() -> None:
     assert demgbp.iloc[0] == pytest.approx(100.0 * np.exp(0.00125333), rel=1e-5)
 
 
+def test_new_evaluation_series_keep_their_own_dates() -> None:
+    # AER MSCISwitzerland: a zoo with one row per Monday-to-Friday day, 1994-12-30 .. 2012-12-31
+    msci = load_close_dataset("mscich")
+    assert msci.name == "MSCICH" and len(msci) == 4697
+    assert msci.index[0] == pd.Timestamp("1994-12-30") and msci.iloc[0] == 335.747
+    assert msci.index[-1] == pd.Timestamp("2012-12-31")
+    assert msci.index.equals(pd.bdate_range("1994-12-30", "2012-12-31"))
+
+
 def test_training_list_is_the_four_named_series() -> None:
     assert set(TRAINING_DATASETS) == {"sp500", "nasdaq", "cac", "smi"}
 
