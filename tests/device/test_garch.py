@@ -54,7 +54,7 @@ def test_the_fit_finds_the_generating_cell_and_its_bands_cover() -> None:
     inside = []
     for t, r in enumerate(returns):
         if t >= 500:  # the one-step 80% band made before r is known
-            q = garch.quantiles(s, s2, ll, [1], LEVELS, k)[0, 0]
+            q = garch.quantiles(s, s2, ll, garch.horizon_terms(k, [1], LEVELS))[0, 0]
             inside.append(q[1] < r <= q[3])
         garch.update(s, s2, ll, np.array([r]), np.ones(1), k)
     pair, shape = np.divmod(int(ll.argmax()), len(grid.nus))
@@ -83,7 +83,7 @@ def test_rows_are_independent(seed: int, n: int, gap: int) -> None:
             garch.update(one[0], one[1], one[2], np.array([r]), gaps[row : row + 1], k)
         for mine, together in zip(one, (s, s2, ll), strict=True):
             assert mine[0].tobytes() == together[row].tobytes()
-    q = garch.quantiles(s, s2, ll, [1, 5, 20], LEVELS, k)
+    q = garch.quantiles(s, s2, ll, garch.horizon_terms(k, [1, 5, 20], LEVELS))
     assert (np.diff(q, axis=-1) >= 0).all()
 
 
@@ -102,6 +102,9 @@ def test_the_mix_publishes_the_weighted_mean_of_raw_and_fit() -> None:
         if t < grid.min_returns:
             assert out.returns_rows == raw.tolist()
     s, s2, ll = fit(np.diff(np.log(close)), grid)
-    want = 0.5 * raw + 0.5 * garch.quantiles(s, s2, ll, [1, 5], LEVELS, grid.constants())[0]
+    want = (
+        0.5 * raw
+        + 0.5 * garch.quantiles(s, s2, ll, garch.horizon_terms(grid.constants(), [1, 5], LEVELS))[0]
+    )
     np.testing.assert_allclose(out.returns, want, rtol=0, atol=1e-15)
     assert Calibrator.from_bytes(cal.to_bytes()).to_bytes() == cal.to_bytes()

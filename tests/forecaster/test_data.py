@@ -123,6 +123,12 @@ def test_new_evaluation_series_keep_their_own_dates() -> None:
     assert msci.index[0] == pd.Timestamp("1994-12-30") and msci.iloc[0] == 335.747
     assert msci.index[-1] == pd.Timestamp("2012-12-31")
     assert msci.index.equals(pd.bdate_range("1994-12-30", "2012-12-31"))
+    # stevedata DJIA before 1980: trading days with their own dates, none in djia's years
+    early = load_close_dataset("djia1885")
+    assert early.name == "DJIA1885" and len(early) == 26864
+    assert early.index[0] == pd.Timestamp("1885-02-16") and early.iloc[0] == 30.9226
+    assert early.index[-1] == pd.Timestamp("1979-12-31")
+    assert early.index[-1] < load_close_dataset("djia").index[0]
 
 
 def test_training_list_is_the_four_named_series() -> None:
