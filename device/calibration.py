@@ -9,14 +9,16 @@ conformal PID control, Angelopoulos, Candes & Tibshirani 2023: theta += step * (
 iterate})). With `scale_step = 0` it is per-level tracking alone (the earlier method). Both are
 scored on each level's own iterate, not the sorted value (scoring the sorted one couples crossed
 levels and runs away); the agent publishes the iterates sorted across levels (never crossing).
-Before all this (`blend` > 0, the default since round 5) each raw band is pulled around the raw
-median toward the width a per-symbol GARCH(1,1) variance gives it (fixed coefficients, its
-long-run level an EWMA of squared returns over about `vol_memory` bars): the model's shape with
-part of a volatility it cannot see from its window alone. An optional dead band
-(`gate_window` > 0, round 4's default): per horizon, while the raw model's own band coverage
-(an exponentially weighted average over about its last `gate_window` scored forecasts) is within
-`gate_width` of nominal for every band, the raw output is published as it is; the calibration
-keeps running underneath. Per bar the work is O(len(horizons) * len(levels)).
+Before all this (`mix` > 0, the default since round 6) the raw quantiles are mixed with those
+of a GARCH(1,1)-t fitted on-line to the symbol's own returns (device/garch.py): `(1 - mix) raw
++ mix garch`, a volatility model with the memory the student's 64-close window lacks. Round 5's
+`blend` (off by default now) instead pulls each raw band around the raw median toward the width
+of a fixed-coefficient GARCH(1,1) variance. The dead band (`gate_window` > 0, the default since
+round 6): per horizon, while the coverage of the bands the calibration starts from (the raw
+output or its mix: an exponentially weighted average over about the last `gate_window` scored
+forecasts) is within `gate_width` of nominal for every band, those bands are published as they
+are; the calibration keeps running underneath. Per bar the work is O(len(horizons) *
+len(levels)), plus one vectorised step of the GARCH grid.
 """
 
 from __future__ import annotations
@@ -67,30 +69,31 @@ class CalibrationSettings:
     `h ** horizon_power` at horizon h (h overlapping targets share one path, so their errors come
     in runs of about h). `scale_step`: gain of each central band's log-scale at horizon 1,
     divided by `h ** scale_power`; 0 turns the scale off (per-level tracking alone, the earlier
-    method: `CalibrationSettings.levels()`). `gate_window`, `gate_width`: the dead band (the raw
-    output is published at a horizon while its bands' coverage over about the last
-    `gate_window` scored forecasts is within `gate_width` of nominal); `gate_window = 0` turns it
-    off. `blend`: how far each raw band is first pulled toward the widths of a per-symbol
+    method: `CalibrationSettings.levels()`). `gate_window`, `gate_width`: the dead band (the
+    uncorrected bands, the raw output or its mix, are published at a horizon while their
+    coverage over about the last `gate_window` scored forecasts is within `gate_width` of
+    nominal); `gate_window = 0` turns it off. `blend`: how far each raw band is first pulled toward the widths of a per-symbol
     GARCH(1,1) variance with fixed `vol_alpha`, `vol_beta` and a long-run variance over about
     `vol_memory` bars (0: the raw output). `mix`: the weight of the symbol's on-line GARCH(1,1)-t
     quantiles (device/garch.py, its means and likelihoods over about `garch_memory` bars) in
     `(1 - mix) * raw + mix * garch`, taken before the blend and the calibration (0: the raw
     output). Chosen on the training series, each scored by a bundle that never saw it
-    (docs/CALIBRATION.md, "Round 5" and "Round 6"; round 4's default is
-    `CalibrationSettings(blend=0.0, gate_window=250)`). `window`: scored forecasts per horizon
-    kept for the live accuracy."""
+    (docs/CALIBRATION.md, "Round 6": a quarter of the GARCH-t under a 500-forecast dead band;
+    round 5's default is `CalibrationSettings(gate_window=0, blend=0.25, mix=0.0)`, round 4's
+    `CalibrationSettings(gate_window=250, mix=0.0)`). `window`: scored forecasts per horizon kept
+    for the live accuracy."""
 
     step: float = 0.002
     horizon_power: float = 0.0
     scale_step: float = 0.02
     scale_power: float = 0.5
-    gate_window: int = 0
+    gate_window: int = 500
     gate_width: float = 0.03
-    blend: float = 0.25
+    blend: float = 0.0
     vol_alpha: float = 0.1
     vol_beta: float = 0.85
     vol_memory: int = 4000
-    mix: float = 0.0
+    mix: float = 0.25
     garch_memory: int = 4000
     window: int = 250
 
@@ -314,10 +317,8 @@ class Calibrator:
         self._m_scale, self._m_cover = mv["scale"], mv["cover"]
         self._m_pending_raw, self._m_gated = mv["pending_raw"], mv["gated"]
         self._m_vol = mv["vol"]
-        # the GARCH fit runs in numpy on (1, ...) views: device/garch.py's rows
-        self._g_stats, self._g_s2 = v["garch"][None], v["garch_s2"][None]
-        self._g_ll = v["garch_ll"][None]
-        self._g_stats[0, garch.LAST] = math.nan
+        self._g_stats, self._g_s2, self._g_ll = v["garch"], v["garch_s2"], v["garch_ll"]
+        self._g_stats[garch.LAST] = math.nan
         self._g_s2[:] = 1.0
         self._shape = self.theta.shape
         self._n_h, self._n_q, self._depth = len(horizons), lv.size, self.origin.size
@@ -432,21 +433,18 @@ class Calibrator:
     def _update_garch(self, seq: int, log_close: float) -> None:
         """One return into the symbol's GARCH(1,1)-t fit (from its second observed bar on)."""
         stats = self._g_stats
-        last = float(stats[0, garch.LAST])
+        last = float(stats[garch.LAST])
         if not math.isnan(last):
-            r, gap = np.array([log_close - last]), np.array([float(seq - self._m_seq[0])])
-            garch.update(stats, self._g_s2, self._g_ll, r, gap, self._garch_k)
-        stats[0, garch.LAST] = log_close
+            gap = seq - self._m_seq[0]
+            garch.update_one(stats, self._g_s2, self._g_ll, log_close - last, gap, self._garch_k)
+        stats[garch.LAST] = log_close
 
     def _mixed(self, rows: Rows) -> Rows:
         """`(1 - mix) * raw + mix * garch` once the fit has seen enough returns, else the raw
         rows (both sorted, so the mix is too)."""
-        k = self._garch_k
-        if not garch.ready(self._g_stats, k)[0]:
+        if self._g_stats[garch.N] < self._garch_k.min_returns:
             return rows
-        fit: Rows = garch.quantiles(self._g_stats, self._g_s2, self._g_ll, self._garch_terms)[
-            0
-        ].tolist()
+        fit = garch.quantiles_one(self._g_stats, self._g_s2, self._g_ll, self._garch_terms)
         w = self.settings.mix
         keep = 1.0 - w
         return [

@@ -26,6 +26,7 @@ import numpy.typing as npt
 __all__ = ["GarchGrid", "student_t_ppf"]
 
 FloatArray = npt.NDArray[np.float64]
+Rows = list[list[float]]
 
 # stats columns: returns seen, their running mean, the running mean of squared deviations
 # (the long-run variance), and the last observed log close (NaN before the first bar)
@@ -121,6 +122,25 @@ def _constants(grid: GarchGrid) -> GarchConstants:
     )
 
 
+def _step_cells(
+    s2: FloatArray,
+    ll: FloatArray,
+    e2: FloatArray | float,
+    var: FloatArray | float,
+    k: GarchConstants,
+) -> None:
+    """Score the squared deviation `e2` on every cell's variance (the t log-density, the
+    likelihoods forgetting by `keep`), then step every pair's variance toward the long-run
+    `var`, in place. `s2 [..., K]`, `ll [..., K, M]`; `e2`, `var` floats for one row or `[R, 1]`
+    for many: the same elementwise float64 operations either way."""
+    log_s2 = np.log(s2)[..., None]
+    ll *= k.keep
+    ll += k.log_c - 0.5 * log_s2 - k.half_nu1 * np.log1p((e2 / s2)[..., None] * k.inv_nu2)
+    s2 *= k.beta
+    s2 += k.omega * var + k.alpha * e2
+    np.maximum(s2, MIN_VARIANCE, out=s2)
+
+
 def update(
     stats: FloatArray,
     s2: FloatArray,
@@ -137,21 +157,35 @@ def update(
     n = stats[:, N] + 1.0
     w = 1.0 / np.minimum(n, k.memory)  # a plain mean until `memory`, then an EWMA
     e = r / np.sqrt(gap) - stats[:, MEAN]
-    e2 = (e * e)[:, None]
-    scaled = (e2 / s2)[:, :, None] * k.inv_nu2
-    log_s2 = np.log(s2)[:, :, None]
-    ll *= k.keep
-    ll += k.log_c - 0.5 * log_s2 - k.half_nu1 * np.log1p(scaled)
-    stats[:, VAR] += (e2[:, 0] - stats[:, VAR]) * w
+    e2 = e * e
+    stats[:, VAR] += (e2 - stats[:, VAR]) * w
     stats[:, MEAN] += e * w
     stats[:, N] = n
-    s2 *= k.beta
-    s2 += k.omega * stats[:, VAR, None] + k.alpha * e2
+    _step_cells(s2, ll, e2[:, None], stats[:, VAR, None], k)
     first = n == 1.0
-    if first.any():  # nothing to score yet: the fresh state's variances are placeholders
+    if first.any():  # nothing to score yet: the fresh state's variances were placeholders
         ll[first] = 0.0
-        s2[first] = e2[first]
-    np.maximum(s2, MIN_VARIANCE, out=s2)
+        s2[first] = np.maximum(e2[first, None], MIN_VARIANCE)
+
+
+def update_one(
+    stats: FloatArray, s2: FloatArray, ll: FloatArray, r: float, gap: int, k: GarchConstants
+) -> None:
+    """`update` on one row (`stats [4]`, `s2 [K]`, `ll [K, M]`): its scalars in plain floats
+    (the same IEEE operations, without a numpy call each), its cells by the same numpy code."""
+    n = float(stats[N]) + 1.0
+    w = 1.0 / min(n, k.memory)
+    e = r / math.sqrt(gap) - float(stats[MEAN])
+    e2 = e * e
+    var = float(stats[VAR])
+    var += (e2 - var) * w
+    stats[VAR], stats[N] = var, n
+    stats[MEAN] += e * w
+    if n == 1.0:
+        ll[:] = 0.0
+        s2[:] = max(e2, MIN_VARIANCE)
+    else:
+        _step_cells(s2, ll, e2, var, k)
 
 
 def ready(stats: FloatArray, k: GarchConstants) -> npt.NDArray[np.bool_]:
@@ -170,6 +204,10 @@ class HorizonTerms:
     sums: FloatArray
     z: FloatArray
     shapes: int
+    # the same as lists of floats, for one row's forecast in plain floats
+    h_list: list[float]
+    sum_rows: list[list[float]]
+    z_rows: list[list[float]]
 
 
 def horizon_terms(
@@ -178,12 +216,9 @@ def horizon_terms(
     """The constant part of `quantiles`, computed once per calibrator."""
     h = np.asarray(horizons, dtype=np.float64)[None, :]
     phi = k.phi[:, None]
-    return HorizonTerms(
-        h=h,
-        sums=(1.0 - phi**h) / (1.0 - phi),
-        z=np.array([student_t_ppf(levels, nu) for nu in k.nus]),
-        shapes=len(k.nus),
-    )
+    sums = (1.0 - phi**h) / (1.0 - phi)
+    z = np.array([student_t_ppf(levels, nu) for nu in k.nus])
+    return HorizonTerms(h, sums, z, len(k.nus), h[0].tolist(), sums.tolist(), z.tolist())
 
 
 def quantiles(stats: FloatArray, s2: FloatArray, ll: FloatArray, t: HorizonTerms) -> FloatArray:
@@ -197,4 +232,17 @@ def quantiles(stats: FloatArray, s2: FloatArray, ll: FloatArray, t: HorizonTerms
     out: FloatArray = (t.h * stats[:, MEAN, None])[:, :, None] + sd[:, :, None] * t.z[shape][
         :, None, :
     ]
+    return out
+
+
+def quantiles_one(stats: FloatArray, s2: FloatArray, ll: FloatArray, t: HorizonTerms) -> Rows:
+    """`quantiles` of one row (`stats [4]`, `s2 [K]`, `ll [K, M]`) as rows of plain floats: the
+    same operations in the same order (IEEE arithmetic and a correctly rounded sqrt in both)."""
+    pair, shape = divmod(int(ll.argmax()), t.shapes)
+    var, mean, now = float(stats[VAR]), float(stats[MEAN]), float(s2[pair])
+    z = t.z_rows[shape]
+    out = []
+    for h, b in zip(t.h_list, t.sum_rows[pair], strict=True):
+        sd = math.sqrt(max(h * var + (now - var) * b, 0.0))
+        out.append([h * mean + sd * q for q in z])
     return out

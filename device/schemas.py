@@ -119,10 +119,11 @@ class PriceForecast(_ForecastHead):
     )
     correction: list[list[float]] | None = Field(
         default=None,
-        description="returns - raw: what the agent did per horizon and quantile: the bands pulled "
-        "toward a GARCH(1,1) variance kept for this symbol, then rescaled and shifted by this "
-        "model's earlier forecasts on this symbol (docs/CALIBRATION.md); 0 at the median but "
-        "for the slow shift; null when the agent does not calibrate.",
+        description="returns - raw: what the agent did per horizon and quantile: the quantiles "
+        "mixed one part in four with a GARCH(1,1)-t fitted on-line to this symbol's closes, "
+        "then, where that mix's bands covered off their level lately, rescaled and shifted by "
+        "this model's earlier forecasts on this symbol (docs/CALIBRATION.md); null when the "
+        "agent does not calibrate.",
     )
     # True when the window skips seq numbers (bars lost upstream or served by another agent):
     # the forecast is not computed on the symbol's true last `window` closes.

@@ -7,9 +7,9 @@ Runs the agent's bar path, `BarHandler.handle` (parse, window) and `flush` (onnx
 calibration, payload) and the outbox commit of each group of 64 bars (as the network loop
 commits them),
 over real S&P 500 closes for `--symbols` symbols, with calibration on and off in alternating
-rounds (`--compare-previous`: also on with the previous default, round 4's band scale under its
-dead band without the blend, `ROUND4` of scripts/price_calibration_study.py, in the same
-rotation, and each method's
+rounds (`--compare-previous`: also on with the previous default, round 5's blend toward a
+fixed-coefficient variance without the GARCH-t mix, `ROUND5` of
+scripts/price_calibration_study.py, in the same rotation, and each method's
 `observe` + `publish` timed alone on one symbol's bars). Reports CPU time per bar (process time: less disturbed by other load on the machine than
 wall time), median over rounds, without MQTT: the part of the agent calibration can change. The
 bar messages are built inside the timed loop (the same work on and off).
@@ -36,7 +36,7 @@ from device.keys import load_trusted_keys
 from device.modelset import ModelSet, load_model_set
 from device.outbox import Outbox, OutMessage
 from device.settings import AgentSettings, CalibrationSection
-from scripts.price_calibration_study import ROUND4
+from scripts.price_calibration_study import ROUND5
 from tests.support.clients import bar_payload, sp500_closes
 from tests.support.fake_host import message
 
@@ -141,13 +141,13 @@ def main() -> None:
     parser.add_argument(
         "--compare-previous",
         action="store_true",
-        help="also time the previous default (round 4: no blend) in the same rotation",
+        help="also time the previous default (round 5: no GARCH-t mix) in the same rotation",
     )
     args = parser.parse_args()
     models = price_only(args.registry, args.keys or args.registry.parent / "keys", args.model)
     arms: dict[str, CalibrationSettings | None] = {"off": None, "on": CalibrationSettings()}
     if args.compare_previous:
-        arms["on_previous"] = ROUND4
+        arms["on_previous"] = ROUND5
     per_bar: dict[str, list[float]] = {label: [] for label in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):

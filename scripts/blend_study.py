@@ -7,9 +7,9 @@ toward a long-memory GARCH(1,1) variance kept per symbol, before the calibration
 `--loso` scores each training series' bars before its test period with the bundle of
 `scripts.loso_bundles` that never saw it (round 4's tuning set), for every setting of `GRID`, and
 applies round 4's rule. Grid and rule were committed before any of its numbers were seen.
-`--final` scores the shipped default, the previous one (round 4) and the raw model on SPX's and
-NDX's test periods and every evaluation-only series, round 5's new ones (FRESH5) among them; it
-steers nothing.
+`--final` scores round 5's default (`ROUND5`), the previous one (round 4) and the raw model on
+SPX's and NDX's test periods and every evaluation-only series, round 5's new ones (FRESH5) among
+them; it steers nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from scripts.price_calibration_study import (
     FRESH,
     FRESH4,
     ROUND4,
+    ROUND5,
     Method,
     Model,
     Period,
@@ -71,8 +72,15 @@ def run(model: Model, p: Period, grid: list[CalibrationSettings]) -> list[dict[s
     return score_period(model, p, found)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_main(
+    doc: str,
+    grid: list[CalibrationSettings],
+    final_grid: list[CalibrationSettings],
+    others: list[str],
+) -> None:
+    """A round's command line: `--loso` scores `grid` on the leave-one-series-out set and applies
+    round 4's rule; `--final` scores `final_grid` on SPX's and NDX's test periods and `others`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--loso", type=Path, metavar="REGISTRY", help="tune: leave one out")
     group.add_argument("--final", type=Path, metavar="BUNDLE_DIR", help="score once")
@@ -81,14 +89,12 @@ def main() -> None:
     print(f"default {CalibrationSettings()}")
     if args.loso:
         runs = [(m, training_period(n, m.horizons, "pretest")) for n, m in loso_models(args.loso)]
-        grid = GRID
     else:
         model = Model.load(args.final)
         found = [training_period(n, model.horizons, "test") for n in ("SPX", "NDX")]
-        others = [*EVALUATION, *FRESH, *FRESH4, *FRESH5]
         found += [evaluation_period(n, model.horizons) for n in others]
         runs = [(model, p) for p in found]
-        grid = [ROUND4, CalibrationSettings()]
+        grid = list(dict.fromkeys(final_grid))  # the default may be one of them
     rows = [row for m, p in runs for row in run(m, p, grid)]
     print_table(rows)
     table = summary([r for r in rows if r["method"] not in ("garch", "historical_quantiles")])
@@ -96,6 +102,10 @@ def main() -> None:
         print(f"\nround 4's rule chooses: {choose(table, max_dev=2.0, max_per_h=5.0)}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def main() -> None:
+    study_main(__doc__, GRID, [ROUND4, ROUND5], [*EVALUATION, *FRESH, *FRESH4, *FRESH5])
 
 
 if __name__ == "__main__":

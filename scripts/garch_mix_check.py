@@ -7,8 +7,9 @@ calibration, on the leave-one-series-out set (training series only; steers no sh
 For each training series' bars before its test period, scored by the bundle that never saw it:
 `w * garch + (1 - w) * raw` for w in `WEIGHTS` (the GARCH fitted on the data before the scored
 bars, as the baseline is), published as it is, under round 5's default, and under round 4's
-(whose dead band publishes the mix while its bands cover within 3 pp). What a per-symbol
-GARCH-t fitted in the agent could reach, not what it does: the agent fits no GARCH today.
+(whose dead band publishes the mix while its bands cover within 3 pp): what a per-symbol
+GARCH-t in the agent could reach with the baseline itself. The on-line fit the agent runs since
+round 6 is scored by scripts/garch_study.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from device.calibration import CalibrationSettings
 from forecaster.tasks.price import baselines
 from scripts.price_calibration_study import (
     ROUND4,
+    ROUND5,
     Method,
     Model,
     Period,
@@ -36,7 +38,7 @@ from scripts.price_calibration_study import (
 )
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-CALIBRATIONS = {"as is": None, "round 5": CalibrationSettings(), "round 4": ROUND4}
+CALIBRATIONS = {"as is": None, "round 5": ROUND5, "round 4": ROUND4}
 
 
 def mixed(garch: np.ndarray, w: float, conf: CalibrationSettings | None) -> Method:

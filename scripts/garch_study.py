@@ -15,31 +15,18 @@ them; it steers nothing.
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import replace
-from pathlib import Path
 
 from device.calibration import CalibrationSettings
-from scripts.blend_study import FRESH5, run
+from scripts.blend_study import FRESH5, study_main
 from scripts.price_calibration_study import (
     EVALUATION,
     FRESH,
     FRESH4,
     ROUND4,
-    Model,
-    choose,
-    evaluation_period,
-    loso_models,
-    print_table,
-    summary,
-    training_period,
+    ROUND5,
 )
 
-# round 5's default, shipped before this round (the blend toward a fixed-coefficient variance)
-ROUND5 = CalibrationSettings(
-    blend=0.25, vol_alpha=0.1, vol_beta=0.85, vol_memory=4000, gate_window=0, mix=0.0
-)
 # evaluation-only series first scored in round 6, after its choice (forecaster/data/loaders.py)
 FRESH6 = ["mscich", "djia1885"]
 # what runs on the mix: nothing (the mix as it is), round 4's calibration without and with its
@@ -62,30 +49,8 @@ GRID = [ROUND4, ROUND5] + [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--loso", type=Path, metavar="REGISTRY", help="tune: leave one out")
-    group.add_argument("--final", type=Path, metavar="BUNDLE_DIR", help="score once")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args()
-    print(f"default {CalibrationSettings()}")
-    if args.loso:
-        runs = [(m, training_period(n, m.horizons, "pretest")) for n, m in loso_models(args.loso)]
-        grid = GRID
-    else:
-        model = Model.load(args.final)
-        found = [training_period(n, model.horizons, "test") for n in ("SPX", "NDX")]
-        others = [*EVALUATION, *FRESH, *FRESH4, *FRESH5, *FRESH6]
-        found += [evaluation_period(n, model.horizons) for n in others]
-        runs = [(model, p) for p in found]
-        grid = list(dict.fromkeys([ROUND4, ROUND5, CalibrationSettings()]))
-    rows = [row for m, p in runs for row in run(m, p, grid)]
-    print_table(rows)
-    table = summary([r for r in rows if r["method"] not in ("garch", "historical_quantiles")])
-    if args.loso:
-        print(f"\nround 4's rule chooses: {choose(table, max_dev=2.0, max_per_h=5.0)}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    others = [*EVALUATION, *FRESH, *FRESH4, *FRESH5, *FRESH6]
+    study_main(__doc__, GRID, [ROUND4, ROUND5, CalibrationSettings()], others)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def scale_grid(
                 scale_power=gp,
                 gate_window=0,
                 blend=0.0,
+                mix=0.0,
             )
             for g, gp in scales
             for shift in shifts
@@ -100,11 +101,21 @@ SCALE_GRID = scale_grid(SCALES, (0.0, 0.002, 0.005, 0.01))
 PREVIOUS = CalibrationSettings.levels(0.1, 1.0)  # the per-level setting the panel first served
 # round 2's default: the band scale, no dead band; round 3's: a dead band on it
 ROUND2 = CalibrationSettings(
-    step=0.005, horizon_power=0.0, scale_step=0.1, scale_power=1.0, gate_window=0, blend=0.0
+    step=0.005,
+    horizon_power=0.0,
+    scale_step=0.1,
+    scale_power=1.0,
+    gate_window=0,
+    blend=0.0,
+    mix=0.0,
 )
 ROUND3 = replace(ROUND2, gate_window=100, gate_width=0.015)
 # round 4's: a slower band scale and finer shift under a 250-forecast +-3 pp dead band
-ROUND4 = CalibrationSettings(blend=0.0, gate_window=250)
+ROUND4 = CalibrationSettings(blend=0.0, gate_window=250, mix=0.0)
+# round 5's: the raw bands pulled a quarter of the way toward a fixed-coefficient GARCH variance
+ROUND5 = CalibrationSettings(
+    blend=0.25, vol_alpha=0.1, vol_beta=0.85, vol_memory=4000, gate_window=0, mix=0.0
+)
 ROLLING = [250, 500]
 
 

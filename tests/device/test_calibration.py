@@ -4,6 +4,7 @@ pending forecasts scored against the close exactly h bars later, the dead band."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def band_coverage(published: np.ndarray, y: np.ndarray, lo: int, hi: int) -> np.
 
 # per-level tracking alone, the band scale with a slow shift (no dead band), round 4's default
 # (the band scale under a 250-forecast +-3 pp dead band, no blend) and the default (the blend)
-ROUND4 = CalibrationSettings(blend=0.0, gate_window=250)
+ROUND4 = CalibrationSettings(blend=0.0, gate_window=250, mix=0.0)
 METHODS = [
     CalibrationSettings.levels(0.1, 1.0),
     CalibrationSettings(step=0.005, horizon_power=1.0, scale_step=0.05, scale_power=0.5, blend=0.0),
@@ -198,7 +199,9 @@ def test_the_blend_follows_a_volatility_the_model_does_not_see(seed: int) -> Non
     for blend in (0.0, 0.5, 1.0):
         # no calibration on top: what the variance alone does to the bands; a memory of 1000
         # bars has mostly forgotten the calm half by the scored bars
-        conf = CalibrationSettings(step=0.0, scale_step=0.0, blend=blend, vol_memory=1000)
+        conf = CalibrationSettings(
+            step=0.0, scale_step=0.0, gate_window=0, blend=blend, vol_memory=1000, mix=0.0
+        )
         published = np.array(run(Calibrator("m@1", horizons, LEVELS, conf), closes, raws))
         np.testing.assert_array_equal(published[:, :, 2], raws[:, :, 2])  # the median stays
         cov = band_coverage(published[origins], y, 1, 3)
@@ -211,6 +214,13 @@ def test_the_blend_follows_a_volatility_the_model_does_not_see(seed: int) -> Non
     # fully blended, the 5-95% band spans the variance's normal 90% range, 2 x 1.645 x its sd:
     # 2% a bar by the end, less the long-run variance's memory of the calm half
     assert width[1.0][0] == pytest.approx(2 * 1.645 * 0.02, rel=0.1)
+    # the GARCH-t fitted on-line in place of the model's bands covers too, median and all
+    conf = CalibrationSettings(
+        step=0.0, scale_step=0.0, gate_window=0, blend=0.0, mix=1.0, garch_memory=1000
+    )
+    published = np.array(run(Calibrator("m@1", horizons, LEVELS, conf), closes, raws))
+    assert np.abs(band_coverage(published[origins], y, 1, 3) - 0.8).max() < 0.05
+    assert np.abs(band_coverage(published[origins], y, 0, 4) - 0.9).max() < 0.05
 
 
 def test_pending_forecasts_are_scored_against_the_close_h_bars_later() -> None:
@@ -255,7 +265,7 @@ def test_the_dead_band_publishes_raw_until_the_raw_bands_miss() -> None:
     raw = gaussian_model(0.01, [1])
     # round 4's default: 250 forecasts, 3 pp
     gated = Calibrator("m@1", [1], LEVELS, ROUND4)
-    ungated = Calibrator("m@1", [1], LEVELS, CalibrationSettings(blend=0.0))
+    ungated = Calibrator("m@1", [1], LEVELS, replace(ROUND4, gate_window=0))
     closes = [100.0 * 1.2**k for k in range(10)]  # every move far above both raw bands
 
     def feed(bars: range) -> None:
@@ -299,7 +309,7 @@ def test_the_dead_band_leaves_a_calibrated_model_raw_and_corrects_a_mis_scaled_o
 
 
 def test_the_band_scale_widens_after_misses_and_leaves_the_median_raw() -> None:
-    conf = CalibrationSettings(step=0.0, scale_step=0.1, blend=0.0)
+    conf = CalibrationSettings(step=0.0, scale_step=0.1, gate_window=0, blend=0.0, mix=0.0)
     cal = Calibrator("m@1", [1], LEVELS, conf)
     raw = gaussian_model(0.01, [1]) + 0.002  # an off-centre forecast: the centre is its median
     closes = [100.0, 110.0, 99.0, 108.0]  # every move far outside both bands

@@ -83,6 +83,15 @@ def test_rows_are_independent(seed: int, n: int, gap: int) -> None:
             garch.update(one[0], one[1], one[2], np.array([r]), gaps[row : row + 1], k)
         for mine, together in zip(one, (s, s2, ll), strict=True):
             assert mine[0].tobytes() == together[row].tobytes()
+        # the one-row path in plain floats holds and forecasts the same, bit for bit
+        alone = (np.zeros(garch.STATS), np.ones(grid.pairs), np.zeros(grid.cells))
+        for r in returns[:, row]:
+            garch.update_one(alone[0], alone[1], alone[2], float(r), int(gaps[row]), k)
+        for mine, together in zip(alone, (s, s2, ll), strict=True):
+            assert mine.tobytes() == together[row].tobytes()
+        terms = garch.horizon_terms(k, [1, 5, 20], LEVELS)
+        want = garch.quantiles(s[row : row + 1], s2[row : row + 1], ll[row : row + 1], terms)
+        assert garch.quantiles_one(*alone, terms) == want[0].tolist()
     q = garch.quantiles(s, s2, ll, garch.horizon_terms(k, [1, 5, 20], LEVELS))
     assert (np.diff(q, axis=-1) >= 0).all()
 
