@@ -72,16 +72,16 @@ class CalibrationSettings:
     method: `CalibrationSettings.levels()`). `gate_window`, `gate_width`: the dead band (the
     uncorrected bands, the raw output or its mix, are published at a horizon while their
     coverage over about the last `gate_window` scored forecasts is within `gate_width` of
-    nominal); `gate_window = 0` turns it off. `blend`: how far each raw band is first pulled toward the widths of a per-symbol
-    GARCH(1,1) variance with fixed `vol_alpha`, `vol_beta` and a long-run variance over about
-    `vol_memory` bars (0: the raw output). `mix`: the weight of the symbol's on-line GARCH(1,1)-t
-    quantiles (device/garch.py, its means and likelihoods over about `garch_memory` bars) in
-    `(1 - mix) * raw + mix * garch`, taken before the blend and the calibration (0: the raw
-    output). Chosen on the training series, each scored by a bundle that never saw it
-    (docs/CALIBRATION.md, "Round 6": a quarter of the GARCH-t under a 500-forecast dead band;
-    round 5's default is `CalibrationSettings(gate_window=0, blend=0.25, mix=0.0)`, round 4's
-    `CalibrationSettings(gate_window=250, mix=0.0)`). `window`: scored forecasts per horizon kept
-    for the live accuracy."""
+    nominal); `gate_window = 0` turns it off. `blend`: how far each raw band is first pulled
+    toward the widths of a per-symbol GARCH(1,1) variance with fixed `vol_alpha`, `vol_beta` and
+    a long-run variance over about `vol_memory` bars (0: the raw output). `mix`: the weight of
+    the symbol's on-line GARCH(1,1)-t quantiles (device/garch.py, its means and likelihoods over
+    about `garch_memory` bars) in `(1 - mix) * raw + mix * garch`, taken before the blend and the
+    calibration (0: the raw output). Chosen on the training series, each scored by a bundle that
+    never saw it (docs/CALIBRATION.md, "Round 6": a quarter of the GARCH-t under a 500-forecast
+    dead band; round 5's default is `CalibrationSettings(gate_window=0, blend=0.25, mix=0.0)`,
+    round 4's `CalibrationSettings(gate_window=250, mix=0.0)`). `window`: scored forecasts per
+    horizon kept for the live accuracy."""
 
     step: float = 0.002
     horizon_power: float = 0.0
@@ -453,8 +453,8 @@ class Calibrator:
         ]
 
     def _gates(self) -> list[bool]:
-        """Per horizon, whether the raw output is published now: every band's gauge within
-        `gate_width` of nominal."""
+        """Per horizon, whether the uncorrected bands (raw or mixed) go out now: every band's
+        gauge within `gate_width` of nominal."""
         if not self._gating:
             return self._closed
         cover, width, gates = self._m_cover, self._gate_width, []

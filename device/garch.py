@@ -5,13 +5,16 @@ Maximum likelihood on a fixed grid instead of an optimizer: every (alpha, beta) 
 keeps its own variance recursion and every (alpha, beta, nu) cell its log-likelihood of the
 returns seen so far, so one bar costs one vectorised update of the grid and the fit is always
 current (no refit, no stored history, and a state that replays exactly). The mean and the
-long-run variance are running means (variance targeting, as `arch` does not, but as GARCH
-practice often does: it leaves the grid to the persistence and the shape). Horizon h's quantiles
+long-run variance are running means (variance targeting: omega = (1 - alpha - beta) V, a common
+GARCH practice, though not what `arch` fits; it leaves the grid to the persistence and the
+shape). Horizon h's quantiles
 are the GARCH(1,1) sums of the daily means and variances with the cell's t shape rescaled to unit
 variance, as the project's GARCH baseline computes them (forecaster/tasks/price/baselines.py).
 
-All functions take arrays with a leading axis of rows (symbols), so one symbol's state and a
-bank of stacked states run the same elementwise arithmetic.
+`update` and `quantiles` take arrays with a leading axis of rows (symbols, a bank's stacked
+states); `update_one` and `quantiles_one` do the same arithmetic for one symbol with its scalars
+in plain floats (a numpy call costs more than they do), bit for bit equal
+(tests/device/test_garch.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,18 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GarchGrid", "student_t_ppf"]
+__all__ = [
+    "GarchConstants",
+    "GarchGrid",
+    "HorizonTerms",
+    "horizon_terms",
+    "quantiles",
+    "quantiles_one",
+    "ready",
+    "student_t_ppf",
+    "update",
+    "update_one",
+]
 
 FloatArray = npt.NDArray[np.float64]
 Rows = list[list[float]]
@@ -44,7 +58,7 @@ def student_t_ppf(levels: tuple[float, ...], nu: float) -> tuple[float, ...]:
     x = np.linspace(0.0, 60.0, 240_001)
     log_c = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(math.pi * nu)
     pdf = np.exp(log_c - (nu + 1) / 2 * np.log1p(x * x / nu))
-    # Simpson on each pair of intervals, then the midpoints by the trapezoid's half step
+    # Simpson's rule on each pair of intervals: the CDF at every other grid point
     dx = x[1] - x[0]
     pairs = dx / 3 * (pdf[:-2:2] + 4 * pdf[1:-1:2] + pdf[2::2])
     cdf = np.concatenate([[0.5], 0.5 + np.cumsum(pairs)])
