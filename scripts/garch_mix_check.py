@@ -41,9 +41,10 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CALIBRATIONS = {"as is": None, "round 5": ROUND5, "round 4": ROUND4}
 
 
-def mixed(garch: np.ndarray, w: float, conf: CalibrationSettings | None) -> Method:
+def mixed(garch: np.ndarray, w: float | np.ndarray, conf: CalibrationSettings | None) -> Method:
     """`w * garch + (1 - w) * raw` on the bars `garch` covers (the calibrator's warm-up and the
-    scored period), published as it is or calibrated by `conf`."""
+    scored period; `w` a constant or one weight per bar, horizon and level, broadcast), published
+    as it is or calibrated by `conf`."""
 
     def publish(
         model: Model, close: np.ndarray, raw: np.ndarray, first: int, last: int
