@@ -15,6 +15,7 @@ round 6 is scored by scripts/garch_study.py.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from scripts.price_calibration_study import (
     Method,
     Model,
     Period,
+    choose,
     loso_models,
     print_table,
     quantile_tracking,
@@ -72,15 +74,23 @@ def mixed_rows(model: Model, p: Period) -> list[dict[str, Any]]:
     return score_period(model, p, found, at_origins)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def loso_check(doc: str, series_rows: Callable[[Model, Period], list[dict[str, Any]]]) -> None:
+    """A check's command line: `series_rows` on each training series' bars before its test
+    period, scored by the bundle that never saw it; the table, the summary and what round 4's
+    rule would choose (the checks steer nothing)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--loso", type=Path, metavar="REGISTRY", required=True)
     args = parser.parse_args()
     rows = []
     for name, model in loso_models(args.loso):
-        rows += mixed_rows(model, training_period(name, model.horizons, "pretest"))
+        rows += series_rows(model, training_period(name, model.horizons, "pretest"))
     print_table(rows)
-    summary([r for r in rows if r["method"] not in ("garch", "historical_quantiles")])
+    table = summary([r for r in rows if r["method"] not in ("garch", "historical_quantiles")])
+    print(f"\nround 4's rule would choose: {choose(table, max_dev=2.0, max_per_h=5.0)}")
+
+
+def main() -> None:
+    loso_check(__doc__, mixed_rows)
 
 
 if __name__ == "__main__":

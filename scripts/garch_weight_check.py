@@ -16,28 +16,21 @@ it does.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from device import garch
 from device.calibration import GARCH_GRID, CalibrationSettings, pinball
-from scripts.garch_mix_check import mixed
+from scripts.garch_mix_check import loso_check, mixed
 from scripts.price_calibration_study import (
     Method,
     Model,
     Period,
-    choose,
-    loso_models,
-    print_table,
     quantile_tracking,
     score_period,
-    summary,
-    training_period,
     warm_start,
 )
 
@@ -114,15 +107,7 @@ def weight_rows(model: Model, p: Period) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loso", type=Path, metavar="REGISTRY", required=True)
-    args = parser.parse_args()
-    rows = []
-    for name, model in loso_models(args.loso):
-        rows += weight_rows(model, training_period(name, model.horizons, "pretest"))
-    print_table(rows)
-    table = summary([r for r in rows if r["method"] not in ("garch", "historical_quantiles")])
-    print(f"\nround 4's rule would choose: {choose(table, max_dev=2.0, max_per_h=5.0)}")
+    loso_check(__doc__, weight_rows)
 
 
 if __name__ == "__main__":
