@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from device import garch
-from device.calibration import GARCH_GRID, CalibrationSettings, pinball
+from device.calibration import CalibrationSettings, pinball
 from scripts.garch_mix_check import loso_check, mixed
+from scripts.garch_study import UNCORRECTED
 from scripts.price_calibration_study import (
     Method,
     Model,
     Period,
+    calibrated_path,
     quantile_tracking,
     score_period,
     warm_start,
@@ -37,24 +39,6 @@ from scripts.price_calibration_study import (
 WEIGHTINGS = [(w0, eta, keep) for w0 in (0.25, 0.5) for eta in (2, 8, 32) for keep in (0.99, 0.998)]
 ROUND6 = CalibrationSettings()
 CALIBRATIONS = {"as is": None, "round 6's calibration": replace(ROUND6, mix=0.0)}
-
-
-def online_fit(
-    model: Model, close: np.ndarray, raw: np.ndarray, start: int, last: int
-) -> np.ndarray:
-    """The agent's GARCH-t quantiles `[n, H, Q]` at bars start..last (the raw output where the
-    fit has not seen enough returns yet, as the agent does)."""
-    k = replace(GARCH_GRID, memory=ROUND6.garch_memory).constants()
-    terms = garch.horizon_terms(k, model.horizons, tuple(model.levels))
-    stats, s2 = np.zeros(garch.STATS), np.ones(GARCH_GRID.pairs)
-    ll = np.zeros(GARCH_GRID.cells)
-    out = raw[start : last + 1].astype(np.float64)
-    for i, t in enumerate(range(start, last + 1)):
-        if t > start:
-            garch.update_one(stats, s2, ll, math.log(close[t] / close[t - 1]), 1, k)
-        if stats[garch.N] >= k.min_returns:
-            out[i] = garch.quantiles_one(stats, s2, ll, terms)
-    return out
 
 
 def learnt_weights(
@@ -90,11 +74,11 @@ def weight_rows(model: Model, p: Period) -> list[dict[str, Any]]:
     baselines."""
     start = warm_start(model, p.first)
     raw = model.raw(p.close)
-    fit = online_fit(model, p.close, raw, start, p.last)
+    # the agent's own fit, as its calibrator publishes it with the mix all GARCH and nothing on
+    # top (the raw output until the fit has seen enough returns)
+    fit = calibrated_path(model, p.close, raw, p.last, start, replace(UNCORRECTED, mix=1.0))
     found: dict[str, Method] = {
-        "mix 0.25 (round 6 as shipped)": lambda m, c, r, f, la: quantile_tracking(
-            m, c, r, f, la, ROUND6
-        )
+        "mix 0.25 (round 6 as shipped)": partial(quantile_tracking, settings=ROUND6)
     }
     for weighting in WEIGHTINGS:
         w = learnt_weights(model, p.close, raw, fit, start, weighting)
