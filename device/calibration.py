@@ -54,6 +54,8 @@ STATE_VERSION = 5  # 2: the bands' log-scales joined the state; 3: the dead band
 # long-memory variance's; 5: the on-line GARCH(1,1)-t fit's
 # the grid every symbol's GARCH(1,1)-t is fitted on (docs/CALIBRATION.md, "Round 6")
 GARCH_GRID = garch.GarchGrid()
+# the leverage terms a grid adds with `garch_leverage` (the GJR form; docs/CALIBRATION.md, "Round 7")
+GARCH_GAMMAS = (0.0, 0.05, 0.1, 0.15, 0.2)
 # Below this raw spread (log-return units) a forecast is degenerate; keeps theta * spread finite.
 _MIN_SPREAD = 1e-9
 # Bounds of a band's scale: a degenerate raw band (no width) would push it without end.
@@ -77,7 +79,8 @@ class CalibrationSettings:
     a long-run variance over about `vol_memory` bars (0: the raw output). `mix`: the weight of
     the symbol's on-line GARCH(1,1)-t quantiles (device/garch.py, its means and likelihoods over
     about `garch_memory` bars) in `(1 - mix) * raw + mix * garch`, taken before the blend and the
-    calibration (0: the raw output). Chosen on the training series, each scored by a bundle that
+    calibration (0: the raw output); `garch_leverage` fits it in the GJR form (a negative shock
+    weighs more, `GARCH_GAMMAS`). Chosen on the training series, each scored by a bundle that
     never saw it (docs/CALIBRATION.md, "Round 6": a quarter of the GARCH-t under a 500-forecast
     dead band; round 5's default is `CalibrationSettings(gate_window=0, blend=0.25, mix=0.0)`,
     round 4's `CalibrationSettings(gate_window=250, mix=0.0)`). `window`: scored forecasts per
@@ -95,6 +98,7 @@ class CalibrationSettings:
     vol_memory: int = 4000
     mix: float = 0.25
     garch_memory: int = 4000
+    garch_leverage: bool = False
     window: int = 250
 
     def __post_init__(self) -> None:
@@ -125,6 +129,11 @@ class CalibrationSettings:
                 f"gate_window must be >= 0 and gate_width in [0, 1), got {self.gate_window}, "
                 f"{self.gate_width}"
             )
+
+    def garch_grid(self) -> garch.GarchGrid:
+        """The grid this setting fits each symbol's GARCH on."""
+        gammas = GARCH_GAMMAS if self.garch_leverage else (0.0,)
+        return replace(GARCH_GRID, memory=self.garch_memory, gammas=gammas)
 
     @classmethod
     def levels(cls, step: float = 0.1, horizon_power: float = 1.0) -> CalibrationSettings:
@@ -212,7 +221,9 @@ _NO_SEQ = np.iinfo(np.int64).min
 _MAX_LEVELS = 16
 
 
-def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str, tuple[int, ...]]]:
+def _layout(
+    n_h: int, n_q: int, depth: int, window: int, grid: garch.GarchGrid
+) -> list[tuple[str, str, tuple[int, ...]]]:
     """The state's arrays, in their order in the one byte buffer that holds them all."""
     return [
         ("_seq", "<i8", (1,)),
@@ -226,10 +237,10 @@ def _layout(n_h: int, n_q: int, depth: int, window: int) -> list[tuple[str, str,
         # the long-run variance, and 1 once started from a first forecast (else 0)
         ("vol", "<f8", (4,)),
         # the on-line GARCH(1,1)-t fit (`mix` > 0): its running statistics, each (alpha, beta)
-        # pair's variance and each (alpha, beta, nu) cell's log-likelihood (device/garch.py)
+        # pair's variance and each (alpha, gamma, beta, nu) cell's log-likelihood (device/garch.py)
         ("garch", "<f8", (garch.STATS,)),
-        ("garch_s2", "<f8", (GARCH_GRID.pairs,)),
-        ("garch_ll", "<f8", GARCH_GRID.cells),
+        ("garch_s2", "<f8", (grid.pairs,)),
+        ("garch_ll", "<f8", grid.cells),
         # pending forecasts: slot seq % depth holds the one published at bar `origin[slot]`
         ("origin", "<i8", (depth,)),
         ("origin_log_close", "<f8", (depth,)),
@@ -297,8 +308,9 @@ class Calibrator:
         self._bits = (1 << np.arange(lv.size)).astype(np.uint16)
         self._steps = self.settings.step / self._h.astype(np.float64) ** self.settings.horizon_power
         self._band_pairs = _bands(lv)
+        self._garch_grid = self.settings.garch_grid()
         self._buf, v = _state_buffer(
-            _layout(len(horizons), lv.size, max(horizons), self.settings.window)
+            _layout(len(horizons), lv.size, max(horizons), self.settings.window, self._garch_grid)
         )
         self._seq, self.theta, self.origin = v["_seq"], v["theta"], v["origin"]
         self.scale, self.cover = v["scale"], v["cover"]
@@ -333,7 +345,7 @@ class Calibrator:
         self._init_gate()
         self._init_vol()
         self._mixing = self.settings.mix > 0.0
-        self._garch_k = replace(GARCH_GRID, memory=self.settings.garch_memory).constants()
+        self._garch_k = self._garch_grid.constants()
         self._garch_terms = garch.horizon_terms(self._garch_k, self.horizons, tuple(self._levels))
         header = {
             "version": STATE_VERSION,

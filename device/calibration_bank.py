@@ -42,7 +42,9 @@ def _offsets(cal: Calibrator) -> dict[str, tuple[int, np.dtype[Any], tuple[int, 
     """Where each of a Calibrator's state arrays lies in its byte buffer (the bank's row), by
     the name `_layout` gives it."""
     n_h, n_q = cal.theta.shape
-    buf, views = _state_buffer(_layout(n_h, n_q, cal.origin.size, cal.settings.window))
+    buf, views = _state_buffer(
+        _layout(n_h, n_q, cal.origin.size, cal.settings.window, cal._garch_grid)
+    )
     if buf.size != cal._buf.size:
         raise CalibrationStateError("the calibrator's layout is not its buffer's")
     base = buf.ctypes.data

@@ -1,5 +1,5 @@
 """A GARCH(1,1) with Student-t shocks fitted on-line to one symbol's own returns, in numpy only
-(the device has neither `arch` nor `scipy`). docs/CALIBRATION.md, "Round 6".
+(the device has neither `arch` nor `scipy`). docs/CALIBRATION.md, "Round 6" and "Round 7".
 
 Maximum likelihood on a fixed grid instead of an optimizer: every (alpha, beta) pair of the grid
 keeps its own variance recursion and every (alpha, beta, nu) cell its log-likelihood of the
@@ -7,7 +7,9 @@ returns seen so far, so one bar costs one vectorised update of the grid and the 
 current (no refit, no stored history, and a state that replays exactly). The mean and the
 long-run variance are running means (variance targeting: omega = (1 - alpha - beta) V, a common
 GARCH practice, though not what `arch` fits; it leaves the grid to the persistence and the
-shape). Horizon h's quantiles
+shape). A grid with `gammas` other than 0 fits the GJR form (Glosten, Jagannathan & Runkle 1993):
+a negative shock adds `gamma e^2` to the next variance, the leverage effect of equity indices.
+Horizon h's quantiles
 are the GARCH(1,1) sums of the daily means and variances with the cell's t shape rescaled to unit
 variance, as the project's GARCH baseline computes them (forecaster/tasks/price/baselines.py).
 
@@ -69,12 +71,14 @@ def student_t_ppf(levels: tuple[float, ...], nu: float) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class GarchGrid:
-    """The grid a symbol's GARCH(1,1)-t is fitted on: `alphas` x `persistences` (beta =
-    persistence - alpha) x `nus`. `memory`: bars after which the running means and the
+    """The grid a symbol's GARCH(1,1)-t is fitted on: `alphas` x `gammas` x `persistences` (beta
+    = persistence - alpha - gamma / 2, the persistence of symmetric shocks) x `nus`; `gammas`
+    (0,) is the symmetric GARCH(1,1). `memory`: bars after which the running means and the
     log-likelihoods forget (exponentially; before that they are plain means and sums).
     `min_returns`: returns seen before the fit forecasts at all."""
 
     alphas: tuple[float, ...] = (0.03, 0.06, 0.09, 0.12, 0.16)
+    gammas: tuple[float, ...] = (0.0,)
     persistences: tuple[float, ...] = (0.9, 0.95, 0.975, 0.99)
     nus: tuple[float, ...] = (4.0, 6.0, 10.0, 30.0)
     memory: int = 4000
@@ -82,7 +86,7 @@ class GarchGrid:
 
     @property
     def pairs(self) -> int:
-        return len(self.alphas) * len(self.persistences)
+        return len(self.alphas) * len(self.gammas) * len(self.persistences)
 
     @property
     def cells(self) -> tuple[int, int]:
@@ -94,10 +98,11 @@ class GarchGrid:
 
 @dataclass(frozen=True)
 class GarchConstants:
-    """Arrays derived once from a grid: per pair alpha, beta, 1 - alpha - beta and persistence;
-    per nu the t log-density's constant, (nu + 1) / 2 and 1 / (nu - 2)."""
+    """Arrays derived once from a grid: per pair alpha, gamma, beta, 1 - persistence and the
+    persistence; per nu the t log-density's constant, (nu + 1) / 2 and 1 / (nu - 2)."""
 
     alpha: FloatArray
+    gamma: FloatArray | None  # None: the symmetric grid (no sign to look at)
     beta: FloatArray
     omega: FloatArray
     phi: FloatArray
@@ -112,8 +117,11 @@ class GarchConstants:
 
 @lru_cache(maxsize=16)
 def _constants(grid: GarchGrid) -> GarchConstants:
-    a, p = np.meshgrid(grid.alphas, grid.persistences, indexing="ij")
-    alpha, phi = a.ravel(), p.ravel()
+    a, g, p = np.meshgrid(grid.alphas, grid.gammas, grid.persistences, indexing="ij")
+    alpha, gamma, phi = a.ravel(), g.ravel(), p.ravel()
+    beta = phi - alpha - gamma / 2
+    if (beta < 0).any():
+        raise ValueError(f"a GARCH grid needs alpha + gamma / 2 <= persistence, got {grid}")
     nu = np.asarray(grid.nus, dtype=np.float64)
     log_c = np.array(
         [
@@ -123,7 +131,8 @@ def _constants(grid: GarchGrid) -> GarchConstants:
     )
     return GarchConstants(
         alpha=alpha,
-        beta=phi - alpha,
+        gamma=gamma if gamma.any() else None,
+        beta=beta,
         omega=1.0 - phi,
         phi=phi,
         log_c=log_c,
@@ -141,17 +150,20 @@ def _step_cells(
     ll: FloatArray,
     e2: FloatArray | float,
     var: FloatArray | float,
+    neg: FloatArray | float,
     k: GarchConstants,
 ) -> None:
     """Score the squared deviation `e2` on every cell's variance (the t log-density, the
     likelihoods forgetting by `keep`), then step every pair's variance toward the long-run
-    `var`, in place. `s2 [..., K]`, `ll [..., K, M]`; `e2`, `var` floats for one row or `[R, 1]`
-    for many: the same elementwise float64 operations either way."""
+    `var`, in place; `neg` is 1 where the deviation was negative (the GJR term), else 0.
+    `s2 [..., K]`, `ll [..., K, M]`; `e2`, `var`, `neg` floats for one row or `[R, 1]` for many:
+    the same elementwise float64 operations either way."""
     log_s2 = np.log(s2)[..., None]
     ll *= k.keep
     ll += k.log_c - 0.5 * log_s2 - k.half_nu1 * np.log1p((e2 / s2)[..., None] * k.inv_nu2)
+    alpha = k.alpha if k.gamma is None else k.alpha + k.gamma * neg
     s2 *= k.beta
-    s2 += k.omega * var + k.alpha * e2
+    s2 += k.omega * var + alpha * e2
     np.maximum(s2, MIN_VARIANCE, out=s2)
 
 
@@ -175,7 +187,8 @@ def update(
     stats[:, VAR] += (e2 - stats[:, VAR]) * w
     stats[:, MEAN] += e * w
     stats[:, N] = n
-    _step_cells(s2, ll, e2[:, None], stats[:, VAR, None], k)
+    neg = (e < 0.0).astype(np.float64)[:, None]
+    _step_cells(s2, ll, e2[:, None], stats[:, VAR, None], neg, k)
     first = n == 1.0
     if first.any():  # nothing to score yet: the fresh state's variances were placeholders
         ll[first] = 0.0
@@ -199,7 +212,7 @@ def update_one(
         ll[:] = 0.0
         s2[:] = max(e2, MIN_VARIANCE)
     else:
-        _step_cells(s2, ll, e2, var, k)
+        _step_cells(s2, ll, e2, var, 1.0 if e < 0.0 else 0.0, k)
 
 
 def ready(stats: FloatArray, k: GarchConstants) -> npt.NDArray[np.bool_]:

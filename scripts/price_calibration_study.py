@@ -116,6 +116,10 @@ ROUND4 = CalibrationSettings(blend=0.0, gate_window=250, mix=0.0)
 ROUND5 = CalibrationSettings(
     blend=0.25, vol_alpha=0.1, vol_beta=0.85, vol_memory=4000, gate_window=0, mix=0.0
 )
+# round 6's: a quarter of a symmetric GARCH(1,1)-t fitted on-line, under a 500-forecast dead band
+ROUND6 = CalibrationSettings(
+    blend=0.0, gate_window=500, gate_width=0.03, mix=0.25, garch_memory=4000, garch_leverage=False
+)
 ROLLING = [250, 500]
 
 

@@ -45,8 +45,8 @@ def _raw(rng: np.random.Generator) -> np.ndarray:
     # the dead band: off, or gauges short and wide enough to open and close within a stream
     gate=st.sampled_from([(0, 0.0), (2, 0.2), (5, 0.1)]),
     # the long-memory variance's pull on the raw bands (off, halfway, all the way) and the
-    # on-line GARCH-t fit's weight
-    pulls=st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from([0.0, 0.5])),
+    # on-line GARCH-t fit's weight, and whether that fit has the GJR leverage term
+    pulls=st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from([0.0, 0.5]), st.booleans()),
 )
 def test_a_bank_publishes_and_stores_what_calibrators_do(
     passes: list[list[tuple[int, int, bool]]],
@@ -56,9 +56,9 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
     vector_from: int,
     scaled: bool,
     gate: tuple[int, float],
-    pulls: tuple[float, float],
+    pulls: tuple[float, float, bool],
 ) -> None:
-    blend, mix = pulls
+    blend, mix, leverage = pulls
     config = replace(
         CalibrationSettings(step=step / 10, scale_step=step)
         if scaled
@@ -70,6 +70,7 @@ def test_a_bank_publishes_and_stores_what_calibrators_do(
         vol_memory=7,
         mix=mix,
         garch_memory=9,
+        garch_leverage=leverage,
     )
     rng = np.random.default_rng(seed)
     bank = CalibratorBank(MODEL, HORIZONS, LEVELS, config, vector_from)
