@@ -164,7 +164,8 @@ def label(conf: CalibrationSettings | Hedge) -> str:
     if isinstance(conf, Hedge):
         return f"hedge eta {conf.eta} keep {conf.keep} on {label(conf.base)}"
     if conf.mix:
-        return f"mix {conf.mix} GARCH-t over {conf.garch_memory}; {label(replace(conf, mix=0.0))}"
+        form = "GJR-GARCH-t" if conf.garch_leverage else "GARCH-t"
+        return f"mix {conf.mix} {form} over {conf.garch_memory}; {label(replace(conf, mix=0.0))}"
     if conf.blend:
         vol = f"GARCH {conf.vol_alpha}/{conf.vol_beta} over {conf.vol_memory}"
         return f"blend {conf.blend} {vol}; {label(replace(conf, blend=0.0))}"
