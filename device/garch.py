@@ -187,7 +187,8 @@ def update(
     stats[:, VAR] += (e2 - stats[:, VAR]) * w
     stats[:, MEAN] += e * w
     stats[:, N] = n
-    neg = (e < 0.0).astype(np.float64)[:, None]
+    # the GJR term's sign, only where the grid has one (the bar path's symmetric default skips it)
+    neg = 0.0 if k.gamma is None else (e < 0.0).astype(np.float64)[:, None]
     _step_cells(s2, ll, e2[:, None], stats[:, VAR, None], neg, k)
     first = n == 1.0
     if first.any():  # nothing to score yet: the fresh state's variances were placeholders

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from device.calibration import CalibrationSettings, pinball
+from device.calibration import pinball
 from scripts.garch_mix_check import loso_check, mixed
 from scripts.garch_study import UNCORRECTED
 from scripts.price_calibration_study import (
+    ROUND6,
     Method,
     Model,
     Period,
@@ -37,7 +38,6 @@ from scripts.price_calibration_study import (
 )
 
 WEIGHTINGS = [(w0, eta, keep) for w0 in (0.25, 0.5) for eta in (2, 8, 32) for keep in (0.99, 0.998)]
-ROUND6 = CalibrationSettings()
 CALIBRATIONS = {"as is": None, "round 6's calibration": replace(ROUND6, mix=0.0)}
 
 
