@@ -5,7 +5,9 @@ to its bundle, as a user's own symbol is to the shipped one.
 
     python -m scripts.loso_bundles --registry DIR --chain distill+prune_quarter+cluster
 
-Writes `DIR/price/loso-<symbol>/<version>` for SPX, NDX, CAC and SMI (the model name says which
+`--vol-level window` trains them with another `[price] vol_level` than the recipe's and `--seed`
+with another seed (round 8 compares the two input forms on these bundles, two seeds each; give
+each its own registry). Writes `DIR/price/loso-<symbol>/<version>` for SPX, NDX, CAC and SMI (the model name says which
 series the bundle never saw) and prints the four directories.
 """
 
@@ -22,13 +24,18 @@ from forecaster.tasks import load_task
 RECIPE = Path(__file__).resolve().parents[1] / "models" / "price" / "panel.toml"
 
 
-def held_out(recipe: Recipe, symbol: str, chain: list[str]) -> Recipe:
-    """`recipe` without the series `symbol`, named after it, searching only `chain`."""
+def held_out(recipe: Recipe, symbol: str, chain: list[str], vol_level: str | None = None) -> Recipe:
+    """`recipe` without the series `symbol`, named after it, searching only `chain` (and with
+    `vol_level` as the price input's level where given)."""
     kept = [s for s in recipe.data.entries() if s.symbol != symbol]
     if len(kept) == len(recipe.data.entries()):
         raise SystemExit(f"{symbol} is not a series of {RECIPE.name}")
+    price = recipe.price
+    if price is not None and vol_level:
+        price = price.model_copy(update={"vol_level": vol_level})
     return recipe.model_copy(
         update={
+            "price": price,
             "model": recipe.model.model_copy(update={"name": f"loso-{symbol.lower()}"}),
             "data": recipe.data.model_copy(update={"series": kept}),
             "compress": recipe.compress.model_copy(update={"chains": [chain]}),
@@ -42,13 +49,19 @@ def main() -> None:
     parser.add_argument("--chain", required=True, help="the shipped chain, e.g. distill+svd")
     parser.add_argument("--key", type=Path, help="Ed25519 private key (else the registry's)")
     parser.add_argument("--only", nargs="+", help="these held-out symbols only")
+    parser.add_argument(
+        "--vol-level", choices=["train", "window", "both"], help="default: the recipe's"
+    )
+    parser.add_argument("--seed", type=int, help="default: the recipe's")
     args = parser.parse_args()
     recipe = load_recipe(RECIPE)
+    if args.seed is not None:
+        recipe = recipe.model_copy(update={"seed": args.seed})
     task = load_task("price")
     for series in recipe.data.entries():
         if args.only and series.symbol not in args.only:
             continue
-        loso = held_out(recipe, str(series.symbol), args.chain.split("+"))
+        loso = held_out(recipe, str(series.symbol), args.chain.split("+"), args.vol_level)
         print(task.train(loso, args.registry, args.key, False, Console(stderr=True)), flush=True)
 
 
