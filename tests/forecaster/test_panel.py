@@ -254,6 +254,37 @@ def test_window_vol_level_needs_no_asset_scale(level: str) -> None:
         assert (b[:, 0] - a[:, 0]).min() > 1.0  # log(3 / 0.5) apart
 
 
+@settings(max_examples=25, deadline=None)
+@given(factor=st.floats(0.25, 4.0), seed=st.integers(0, 2**16))
+def test_a_window_level_student_widens_its_quantiles_with_the_volatility(
+    factor: float, seed: int
+) -> None:
+    """With the scale-free level a series whose log returns are `factor` times another's gets
+    quantiles exactly `factor` times as far out, so an asset at any volatility level reads as
+    the same market (docs/CALIBRATION.md, round 8); with the train-relative level it does not."""
+    import torch
+
+    from forecaster.tasks.price.nets import MLPStudent
+
+    torch.manual_seed(seed)
+    returns = torch.from_numpy(np.random.default_rng(seed).standard_normal((8, 63)) * 0.01)
+    calm, wild = (
+        torch.exp(torch.cat([torch.zeros(8, 1), torch.cumsum(c * returns, 1)], 1))
+        for c in (1.0, factor)
+    )
+    # a tiny train vol keeps the volatility floor out of the comparison
+    for level in ("window", "train"):
+        # in float64, so that rounding does not hide a dependence on the level
+        student = MLPStudent(64, [1, 5, 20], [0.05, 0.5, 0.95], 1e-8, (8,), level).double()
+        with torch.no_grad():
+            gap = (student(wild) - factor * student(calm)).abs().max().item()
+        scale = factor * student(calm).abs().max().item()
+        if level == "window":
+            assert gap <= 1e-9 * scale
+        elif abs(np.log(factor)) > 0.2:
+            assert gap > 1e-6 * scale
+
+
 def test_a_leave_one_series_out_recipe_drops_exactly_that_series() -> None:
     # round 4 of the calibration study tunes on these: the held-out series must be unseen
     recipe = load_recipe(LOSO_RECIPE)
@@ -263,3 +294,14 @@ def test_a_leave_one_series_out_recipe_drops_exactly_that_series() -> None:
     assert loso.data.entries()[2].split == recipe.data.entries()[3].split  # its own dates kept
     with pytest.raises(SystemExit, match="DAX is not a series"):
         held_out(recipe, "DAX", ["distill"])
+
+
+def test_a_leave_one_series_out_recipe_may_take_another_level_input() -> None:
+    # round 8 compares the two level inputs on these bundles; nothing else may change
+    recipe = load_recipe(LOSO_RECIPE)
+    loso = held_out(recipe, "SMI", ["distill"], "window")
+    assert loso.price is not None and recipe.price is not None
+    assert loso.price.vol_level == "window"
+    assert loso.price.model_dump(exclude={"vol_level"}) == recipe.price.model_dump(
+        exclude={"vol_level"}
+    )
