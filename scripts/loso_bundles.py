@@ -7,8 +7,8 @@ to its bundle, as a user's own symbol is to the shipped one.
 
 `--vol-level window` trains them with another `[price] vol_level` than the recipe's and `--seed`
 with another seed (round 8 compares the two input forms on these bundles, two seeds each; give
-each its own registry). Writes `DIR/price/loso-<symbol>/<version>` for SPX, NDX, CAC and SMI (the model name says which
-series the bundle never saw) and prints the four directories.
+each its own registry). Writes `DIR/price/loso-<symbol>/<version>` for SPX, NDX, CAC and SMI
+(the model name says which series the bundle never saw) and prints the four directories.
 """
 
 from __future__ import annotations
