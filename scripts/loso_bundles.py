@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
 
 from rich.console import Console
 
 from forecaster.recipe import Recipe, load_recipe
 from forecaster.tasks import load_task
+from forecaster.training.nets import VolLevel
 
 RECIPE = Path(__file__).resolve().parents[1] / "models" / "price" / "panel.toml"
 
 
-def held_out(recipe: Recipe, symbol: str, chain: list[str], vol_level: str | None = None) -> Recipe:
+def held_out(
+    recipe: Recipe, symbol: str, chain: list[str], vol_level: VolLevel | None = None
+) -> Recipe:
     """`recipe` without the series `symbol`, named after it, searching only `chain` (and with
     `vol_level` as the price input's level where given)."""
     kept = [s for s in recipe.data.entries() if s.symbol != symbol]
@@ -49,9 +53,7 @@ def main() -> None:
     parser.add_argument("--chain", required=True, help="the shipped chain, e.g. distill+svd")
     parser.add_argument("--key", type=Path, help="Ed25519 private key (else the registry's)")
     parser.add_argument("--only", nargs="+", help="these held-out symbols only")
-    parser.add_argument(
-        "--vol-level", choices=["train", "window", "both"], help="default: the recipe's"
-    )
+    parser.add_argument("--vol-level", choices=get_args(VolLevel), help="default: the recipe's")
     parser.add_argument("--seed", type=int, help="default: the recipe's")
     args = parser.parse_args()
     recipe = load_recipe(RECIPE)

@@ -13,8 +13,8 @@ Rows of the same NAME (the seeds) are pooled.
 
 Grid and rule were committed before any of its numbers were seen. The scored spans are round
 4's (`pretest`: each training series' bars before its test period); no test period and no
-evaluation-only series is read. The test and evaluation series are scored afterwards, once, by
-`scripts.gjr_study --final` and `scripts.bench_calibration` on the shipped bundle.
+evaluation-only series is read. The test and evaluation series are scored after the choice, by
+`scripts.gjr_study --final` and `scripts.bench_calibration` on the shipped recipe's bundles.
 """
 
 from __future__ import annotations
@@ -46,12 +46,11 @@ def scaled(p: study.Period, factor: float) -> study.Period:
 
 def family_rows(form: str, registry: Path) -> list[dict[str, Any]]:
     """Every held-out series at every scale, raw and served, labelled with the input form."""
+    found: dict[str, study.Method] = {
+        f"{study.label(c)} [{form}]": partial(study.quantile_tracking, settings=c) for c in SETTINGS
+    }
     rows = []
     for name, model in study.loso_models(registry):
-        found: dict[str, study.Method] = {
-            f"{study.label(c)} [{form}]": partial(study.quantile_tracking, settings=c)
-            for c in SETTINGS
-        }
         base = study.training_period(name, model.horizons, "pretest")
         for factor in SCALES:
             rows += study.score_period(model, scaled(base, factor), found)
