@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from tests.integration.conftest import (
 )
 from tests.support.calibration import is_fresh
 from tests.support.cli import run_cli as forecaster
-from tests.support.waits import in_step
+from tests.support.waits import in_step, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -412,6 +413,29 @@ def test_bad_bundles_are_rejected_with_a_reason_and_the_old_model_keeps_serving(
     assert agent.alive()
 
 
+def feed_live(
+    fleet: Fleet, series: dict[str, Any], swaps: set[int], due: threading.Semaphore
+) -> None:
+    """Replay `series` as a live feed, not one burst: at most 20 bars ahead of the agent's SPX
+    forecasts; at each bar of `swaps`, once the agent has forecast it on every symbol (it may
+    run up to 20 bars behind the feed), release `due` so that the swap lands after that bar
+    while the feed goes on."""
+    w = fleet.window
+
+    def served(symbols: list[str], seq: int) -> bool:
+        # bars before the first full window lead to no forecast
+        return seq < w - 1 or all(seq in {f.seq for f in fleet.forecasts(s)} for s in symbols)
+
+    n = len(next(iter(series.values())))
+    for seq in in_step(range(n), partial(served, ["SPX"]), lead=20, timeout=60):
+        for symbol, bars in series.items():
+            fleet.feed.bar(symbol, seq, *bars[seq])
+        if seq in swaps:
+            fleet.feed.flush()
+            wait_until(partial(served, list(series), seq), 60, f"the forecasts of bar {seq}")
+            due.release()
+
+
 def test_a_swap_under_a_live_feed_loses_and_duplicates_no_forecast(fleet: Fleet) -> None:
     fleet.start_agent()
     v1, w = fleet.v1.name, fleet.window
@@ -434,15 +458,7 @@ def test_a_swap_under_a_live_feed_loses_and_duplicates_no_forecast(fleet: Fleet)
     thread = threading.Thread(target=operator)
     thread.start()
 
-    def forecast(seq: int) -> bool:  # bars before the first full window lead to no forecast
-        return seq < w - 1 or seq in {f.seq for f in fleet.forecasts("SPX")}
-
-    # the live feed, not one burst: at most 20 bars ahead of the agent's SPX forecasts
-    for seq in in_step(range(n), forecast, lead=20, timeout=60):
-        for symbol, bars in series.items():
-            fleet.feed.bar(symbol, seq, *bars[seq])
-        if seq in swaps:
-            due.release()
+    feed_live(fleet, series, set(swaps), due)
     thread.join(60)
     assert not failures, failures
     fleet.feed.flush()
