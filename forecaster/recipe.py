@@ -147,6 +147,9 @@ class StudentSection(_Section):
     # extra copies of each training window, jittered, labelled by the teacher alone
     augment_copies: int = Field(default=2, ge=0)
     augment_noise: float = Field(default=0.1, ge=0)
+    # students averaged in the shipped graph: each runs the chosen chain from its own seed
+    # (the recipe's seed + k), so one training run's draw counts for less (price task)
+    members: int = Field(default=1, ge=1, le=8)
 
 
 class FineTuneSection(_Section):

@@ -7,7 +7,7 @@ to its bundle, as a user's own symbol is to the shipped one.
 
 `--vol-level window` trains them with another `[price] vol_level` than the recipe's and `--seed`
 with another seed (round 8 compares the two input forms on these bundles, two seeds each; give
-each its own registry). Writes `DIR/price/loso-<symbol>/<version>` for SPX, NDX, CAC and SMI
+each its own registry); `--members 2` averages two students per bundle (round 9). Writes `DIR/price/loso-<symbol>/<version>` for SPX, NDX, CAC and SMI
 (the model name says which series the bundle never saw) and prints the four directories.
 """
 
@@ -55,10 +55,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="these held-out symbols only")
     parser.add_argument("--vol-level", choices=get_args(VolLevel), help="default: the recipe's")
     parser.add_argument("--seed", type=int, help="default: the recipe's")
+    parser.add_argument("--members", type=int, help="students averaged; default: the recipe's")
     args = parser.parse_args()
     recipe = load_recipe(RECIPE)
     if args.seed is not None:
         recipe = recipe.model_copy(update={"seed": args.seed})
+    if args.members is not None:
+        student = recipe.student.model_copy(update={"members": args.members})
+        recipe = recipe.model_copy(update={"student": student})
     task = load_task("price")
     for series in recipe.data.entries():
         if args.only and series.symbol not in args.only:

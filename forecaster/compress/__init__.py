@@ -7,6 +7,7 @@ from __future__ import annotations
 from forecaster.compress.context import CompressContext, FineTune
 from forecaster.compress.cp import CPLinear, cp, cp_decompose, cp_reconstruct
 from forecaster.compress.distill import ClassifierDistillation, distill, distill_classifier, train
+from forecaster.compress.ensemble import average_graphs
 from forecaster.compress.graph import compact_onnx, distinct_weight_values
 from forecaster.compress.lowrank import factorize_linear, svd
 from forecaster.compress.prune import prune_magnitude, prune_structured
@@ -31,6 +32,7 @@ __all__ = [
     "StepSpec",
     "TTLinear",
     "TuckerLinear",
+    "average_graphs",
     "chain_key",
     "choose",
     "cluster",

@@ -24,6 +24,8 @@ from forecaster.compress import (
     FineTune,
     SearchResult,
     StepSpec,
+    average_graphs,
+    chain_key,
     compact_onnx,
     measure_graph,
     plan_chains,
@@ -200,21 +202,11 @@ def compress_student(
     """Measure the teacher, then run the compression search from an untrained student of the
     recipe's architecture. Every decision uses the train and validation periods only: the
     test period is not read here. Returns the search and the teacher's measurements."""
-    assert recipe.price is not None
-    p, runs = recipe.price, recipe.compress.benchmark_runs
+    runs = recipe.compress.benchmark_runs
     ctx = compression_context(data, teacher, recipe)
     teacher_row = measure_graph(teacher_graph, ctx, runs)
-    torch.manual_seed(recipe.seed)
-    base = MLPStudent(
-        p.window,
-        p.horizons,
-        p.quantiles,
-        data.train_vol,
-        hidden=recipe.student.hidden,
-        level=p.vol_level,
-    )
     search = run_search(
-        base,
+        _untrained_student(recipe, data),
         ctx,
         plan,
         recipe.compress.budget,
@@ -223,6 +215,47 @@ def compress_student(
         on_candidate,
     )
     return search, teacher_row
+
+
+def _untrained_student(recipe: Recipe, data: PriceData) -> MLPStudent:
+    """The recipe's student architecture, initialised from the recipe's seed."""
+    assert recipe.price is not None
+    p = recipe.price
+    torch.manual_seed(recipe.seed)
+    return MLPStudent(
+        p.window,
+        p.horizons,
+        p.quantiles,
+        data.train_vol,
+        hidden=recipe.student.hidden,
+        level=p.vol_level,
+    )
+
+
+def train_members(
+    recipe: Recipe,
+    data: PriceData,
+    teacher: torch.nn.Module,
+    plan: list[list[StepSpec]],
+    search: SearchResult,
+) -> list[bytes]:
+    """The chosen chain run again from seeds recipe.seed + 1, ... (`[student] members` - 1
+    more students, distilled from the same teacher), each member's finished graph."""
+    (chain,) = [c for c in plan if chain_key([s.label for s in c]) == search.chosen]
+    graphs = []
+    for k in range(1, recipe.student.members):
+        member = recipe.model_copy(update={"seed": recipe.seed + k})
+        ctx = compression_context(data, teacher, member)
+        again = run_search(
+            _untrained_student(member, data),
+            ctx,
+            [chain],
+            search.budget,
+            search.reference,
+            recipe.compress.benchmark_runs,
+        )
+        graphs.append(again.candidates[again.chosen].graph)
+    return graphs
 
 
 def _print_candidate(console: Console, row: dict[str, Any]) -> None:
@@ -252,8 +285,10 @@ def _torch_ancestor(search: SearchResult) -> Candidate:
     return candidate
 
 
-def _manifest_steps(search: SearchResult) -> list[dict[str, Any]]:
-    """The chosen chain's steps in order, with their parameters and what each decided."""
+def _manifest_steps(compression: Compression) -> list[dict[str, Any]]:
+    """The chosen chain's steps in order, with their parameters and what each decided, and the
+    averaging of the members where there are several."""
+    search = compression.search
     labels = search.chosen.split("+")
     steps = []
     for i in range(len(labels)):
@@ -271,6 +306,13 @@ def _manifest_steps(search: SearchResult) -> list[dict[str, Any]]:
             "params": {"bytes_exported": row["bytes_exported"], "bytes": row["bytes"]},
         }
     )
+    if compression.members > 1:
+        steps.append(
+            {
+                "name": "average",
+                "params": {"members": compression.members, "bytes": compression.measured["bytes"]},
+            }
+        )
     return steps
 
 
@@ -290,10 +332,15 @@ class TeacherFit:
 
 @dataclass(frozen=True)
 class Compression:
-    """The compression search (chosen chain included) and the teacher's own measurements."""
+    """The compression search (chosen chain included), the teacher's own measurements and the
+    shipped graph: the chosen student, or the mean of it and the other members."""
 
     search: SearchResult
     teacher_measured: dict[str, Any]
+    graph: bytes
+    # the shipped graph's size, speed and validation metrics (the chosen row's for one member)
+    measured: dict[str, Any]
+    members: int = 1
 
     @property
     def chosen(self) -> Candidate:
@@ -385,10 +432,23 @@ def search_students(
             f"[yellow]no chain stayed within {recipe.compress.budget:g}x the teacher's "
             f"validation loss; shipping the best on validation[/]"
         )
+    chosen = search.candidates[search.chosen]
+    console.print(f"chosen: [bold]{search.chosen}[/] ({chosen.row['bytes']:,} B)")
+    members = recipe.student.members
+    if members == 1:
+        return Compression(search, measured, chosen.graph, chosen.row)
+    console.print(f"training {members - 1} more students with {search.chosen} to average")
+    others = train_members(recipe, data, teacher.model, plan, search)
+    graph = average_graphs([chosen.graph, *others])
+    ctx = compression_context(data, teacher.model, recipe)
+    row = measure_graph(graph, ctx, recipe.compress.benchmark_runs)
+    row["parameters"] = members * chosen.row["parameters"]
     console.print(
-        f"chosen: [bold]{search.chosen}[/] ({search.candidates[search.chosen].row['bytes']:,} B)"
+        f"mean of {members}: {row['bytes']:,} B, {row['latency_us_median']:.1f} µs, validation "
+        f"{row['validation_score'] / search.reference:.4f}x teacher",
+        highlight=False,
     )
-    return Compression(search, measured)
+    return Compression(search, measured, graph, row, members)
 
 
 def _parity(data: PriceData, teacher: TeacherFit, compression: Compression) -> dict[str, float]:
@@ -407,6 +467,10 @@ def _parity(data: PriceData, teacher: TeacherFit, compression: Compression) -> d
         "chosen_vs_torch_max_abs": _max_abs(
             predict_torch(ancestor.model, x_test), run_onnx(compression.chosen.graph, x_test)
         ),
+        # the shipped graph against the first member's (0 for one member): what averaging moved
+        "shipped_vs_chosen_max_abs": _max_abs(
+            run_onnx(compression.chosen.graph, x_test), run_onnx(compression.graph, x_test)
+        ),
     }
 
 
@@ -422,7 +486,7 @@ def evaluate_choice(
 
     search, measured = compression.search, compression.teacher_measured
     search.score_split("test", data.test.x, data.test.y, evaluate)
-    chosen = compression.chosen
+    shipped = compression.measured
     teacher_row = {
         "kind": "lstm",
         "parameters": count_parameters(teacher.model),
@@ -431,17 +495,19 @@ def evaluate_choice(
         "validation": measured["validation"],
         "test": evaluate(data.test.y, run_onnx(teacher.graph, data.test.x)),
     }
+    mean_of = f", mean of {compression.members}" if compression.members > 1 else ""
     student_row = {
-        "kind": f"mlp ({search.chosen})",
-        **{k: chosen.row[k] for k in _SIZE_SPEED},
-        "validation": chosen.row["validation"],
-        "test": chosen.row["test"],
+        "kind": f"mlp ({search.chosen}{mean_of})",
+        "members": compression.members,
+        **{k: shipped[k] for k in _SIZE_SPEED},
+        "validation": shipped["validation"],
+        "test": evaluate(data.test.y, run_onnx(compression.graph, data.test.x)),
     }
     models: dict[str, dict[str, Any]] = {
         "teacher": teacher_row,
         compression.chosen_name: student_row,
     }
-    graphs = {"teacher": teacher.graph, compression.chosen_name: chosen.graph}
+    graphs = {"teacher": teacher.graph, compression.chosen_name: compression.graph}
     pooled_baselines, per_series = _score_series(data, graphs, evaluate, horizons, levels)
     models |= pooled_baselines
     student_test = student_row["test"]["pinball"]["overall"]
@@ -538,7 +604,7 @@ def build_report(
         "headline": evaluation.headline,
         "compression": {**search.summary(), "teacher": evaluation.models["teacher"]},
         "series": _series_report(data, evaluation),
-        "test_forecasts": _test_forecasts(data, recipe.price.horizons, compression.chosen.graph),
+        "test_forecasts": _test_forecasts(data, recipe.price.horizons, compression.graph),
     }
 
 
@@ -601,7 +667,7 @@ def build_manifest(
         "quantiles": p.quantiles,
         "data": _manifest_data(recipe, data),
         "periods": sample_periods(data.train, data.valid, data.test),
-        "compression": _manifest_steps(compression.search),
+        "compression": _manifest_steps(compression),
         "metrics": {
             "test_pinball": student["test"]["pinball"]["overall"],
             "teacher_test_pinball": evaluation.models["teacher"]["test"]["pinball"]["overall"],
@@ -634,7 +700,7 @@ def train_price(
     evaluation = evaluate_choice(recipe, data, teacher, compression)
     report = build_report(recipe, quick, data, teacher, compression, evaluation)
     manifest = build_manifest(recipe, data, compression, evaluation)
-    graph = compression.chosen.graph
+    graph = compression.graph
     path = write_bundle(registry, manifest, graph, private_key, report, teacher.graph)
     console.print(key_note)
     return path
