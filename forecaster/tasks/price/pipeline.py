@@ -254,7 +254,8 @@ def train_members(
             search.reference,
             recipe.compress.benchmark_runs,
         )
-        graphs.append(again.candidates[again.chosen].graph)
+        # the whole chain, even where this member's own search would stop at a shorter prefix
+        graphs.append(again.candidates[search.chosen].graph)
     return graphs
 
 
